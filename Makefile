@@ -1,0 +1,23 @@
+# Every target installs what it needs first (scripts/bootstrap.sh is idempotent and quick).
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: bootstrap demo test lint bench
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+demo: bootstrap
+	uv run --frozen airlock demo
+
+test: bootstrap
+	uv run --frozen ruff check .
+	uv run --frozen python -m pytest -q
+
+lint: bootstrap
+	uv run --frozen ruff check .
+	uv run --frozen ruff format --check registry airlock
+
+bench: bootstrap
+	uv run --frozen python bench/copy_bench.py

@@ -1,0 +1,316 @@
+"""The `airlock` command line.
+
+argparse rather than Typer: `airlock copy` runs once per promotion in CI, and Typer plus click cost
+~100 ms of imports on these machines before any work starts. Commands import what they need
+lazily, so `airlock copy` never imports Prefect.
+
+Exit codes (DESIGN.md): 0 done, 1 refused (a gate, or --no-clobber), 2 bad input, 3 registry or
+network failure after retries. Errors are one line on stderr, never a traceback (set
+AIRLOCK_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from airlock import __version__
+from registry.errors import EXIT_BAD_INPUT, EXIT_REGISTRY, AirlockError, BadInputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        self.exit(EXIT_BAD_INPUT, f"airlock: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"expected 1-64, got {value}")
+    return value
+
+
+def _add_connection_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--src-creds", metavar="USER:PASS", help="credentials for the source registry")
+    p.add_argument("--dest-creds", metavar="USER:PASS", help="credentials for the target registry")
+    p.add_argument(
+        "--insecure",
+        metavar="HOST",
+        action="append",
+        default=[],
+        help="allow plain HTTP / unverified TLS for HOST (repeatable);"
+        " loopback registries may always use plain HTTP",
+    )
+    p.add_argument("--ca-bundle", metavar="FILE", help="PEM file of CAs to trust for HTTPS")
+    p.add_argument(
+        "--no-referrers",
+        action="store_true",
+        help="copy only the image, not its signatures, SBOMs and attached reports",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="airlock",
+        description="Promote container images by digest through gated stages.",
+    )
+    parser.add_argument("--version", action="version", version=f"airlock {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser(
+        "copy",
+        help="digest-exact copy of an image, its platforms and referrers",
+        description="Copy SRC to DST byte for byte: mounts within a registry,"
+        " streams across registries, referrers included. Prints the digest.",
+    )
+    p.add_argument("src", metavar="SRC", help="source reference, e.g. localhost:5000/dev/app:1.0")
+    p.add_argument("dst", metavar="DST", help="target reference; without a tag, SRC's tag is used")
+    _add_connection_flags(p)
+    p.add_argument(
+        "--no-clobber",
+        action="store_true",
+        help="refuse (exit 1) if DST's tag points at another digest",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=6,
+        metavar="N",
+        help="blobs transferred at once (default 6)",
+    )
+    p.set_defaults(func=cmd_copy)
+
+    p = sub.add_parser(
+        "plan",
+        help="dry run of copy: what would be mounted, streamed, pushed",
+        description="Walk SRC and look at DST; write nothing.",
+    )
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    _add_connection_flags(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "demo",
+        help="run the demo on a throw-away local registry",
+        description="Start a local registry, build and push a sample image to"
+        " dev/app, copy it to prod/app by digest, print both digests.",
+    )
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AirlockError as e:
+        return _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as e:  # a bug or an unmapped library error: still one line, no traceback
+        if os.environ.get("AIRLOCK_DEBUG"):
+            raise
+        import httpx
+
+        if isinstance(e, httpx.HTTPError):
+            return _fail(f"network error ({type(e).__name__}); retry", EXIT_REGISTRY)
+        return _fail(
+            f"internal error ({type(e).__name__}); rerun with AIRLOCK_DEBUG=1 and report it",
+            EXIT_REGISTRY,
+        )
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"airlock: error: {message}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------------- copy / plan
+
+
+def _open_clients(
+    args: argparse.Namespace, src_registry: str, dst_registry: str
+) -> tuple[Any, Any]:
+    from registry.auth import Credentials
+    from registry.client import RegistryClient
+    from registry.reference import hostname
+
+    insecure = set(args.insecure)
+
+    def client(registry: str, creds: Any) -> RegistryClient:
+        return RegistryClient(
+            registry,
+            credentials=creds,
+            insecure=registry in insecure or hostname(registry) in insecure,
+            ca_bundle=args.ca_bundle,
+        )
+
+    if args.ca_bundle and not os.path.isfile(args.ca_bundle):
+        raise BadInputError(f"--ca-bundle {args.ca_bundle}: no such file")
+    src_creds = Credentials.parse(args.src_creds, "--src-creds") if args.src_creds else None
+    dst_creds = Credentials.parse(args.dest_creds, "--dest-creds") if args.dest_creds else None
+    src = client(src_registry, src_creds)
+    # One client (one pool, one token cache) when both sides are the same registry and identity.
+    if dst_registry == src_registry and (dst_creds is None or dst_creds == src_creds):
+        return src, src
+    return src, client(dst_registry, dst_creds)
+
+
+def _references(args: argparse.Namespace) -> tuple[Any, Any]:
+    from registry.reference import parse
+
+    return parse(args.src), parse(args.dst, default_tag=None)
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    import asyncio
+
+    source, target = _references(args)
+    progress = _Progress() if not args.json and sys.stderr.isatty() else None
+
+    async def run() -> Any:
+        from registry.copy import copy_image
+
+        src, dst = _open_clients(args, source.registry, target.registry)
+        try:
+            return await copy_image(
+                src,
+                source,
+                dst,
+                target,
+                referrers=not args.no_referrers,
+                no_clobber=args.no_clobber,
+                concurrency=args.concurrency,
+                on_plan=progress.start if progress else None,
+                on_bytes=progress.advance if progress else None,
+            )
+        finally:
+            await src.aclose()
+            if dst is not src:
+                await dst.aclose()
+
+    try:
+        result = asyncio.run(run())
+    finally:
+        if progress:
+            progress.done()
+    if args.json:
+        print(json.dumps(result.to_json(), sort_keys=True))
+    else:
+        print(result.digest)
+        for warning in result.warnings:
+            print(f"airlock: warning: {warning}", file=sys.stderr)
+        print(f"{result.target}: {result.summary()}", file=sys.stderr)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import asyncio
+
+    source, target = _references(args)
+
+    async def run() -> Any:
+        from registry.copy import plan_copy
+
+        src, dst = _open_clients(args, source.registry, target.registry)
+        try:
+            return await plan_copy(src, source, dst, target, referrers=not args.no_referrers)
+        finally:
+            await src.aclose()
+            if dst is not src:
+                await dst.aclose()
+
+    plan = asyncio.run(run())
+    if args.json:
+        print(json.dumps(plan.to_json(), sort_keys=True))
+        return 0
+    print(_format_plan(plan))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from airlock.demo import run_demo
+
+    return run_demo()
+
+
+def _format_plan(plan: Any) -> str:
+    from registry.copy import _human
+
+    lines = [f"{plan.source} -> {plan.target}"]
+    blobs = plan.blobs
+    lines.append(
+        f"blobs: {plan.count('mount')} to mount, {plan.count('stream')} to stream"
+        f" ({_human(plan.bytes_to_stream())}), {plan.count('skip')} already there"
+    )
+    for b in blobs:
+        lines.append(
+            f"  {b.action:<6} blob      {b.descriptor.digest}  {_human(b.descriptor.size)}"
+        )
+    pushes = sum(1 for m in plan.manifests if not m.exists)
+    lines.append(f"manifests: {pushes} to push, {len(plan.manifests) - pushes} already there")
+    for m in plan.manifests:
+        where = f" as tag {m.tag}" if m.tag else ""
+        kind = m.manifest.artifact_type or m.manifest.media_type
+        lines.append(
+            f"  {'skip' if m.exists else 'push':<6} {m.role:<9} {m.manifest.digest}  {kind}{where}"
+        )
+    for subject in plan.fallback:
+        lines.append(
+            f"  merge  fallback  tag sha256-{subject.split(':', 1)[1][:12]}…"
+            " (target has no referrers API)"
+        )
+    if plan.tag_conflict:
+        lines.append(
+            f"tag {plan.target.tag}: moves from {plan.tag_conflict} (refused with --no-clobber)"
+        )
+    elif plan.target.tag:
+        state = "unchanged" if plan.root.exists else "new"
+        lines.append(f"tag {plan.target.tag}: {state}")
+    lines.extend(f"warning: {w}" for w in plan.warnings)
+    return "\n".join(lines)
+
+
+class _Progress:
+    """A one-line byte counter on a TTY; no dependency, redrawn at most ~10 times a second."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done_bytes = 0
+        self._last = 0.0
+
+    def start(self, plan: Any) -> None:
+        self.total = plan.bytes_to_stream()
+
+    def advance(self, n: int) -> None:
+        import time
+
+        self.done_bytes += n
+        now = time.monotonic()
+        if self.total and now - self._last > 0.1:
+            self._last = now
+            pct = 100 * self.done_bytes / self.total
+            sys.stderr.write(
+                f"\rstreaming {self.done_bytes / 2**20:.1f}/{self.total / 2**20:.1f} MiB"
+                f" ({pct:.0f}%)"
+            )
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self._last:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

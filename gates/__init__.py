@@ -1,0 +1,1 @@
+"""Quality gates on evidence bound to an image digest (issue #3)."""

@@ -1,0 +1,683 @@
+"""RegistryClient: the OCI distribution API over one pooled httpx.AsyncClient per registry.
+
+Every manifest read is checked against the digest asked for and the registry's
+Docker-Content-Digest; every blob is hashed while it streams and the last chunk is held back until
+the hash matches, so a corrupt blob never completes an upload. Idempotent requests are retried on
+connection errors, 429 and 5xx with exponential backoff, full jitter and Retry-After, bounded in
+attempts and total time. Registry errors become one-line messages that say what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import random
+import ssl
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import httpx
+
+from registry import mediatypes as mt
+from registry.auth import Credentials, DockerConfig, RegistryAuth
+from registry.errors import (
+    AirlockError,
+    AuthError,
+    BadInputError,
+    DigestMismatch,
+    NotFound,
+    RegistryError,
+    UnsupportedContent,
+)
+from registry.manifest import (
+    MAX_MANIFEST_SIZE,
+    Descriptor,
+    Manifest,
+    digest_of,
+    parse_manifest,
+    verify_digest,
+)
+from registry.reference import DOCKER_HUB, DOCKER_HUB_API, is_loopback
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+READ_CHUNK = 1024 * 1024
+MONOLITHIC_LIMIT = 512 * 1024 * 1024  # above this, upload in PATCH chunks of this size
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    total: float = 120.0  # seconds one operation may spend retrying, Retry-After included
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^attempt)]."""
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))  # noqa: S311
+
+
+@dataclass(frozen=True, slots=True)
+class MountResult:
+    mounted: bool
+    location: str | None = None  # an open upload session when the registry declined the mount
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _errors_of(response: httpx.Response) -> list[tuple[str, str]]:
+    try:
+        doc = json.loads(response.content)
+        return [
+            (str(e.get("code", "")), _one_line(str(e.get("message", ""))))
+            for e in doc.get("errors", [])
+            if isinstance(e, dict)
+        ]
+    except (ValueError, AttributeError, TypeError, httpx.ResponseNotRead):
+        return []
+
+
+_ADVICE = {
+    "UNAUTHORIZED": "authentication required: pass --src-creds/--dest-creds USER:PASS or run"
+    " `docker login {host}`",
+    "DENIED": "access denied: these credentials lack permission on {repo}; ask for the right"
+    " (pull to read, push to write)",
+    "NAME_UNKNOWN": "repository {repo} does not exist on {host}: check the name",
+    "MANIFEST_UNKNOWN": "manifest unknown: check the tag or digest exists in {repo}",
+    "BLOB_UNKNOWN": "blob unknown in {repo}: the registry lost a blob a manifest points to;"
+    " re-push the image",
+    "MANIFEST_BLOB_UNKNOWN": "the registry says a blob of this manifest is missing in {repo};"
+    " retry the copy",
+    "TOOMANYREQUESTS": "rate limited by {host}: wait and retry, or authenticate for a higher limit",
+    "DIGEST_INVALID": "the registry rejected the content as not matching its digest; retry",
+    "SIZE_INVALID": "the registry rejected the content size; retry",
+    "MANIFEST_INVALID": "the registry rejected the manifest as invalid",
+    "UNSUPPORTED": "the registry does not support this operation",
+    "BLOB_UPLOAD_INVALID": "the registry rejected the upload; retry",
+    "BLOB_UPLOAD_UNKNOWN": "the upload session expired; retry",
+}
+
+
+def allowed_schemes(host: str, insecure: bool) -> list[str]:
+    """HTTPS always first; plain HTTP only for loopback (by name or address) or insecure hosts.
+
+    Loopback is decided from the name as written, never by resolving it, so a DNS answer cannot
+    downgrade a registry to plain HTTP.
+    """
+    return ["https", "http"] if insecure or is_loopback(host) else ["https"]
+
+
+class RegistryClient:
+    """One registry host. Use as an async context manager (or call aclose)."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        credentials: Credentials | None = None,
+        docker_config: DockerConfig | None = None,
+        insecure: bool = False,
+        ca_bundle: str | None = None,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 16,
+        timeout: float = 60.0,
+    ):
+        self.registry = registry
+        self.host = DOCKER_HUB_API if registry == DOCKER_HUB else registry
+        self.insecure = insecure
+        self.retry = retry or RetryPolicy()
+        self.requests: Counter[str] = Counter()  # method → count, for plans, benches and tests
+        config = docker_config or DockerConfig()
+        self.auth = RegistryAuth(
+            credentials=(lambda: credentials)
+            if credentials
+            else (lambda: config.credentials(registry)),
+            send_token_request=self._send_token_request,
+        )
+        verify: bool | ssl.SSLContext = True
+        if insecure:
+            verify = False
+        elif ca_bundle:
+            try:
+                verify = ssl.create_default_context(cafile=ca_bundle)
+            except (OSError, ssl.SSLError):
+                raise BadInputError(
+                    f"CA bundle {ca_bundle} cannot be read as PEM certificates; check the file"
+                ) from None
+        self._http = httpx.AsyncClient(
+            verify=verify,
+            timeout=httpx.Timeout(timeout, connect=10.0, pool=None),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": "airlock/0.1"},
+            event_hooks={"request": [self._count]},
+        )
+        self._base: str | None = None
+        self._base_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.registry!r})"
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _count(self, request: httpx.Request) -> None:
+        self.requests[request.method] += 1
+
+    async def _send_token_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._http.send(request, auth=None)
+        await response.aread()
+        return response
+
+    # ------------------------------------------------------------------ base URL and retries
+
+    async def base_url(self) -> str:
+        """Find the scheme: HTTPS first; plain HTTP only for loopback or insecure registries."""
+        if self._base:
+            return self._base
+        async with self._base_lock:
+            if self._base:
+                return self._base
+            schemes = allowed_schemes(self.host, self.insecure)
+            last: BaseException | None = None
+            for scheme in schemes:
+                url = f"{scheme}://{self.host}"
+                try:
+                    response = await self._with_retries(
+                        "GET",
+                        f"{url}/v2/",
+                        what=f"ping {self.host}",
+                        auth=False,
+                        retry_connect=scheme == schemes[-1],
+                    )
+                except httpx.ConnectError as e:
+                    if "CERTIFICATE_VERIFY_FAILED" in str(e):
+                        raise _connect_error(self.host, e, self.insecure) from None  # it speaks TLS
+                    last = e
+                    continue
+                if response.status_code == 401:
+                    self.auth.learn(response)
+                elif response.status_code >= 500:
+                    raise self.error(response, f"ping {url}/v2/", "")
+                elif response.status_code != 200:
+                    raise RegistryError(
+                        f"{url}/v2/ answered {response.status_code}: {self.host} does not look like"
+                        " an OCI registry; check the host and port",
+                        status=response.status_code,
+                    )
+                self._base = url
+                return url
+            raise _connect_error(self.host, last, self.insecure)
+
+    async def _with_retries(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        auth: bool = True,
+        stream: bool = False,
+        follow_redirects: bool = False,
+        retry_connect: bool = True,
+    ) -> httpx.Response:
+        """Send an idempotent request, retrying transport errors, 429 and 5xx within the policy."""
+        policy = self.retry
+        deadline = time.monotonic() + policy.total
+        attempt = 0
+        while True:
+            request = self._http.build_request(method, url, headers=headers, content=content)
+            try:
+                response = await self._http.send(
+                    request,
+                    auth=self.auth if auth else None,
+                    stream=stream,
+                    follow_redirects=follow_redirects,
+                )
+            except httpx.TransportError as e:
+                attempt += 1
+                if not retry_connect and isinstance(e, httpx.ConnectError):
+                    raise
+                if _unresolvable(e) or _tls_failure(e) or attempt >= policy.attempts:
+                    raise _transport_error(what, e, attempt) from None
+                delay = policy.backoff(attempt)
+                if time.monotonic() + delay > deadline:
+                    raise _transport_error(what, e, attempt) from None
+                await asyncio.sleep(delay)
+                continue
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            attempt += 1
+            wait = _retry_after(response)
+            delay = max(wait or 0.0, policy.backoff(attempt))
+            if attempt >= policy.attempts or time.monotonic() + delay > deadline:
+                if stream:
+                    await response.aread()
+                return response  # the caller turns it into an error naming the status
+            await response.aclose()
+            await asyncio.sleep(delay)
+
+    def error(self, response: httpx.Response, what: str, repo: str) -> AirlockError:
+        """A one-line error for an unexpected response, with the advice that fits its code."""
+        status = response.status_code
+        errors = _errors_of(response)
+        code = (
+            errors[0][0]
+            if errors
+            else {401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS"}.get(status, "")
+        )
+        advice = _ADVICE.get(code, "").format(host=self.host, repo=repo)
+        if not advice:
+            if status >= 500:
+                advice = f"the registry failed ({status}) after {self.retry.attempts} attempts;"
+                advice += " retry later"
+            elif status == 404:
+                advice = f"not found in {repo}"
+            else:
+                detail = f" ({errors[0][1]})" if errors and errors[0][1] else ""
+                advice = f"unexpected answer {status}{detail}"
+        message = f"{what}: {advice}"
+        if code in ("UNAUTHORIZED", "DENIED") or status in (401, 403):
+            return AuthError(message, status=status, code=code)
+        if code in ("NAME_UNKNOWN", "MANIFEST_UNKNOWN") or (
+            status == 404 and code != "BLOB_UNKNOWN"
+        ):
+            return NotFound(message)
+        return RegistryError(message, status=status, code=code or None)
+
+    async def _url(self, path: str) -> str:
+        return f"{await self.base_url()}{path}"
+
+    async def _resolve(self, location: str, extra: dict[str, str] | None = None) -> str:
+        """Resolve an upload Location and merge params into its query (keeping _state)."""
+        url = httpx.URL(await self.base_url()).join(location)
+        if extra:
+            query = url.query.decode()
+            url = url.copy_with(
+                query=(((query + "&") if query else "") + urlencode(extra)).encode()
+            )
+        return str(url)
+
+    # ------------------------------------------------------------------ manifests
+
+    async def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
+        """The descriptor of repo:ref, or None if it does not exist."""
+        what = (
+            f"HEAD {self.registry}/{repo}:{ref}"
+            if ":" not in ref
+            else f"HEAD {self.registry}/{repo}@{ref}"
+        )
+        response = await self._with_retries(
+            "HEAD",
+            await self._url(f"/v2/{repo}/manifests/{ref}"),
+            what=what,
+            headers={"Accept": mt.ACCEPT},
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self.error(response, what, repo)
+        digest = response.headers.get("docker-content-digest")
+        media_type = response.headers.get("content-type", "").split(";", 1)[0].strip()
+        size = response.headers.get("content-length")
+        if not digest or not size or not size.isdigit() or media_type not in mt.MANIFESTS:
+            # Some registries omit the digest on HEAD: read the manifest instead.
+            manifest = await self.get_manifest(repo, ref)
+            return manifest.descriptor
+        return Descriptor(media_type, digest, int(size))
+
+    async def get_manifest(self, repo: str, ref: str) -> Manifest:
+        """Fetch repo:ref, verified against the requested digest and Docker-Content-Digest."""
+        sep = "@" if ":" in ref else ":"
+        what = f"GET {self.registry}/{repo}{sep}{ref}"
+        response = await self._with_retries(
+            "GET",
+            await self._url(f"/v2/{repo}/manifests/{ref}"),
+            what=what,
+            headers={"Accept": mt.ACCEPT},
+            stream=True,
+        )
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise self.error(response, what, repo)
+            length = response.headers.get("content-length")
+            if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
+                raise UnsupportedContent(
+                    f"{what}: manifest is {length} bytes, over the {MAX_MANIFEST_SIZE} byte limit"
+                )
+            raw = bytearray()
+            async for chunk in response.aiter_raw():
+                raw += chunk
+                if len(raw) > MAX_MANIFEST_SIZE:
+                    raise UnsupportedContent(
+                        f"{what}: manifest is over the {MAX_MANIFEST_SIZE} byte limit"
+                    )
+        except httpx.TransportError as e:
+            raise _transport_error(what, e, 1) from None
+        finally:
+            await response.aclose()
+        raw_bytes = bytes(raw)
+        header_digest = response.headers.get("docker-content-digest")
+        if sep == "@":
+            digest = ref
+        elif header_digest and ":" in header_digest:
+            digest = header_digest
+        else:
+            digest = digest_of(raw_bytes)
+        verify_digest(raw_bytes, digest, what)
+        if header_digest and header_digest != digest:
+            raise DigestMismatch(
+                f"{what}: registry says Docker-Content-Digest {header_digest} for content that"
+                f" hashes to {digest}; retry, and report it to the registry operator if it persists"
+            )
+        return parse_manifest(raw_bytes, response.headers.get("content-type"), digest, what)
+
+    async def put_manifest(self, repo: str, ref: str, manifest: Manifest) -> httpx.Headers:
+        """PUT the manifest's exact bytes under ref (a tag or its digest); return the headers."""
+        sep = "@" if ":" in ref else ":"
+        what = f"PUT {self.registry}/{repo}{sep}{ref}"
+        response = await self._with_retries(
+            "PUT",
+            await self._url(f"/v2/{repo}/manifests/{ref}"),
+            what=what,
+            headers={"Content-Type": manifest.media_type},
+            content=manifest.raw,
+        )
+        if response.status_code not in (200, 201):
+            raise self.error(response, what, repo)
+        got = response.headers.get("docker-content-digest")
+        if got and got != manifest.digest:
+            raise DigestMismatch(
+                f"{what}: registry stored the manifest as {got}, expected {manifest.digest}"
+            )
+        return response.headers
+
+    async def get_referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        """Referrers of digest through the OCI referrers API; None where the registry lacks it."""
+        what = f"GET {self.registry}/{repo} referrers of {digest}"
+        response = await self._with_retries(
+            "GET",
+            await self._url(f"/v2/{repo}/referrers/{digest}"),
+            what=what,
+            headers={"Accept": mt.OCI_INDEX},
+        )
+        content_type = response.headers.get("content-type", "").split(";", 1)[0].strip()
+        if response.status_code != 200 or content_type != mt.OCI_INDEX:
+            if response.status_code in (401, 403):
+                raise self.error(response, what, repo)
+            return None  # 404 from distribution 2.8 and others without the API
+        try:
+            doc = response.json()
+            entries = doc["manifests"]
+            return [Descriptor.from_json(e, what) for e in entries]
+        except (ValueError, KeyError, TypeError):
+            raise RegistryError(
+                f"{what}: the referrers API answered with a malformed index"
+            ) from None
+
+    # ------------------------------------------------------------------ blobs
+
+    async def blob_size(self, repo: str, digest: str) -> int | None:
+        """Size of the blob if repo has it, else None."""
+        what = f"HEAD blob {self.registry}/{repo}@{digest}"
+        response = await self._with_retries(
+            "HEAD",
+            await self._url(f"/v2/{repo}/blobs/{digest}"),
+            what=what,
+            follow_redirects=True,
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self.error(response, what, repo)
+        length = response.headers.get("content-length", "")
+        return int(length) if length.isdigit() else 0
+
+    async def mount_blob(self, repo: str, digest: str, from_repo: str) -> MountResult:
+        """Cross-repository mount. 201: done. 202: the registry opened an upload session instead."""
+        what = f"mount {digest} from {from_repo} into {self.registry}/{repo}"
+        query = urlencode({"mount": digest, "from": from_repo})
+        response = await self._with_retries(
+            "POST",
+            await self._url(f"/v2/{repo}/blobs/uploads/?{query}"),
+            what=what,
+            content=b"",
+        )
+        if response.status_code == 201:
+            return MountResult(True)
+        if response.status_code == 202 and response.headers.get("location"):
+            return MountResult(False, response.headers["location"])
+        if response.status_code in (401, 403):
+            # Credentials that may push here but not read the source: stream instead.
+            return MountResult(False)
+        raise self.error(response, what, repo)
+
+    async def start_upload(self, repo: str) -> str:
+        what = f"start upload to {self.registry}/{repo}"
+        response = await self._with_retries(
+            "POST", await self._url(f"/v2/{repo}/blobs/uploads/"), what=what, content=b""
+        )
+        if response.status_code != 202 or not response.headers.get("location"):
+            raise self.error(response, what, repo)
+        return response.headers["location"]
+
+    async def cancel_upload(self, location: str) -> None:
+        """Best effort: a session left open expires on its own, so errors are ignored."""
+        try:
+            response = await self._http.send(
+                self._http.build_request("DELETE", await self._resolve(location)), auth=self.auth
+            )
+            await response.aclose()
+        except (httpx.HTTPError, AirlockError):
+            pass
+
+    @asynccontextmanager
+    async def open_blob(self, repo: str, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a blob, checking size and digest as it goes; the last chunk waits for the hash."""
+        what = f"GET blob {self.registry}/{repo}@{desc.digest}"
+        response = await self._with_retries(
+            "GET",
+            await self._url(f"/v2/{repo}/blobs/{desc.digest}"),
+            what=what,
+            stream=True,
+            follow_redirects=True,
+        )
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise self.error(response, what, repo)
+            length = response.headers.get("content-length")
+            if length and length.isdigit() and int(length) != desc.size:
+                raise DigestMismatch(
+                    f"{what}: registry offers {length} bytes, the manifest says {desc.size};"
+                    " the source image is inconsistent"
+                )
+            yield _verified(response, desc, what)
+        finally:
+            await response.aclose()
+
+    async def upload_blob(
+        self,
+        repo: str,
+        desc: Descriptor,
+        chunks: AsyncIterator[bytes],
+        location: str | None = None,
+        chunk_size: int = MONOLITHIC_LIMIT,
+    ) -> None:
+        """Upload a streamed blob: one PUT with Content-Length, or PATCH chunks above chunk_size."""
+        what = f"upload {desc.digest} to {self.registry}/{repo}"
+        location = location or await self.start_upload(repo)
+        try:
+            if desc.size > chunk_size:
+                location = await self._patch_chunks(repo, location, desc, chunks, chunk_size, what)
+                body: AsyncIterator[bytes] | bytes = b""
+                headers = {"Content-Length": "0"}
+            else:
+                body = chunks
+                headers = {
+                    "Content-Length": str(desc.size),
+                    "Content-Type": "application/octet-stream",
+                }
+            url = await self._resolve(location, {"digest": desc.digest})
+            request = self._http.build_request("PUT", url, headers=headers, content=body)
+            response = await self._http.send(request, auth=self.auth)
+        except httpx.TransportError as e:
+            await self.cancel_upload(location)
+            raise _transport_error(what, e, 1) from None
+        except BaseException:
+            await self.cancel_upload(location)
+            raise
+        if response.status_code != 201:
+            await self.cancel_upload(location)
+            raise self.error(response, what, repo)
+        got = response.headers.get("docker-content-digest")
+        if got and got != desc.digest:
+            raise DigestMismatch(f"{what}: registry stored the blob as {got}")
+
+    async def _patch_chunks(
+        self,
+        repo: str,
+        location: str,
+        desc: Descriptor,
+        chunks: AsyncIterator[bytes],
+        chunk_size: int,
+        what: str,
+    ) -> str:
+        source = _Rechunker(chunks)
+        offset = 0
+        while offset < desc.size:
+            n = min(chunk_size, desc.size - offset)
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(n),
+                "Content-Range": f"{offset}-{offset + n - 1}",
+            }
+            request = self._http.build_request(
+                "PATCH", await self._resolve(location), headers=headers, content=source.take(n)
+            )
+            response = await self._http.send(request, auth=self.auth)
+            if response.status_code != 202 or not response.headers.get("location"):
+                raise self.error(response, what, repo)
+            location = response.headers["location"]
+            offset += n
+        return location
+
+
+class _Rechunker:
+    """Cut one byte stream into consecutive sub-streams of given lengths, without buffering."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]):
+        self._it = aiter(chunks)
+        self._pending = b""
+
+    async def take(self, n: int) -> AsyncIterator[bytes]:
+        while n > 0:
+            if not self._pending:
+                self._pending = await anext(self._it)
+            piece, self._pending = self._pending[:n], self._pending[n:]
+            n -= len(piece)
+            yield piece
+
+
+async def _verified(response: httpx.Response, desc: Descriptor, what: str) -> AsyncIterator[bytes]:
+    algorithm, expected_hex = desc.digest.split(":", 1)
+    hasher = hashlib.new(algorithm)
+    seen = 0
+    held: bytes | None = None
+    try:
+        async for chunk in response.aiter_raw(READ_CHUNK):
+            if held is not None:
+                yield held
+            seen += len(chunk)
+            if seen > desc.size:
+                raise DigestMismatch(
+                    f"{what}: blob is longer than its descriptor's {desc.size} bytes"
+                )
+            hasher.update(chunk)
+            held = chunk
+    except httpx.TransportError as e:
+        raise _transport_error(what, e, 1) from None
+    if seen != desc.size:
+        raise DigestMismatch(f"{what}: blob ended after {seen} of {desc.size} bytes")
+    if hasher.hexdigest() != expected_hex:
+        raise DigestMismatch(
+            f"{what}: blob content hashes to {algorithm}:{hasher.hexdigest()}, expected"
+            f" {desc.digest}; the source registry holds corrupt data"
+        )
+    if held is not None:
+        yield held
+
+
+def _unresolvable(e: BaseException) -> bool:
+    text = str(e)
+    return any(
+        s in text
+        for s in ("Name or service not known", "nodename nor servname", "No address associated")
+    )
+
+
+def _tls_failure(e: BaseException) -> bool:
+    return "SSL" in str(e) or "CERTIFICATE" in str(e)
+
+
+def _transport_error(what: str, e: BaseException, attempts: int) -> RegistryError:
+    if _unresolvable(e):
+        return RegistryError(f"{what}: cannot resolve the registry host; check the name")
+    kind = type(e).__name__
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    if isinstance(e, httpx.ConnectError):
+        return RegistryError(f"{what}: cannot connect{tries} ({kind}); is the registry running?")
+    if isinstance(e, httpx.TimeoutException):
+        return RegistryError(f"{what}: timed out{tries} ({kind}); retry, or check the network")
+    return RegistryError(f"{what}: connection failed{tries} ({kind}); retry")
+
+
+def _connect_error(host: str, e: BaseException | None, insecure: bool) -> RegistryError:
+    text = str(e) if e else ""
+    if _unresolvable(e or Exception()):
+        return RegistryError(f"cannot resolve registry host {host}: check the name")
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return RegistryError(
+            f"TLS certificate of {host} is not trusted: pass --ca-bundle FILE, or --insecure"
+            f" {host} for a test registry"
+        )
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text.lower():
+        return RegistryError(
+            f"{host} does not speak HTTPS: plain HTTP is allowed only for loopback registries or"
+            f" with --insecure {host}"
+        )
+    return RegistryError(f"cannot connect to {host}: is the registry running and the port right?")

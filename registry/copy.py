@@ -1,0 +1,528 @@
+"""Digest-exact copies: plan (walk the source, look at the target), then execute.
+
+The walk covers indexes and every child manifest, recursively, and — unless disabled — the
+referrers of every manifest in the tree: the OCI referrers API where the source has it, else the
+`sha256-<hex>` fallback-tag index, plus cosign's `sha256-<hex>.sig/.att/.sbom` tags. Referrers of
+referrers travel too.
+
+Execution order makes the tag the commit point: blobs first (mounted within one registry, streamed
+across registries), then child manifests and referrers by digest, then the fallback indexes the
+target needs, and the tag last. Finally the target is read back and must name the source digest.
+Manifests are pushed as the exact bytes read, never re-serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from registry import mediatypes as mt
+from registry.client import RegistryClient
+from registry.errors import (
+    BadInputError,
+    DigestMismatch,
+    NotFound,
+    RefusedError,
+    RegistryError,
+    UnsupportedContent,
+)
+from registry.manifest import (
+    Descriptor,
+    Manifest,
+    digest_of,
+    fallback_tag,
+    parse_manifest,
+    referrers_index,
+)
+from registry.reference import Reference
+
+BlobAction = Literal["skip", "mount", "stream"]
+Role = Literal["image", "child", "referrer", "cosign"]
+
+
+@dataclass
+class BlobStep:
+    descriptor: Descriptor
+    action: BlobAction
+
+
+@dataclass
+class ManifestStep:
+    manifest: Manifest
+    role: Role
+    tag: str | None = None  # pushed under this tag (root, cosign); None = by digest
+    exists: bool = False  # the target already holds this digest (under `tag`, if given)
+    subject: str | None = None  # for referrers: the digest they refer to
+
+
+@dataclass
+class CopyPlan:
+    source: Reference  # with the resolved digest
+    target: Reference  # with the resolved digest
+    same_registry: bool
+    manifests: list[ManifestStep]  # push order; the root is last
+    blobs: list[BlobStep]
+    tag_conflict: str | None = None  # digest the target tag points at now, if another one
+    target_has_referrers_api: bool = False
+    fallback: dict[str, list[Descriptor]] = field(default_factory=dict)  # subject → referrers
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def digest(self) -> str:
+        assert self.source.digest is not None
+        return self.source.digest
+
+    @property
+    def root(self) -> ManifestStep:
+        return self.manifests[-1]
+
+    @property
+    def referrers(self) -> list[ManifestStep]:
+        return [m for m in self.manifests if m.role in ("referrer", "cosign")]
+
+    def count(self, action: BlobAction) -> int:
+        return sum(1 for b in self.blobs if b.action == action)
+
+    def bytes_to_stream(self) -> int:
+        return sum(b.descriptor.size for b in self.blobs if b.action == "stream")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "target": str(self.target),
+            "digest": self.digest,
+            "same_registry": self.same_registry,
+            "tag_conflict": self.tag_conflict,
+            "blobs": [
+                {"digest": b.descriptor.digest, "size": b.descriptor.size, "action": b.action}
+                for b in self.blobs
+            ],
+            "manifests": [
+                {
+                    "digest": m.manifest.digest,
+                    "media_type": m.manifest.media_type,
+                    "role": m.role,
+                    "tag": m.tag,
+                    "action": "skip" if m.exists else "push",
+                    **({"subject": m.subject} if m.subject else {}),
+                    **(
+                        {"artifact_type": m.manifest.artifact_type}
+                        if m.manifest.artifact_type
+                        else {}
+                    ),
+                }
+                for m in self.manifests
+            ],
+            "fallback_tags": sorted(fallback_tag(s) for s in self.fallback),
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class CopyResult:
+    source: str
+    target: str
+    digest: str
+    blobs_mounted: int = 0
+    blobs_streamed: int = 0
+    blobs_skipped: int = 0
+    bytes_streamed: int = 0
+    manifests_pushed: int = 0
+    referrers_copied: int = 0
+    tag_moved: bool = False
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def summary(self) -> str:
+        return (
+            f"{self.blobs_mounted} blobs mounted, {self.blobs_streamed} streamed"
+            f" ({_human(self.bytes_streamed)}), {self.blobs_skipped} already there,"
+            f" {self.manifests_pushed} manifests pushed, {self.referrers_copied} referrers copied"
+            f" in {self.seconds:.2f} s"
+        )
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def resolve_target(source: Reference, target: Reference) -> Reference:
+    """A target without tag or digest takes the source's tag (none if copying by digest)."""
+    if target.tag is None and target.digest is None and source.tag:
+        return target.with_tag(source.tag)
+    return target
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+class _Planner:
+    def __init__(
+        self,
+        src: RegistryClient,
+        src_repo: str,
+        dst: RegistryClient,
+        dst_repo: str,
+        referrers: bool,
+    ):
+        self.src, self.src_repo, self.dst, self.dst_repo = src, src_repo, dst, dst_repo
+        self.with_referrers = referrers
+        self.same_registry = src.registry == dst.registry
+        self.steps: list[ManifestStep] = []
+        self.blobs: dict[str, BlobStep] = {}
+        self.seen: set[str] = set()
+        self.src_api: bool | None = None  # does the source have the referrers API?
+        self.referrer_edges: dict[str, list[Descriptor]] = {}
+        self.warnings: list[str] = []
+
+    async def add_blobs(self, manifest: Manifest) -> None:
+        new = [d for d in manifest.blobs() if d.digest not in self.blobs]
+        for d in new:
+            self.blobs[d.digest] = BlobStep(d, "mount" if self.same_registry else "stream")
+        if not self.same_registry:
+            sizes = await asyncio.gather(
+                *(self.dst.blob_size(self.dst_repo, d.digest) for d in new)
+            )
+            for d, size in zip(new, sizes, strict=True):
+                if size is not None:
+                    self.blobs[d.digest].action = "skip"
+
+    async def visit(
+        self,
+        manifest: Manifest,
+        role: Role,
+        *,
+        tag: str | None = None,
+        exists: bool | None = None,
+        subject: str | None = None,
+    ) -> None:
+        """Plan `manifest` and everything below it; its step is appended after its children."""
+        if manifest.digest in self.seen and role != "cosign":
+            return
+        self.seen.add(manifest.digest)
+        if exists is None:
+            exists = await self._exists(manifest.digest, tag)
+        children = []
+        if manifest.is_index:
+            children = await asyncio.gather(
+                *(self._child(manifest, d) for d in manifest.children())
+            )
+        for child in children:
+            # A manifest the target holds implies its children are there (registries check).
+            await self.visit(child, "child", exists=True if exists else None)
+        if not exists and not manifest.is_index:
+            await self.add_blobs(manifest)
+        step = ManifestStep(manifest, role, tag=tag, exists=exists, subject=subject)
+        if role != "image":
+            self.steps.append(step)
+        if self.with_referrers:
+            await self.visit_referrers(manifest.digest)
+        if role == "image":
+            self.steps.append(step)
+
+    async def _exists(self, digest: str, tag: str | None) -> bool:
+        desc = await self.dst.head_manifest(self.dst_repo, tag or digest)
+        return desc is not None and desc.digest == digest
+
+    async def _child(self, parent: Manifest, desc: Descriptor) -> Manifest:
+        child = await self.src.get_manifest(self.src_repo, desc.digest)
+        if child.media_type != desc.media_type:
+            raise UnsupportedContent(
+                f"{self.src.registry}/{self.src_repo}@{parent.digest}: entry {desc.digest} says"
+                f" {desc.media_type} but the manifest is {child.media_type}"
+            )
+        return child
+
+    async def visit_referrers(self, digest: str) -> None:
+        found = await self._source_referrers(digest)
+        for desc, manifest in found:
+            self.referrer_edges.setdefault(digest, []).append(desc)
+            await self.visit(manifest, "referrer", subject=digest)
+        for suffix in mt.COSIGN_TAG_SUFFIXES:
+            tag = fallback_tag(digest) + suffix
+            if await self.src.head_manifest(self.src_repo, tag) is None:
+                continue
+            manifest = await self.src.get_manifest(self.src_repo, tag)
+            current = await self.dst.head_manifest(self.dst_repo, tag)
+            await self.visit(
+                manifest,
+                "cosign",
+                tag=tag,
+                exists=current is not None and current.digest == manifest.digest,
+            )
+
+    async def _source_referrers(self, digest: str) -> list[tuple[Descriptor, Manifest]]:
+        descriptors = None
+        if self.src_api is not False:
+            descriptors = await self.src.get_referrers(self.src_repo, digest)
+            self.src_api = descriptors is not None
+        if descriptors is None:
+            descriptors = await self._fallback_index(self.src, self.src_repo, digest)
+        out = []
+        for desc in descriptors:
+            if desc.digest in self.seen or not desc.is_manifest:
+                continue
+            try:
+                manifest = await self.src.get_manifest(self.src_repo, desc.digest)
+            except NotFound:
+                self.warnings.append(
+                    f"referrer {desc.digest} of {digest} is listed but missing; skipped"
+                )
+                continue
+            if manifest.subject is None or manifest.subject.digest != digest:
+                self.warnings.append(
+                    f"referrer {desc.digest} is listed for {digest} but names another subject;"
+                    " skipped"
+                )
+                continue
+            out.append((desc, manifest))
+        return out
+
+    async def _fallback_index(
+        self, client: RegistryClient, repo: str, digest: str
+    ) -> list[Descriptor]:
+        """Referrers listed under the fallback tag; anything but a valid index counts as none."""
+        tag = fallback_tag(digest)
+        try:
+            index = await client.get_manifest(repo, tag)
+        except NotFound:
+            return []
+        except UnsupportedContent as e:
+            self.warnings.append(f"fallback tag {tag} in {repo} ignored: {e}")
+            return []
+        if not index.is_index:
+            # Some registries answer the fallback tag with the subject itself.
+            self.warnings.append(f"fallback tag {tag} in {repo} is not an index; ignored")
+            return []
+        return index.children()
+
+
+async def plan_copy(
+    src: RegistryClient,
+    source: Reference,
+    dst: RegistryClient,
+    target: Reference,
+    *,
+    referrers: bool = True,
+) -> CopyPlan:
+    """Walk the source and look at the target; write nothing."""
+    target = resolve_target(source, target)
+    dst.auth.want(target.repository, "pull", "push")
+    root = await src.get_manifest(source.repository, source.reference)
+    if target.digest and target.digest != root.digest:
+        raise BadInputError(
+            f"target {target} names digest {target.digest} but the source is {root.digest};"
+            " drop the digest from the target or fix it"
+        )
+    planner = _Planner(src, source.repository, dst, target.repository, referrers)
+    current = await dst.head_manifest(target.repository, target.tag or root.digest)
+    conflict = current.digest if current is not None and current.digest != root.digest else None
+    await planner.visit(
+        root, "image", tag=target.tag, exists=current is not None and conflict is None
+    )
+    plan = CopyPlan(
+        source=source.with_digest(root.digest),
+        target=target.with_digest(root.digest),
+        same_registry=planner.same_registry,
+        manifests=planner.steps,
+        blobs=list(planner.blobs.values()),
+        tag_conflict=conflict,
+        warnings=planner.warnings,
+    )
+    if planner.referrer_edges:
+        api = await dst.get_referrers(target.repository, root.digest)
+        plan.target_has_referrers_api = api is not None
+        if api is None:
+            plan.fallback = planner.referrer_edges
+    return plan
+
+
+# ---------------------------------------------------------------------------- execution
+
+
+async def copy_image(
+    src: RegistryClient,
+    source: Reference,
+    dst: RegistryClient,
+    target: Reference,
+    *,
+    referrers: bool = True,
+    no_clobber: bool = False,
+    concurrency: int = 6,
+    on_plan: Callable[[CopyPlan], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> CopyResult:
+    started = time.monotonic()
+    plan = await plan_copy(src, source, dst, target, referrers=referrers)
+    if no_clobber:
+        _refuse_clobber(plan)
+    if on_plan:
+        on_plan(plan)
+    result = await execute(plan, src, dst, concurrency=concurrency, on_bytes=on_bytes)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _refuse_clobber(plan: CopyPlan) -> None:
+    if plan.tag_conflict:
+        raise RefusedError(
+            f"{plan.target.name}:{plan.target.tag} already points at {plan.tag_conflict}, not"
+            f" {plan.digest}; --no-clobber leaves it as it is (drop the flag to move the tag)"
+        )
+
+
+async def execute(
+    plan: CopyPlan,
+    src: RegistryClient,
+    dst: RegistryClient,
+    *,
+    concurrency: int = 6,
+    on_bytes: Callable[[int], None] | None = None,
+) -> CopyResult:
+    src_repo, dst_repo = plan.source.repository, plan.target.repository
+    result = CopyResult(
+        str(plan.source), str(plan.target), plan.digest, warnings=list(plan.warnings)
+    )
+    result.blobs_skipped = plan.count("skip")
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one_blob(step: BlobStep) -> None:
+        async with limit:
+            desc = step.descriptor
+            location = None
+            if step.action == "mount":
+                mount = await dst.mount_blob(dst_repo, desc.digest, src_repo)
+                if mount.mounted:
+                    result.blobs_mounted += 1
+                    return
+                location = mount.location  # 202: the registry opened a session; use it
+            elif step.action == "skip":
+                return
+            await _stream_blob(src, src_repo, dst, dst_repo, desc, location, on_bytes)
+            result.blobs_streamed += 1
+            result.bytes_streamed += desc.size
+
+    await _all(one_blob(step) for step in plan.blobs)
+
+    root = plan.root
+    for step in plan.manifests:
+        if step is root or step.exists:
+            continue
+        headers = await dst.put_manifest(dst_repo, step.tag or step.manifest.digest, step.manifest)
+        result.manifests_pushed += 1
+        if step.role in ("referrer", "cosign"):
+            result.referrers_copied += 1
+        if step.subject and headers.get("oci-subject") and plan.fallback:
+            plan.fallback.pop(step.subject, None)  # the target indexed it itself
+
+    for subject, descriptors in plan.fallback.items():
+        await _merge_fallback(dst, dst_repo, subject, descriptors)
+
+    ref = root.tag or plan.digest
+    if not root.exists:
+        await dst.put_manifest(dst_repo, ref, root.manifest)
+        result.manifests_pushed += 1
+        result.tag_moved = root.tag is not None
+    landed = await dst.head_manifest(dst_repo, ref)
+    if landed is None or landed.digest != plan.digest:
+        raise RegistryError(
+            f"after the copy {plan.target.name}:{ref} resolves to"
+            f" {landed.digest if landed else 'nothing'}, not {plan.digest}; another writer moved"
+            " it, or the registry rewrote the manifest — check before relying on it"
+        )
+    return result
+
+
+async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run concurrently; on the first failure cancel the rest and raise that failure itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as group_error:
+        raise _first_leaf(group_error) from None
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+async def _stream_blob(
+    src: RegistryClient,
+    src_repo: str,
+    dst: RegistryClient,
+    dst_repo: str,
+    desc: Descriptor,
+    location: str | None,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    """GET from the source and PUT to the target, retrying the whole blob on failure."""
+    policy = dst.retry
+    deadline = time.monotonic() + policy.total
+    attempt = 0
+    while True:
+        attempt += 1
+        sent = 0
+        try:
+            async with src.open_blob(src_repo, desc) as chunks:
+
+                async def counted(it: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+                    nonlocal sent
+                    async for chunk in it:
+                        sent += len(chunk)
+                        if on_bytes:
+                            on_bytes(len(chunk))
+                        yield chunk
+
+                await dst.upload_blob(dst_repo, desc, counted(chunks), location=location)
+            return
+        except (RegistryError, DigestMismatch) as e:
+            location = None  # the failed upload's session was cancelled
+            if on_bytes and sent:
+                on_bytes(-sent)
+            # A broken stream or a digest mismatch (status None) and a refused upload PUT are worth
+            # another full attempt; the GET has already had its own retries for statuses.
+            retryable = getattr(e, "status", None) in (None, 408, 429, 500, 502, 503, 504)
+            delay = policy.backoff(attempt)
+            if not retryable or attempt >= policy.attempts or time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+
+
+async def _merge_fallback(
+    dst: RegistryClient, repo: str, subject: str, descriptors: list[Descriptor]
+) -> None:
+    """Add descriptors to the target's fallback-tag index; merge, never drop what is there."""
+    tag = fallback_tag(subject)
+    for attempt in range(4):  # optimistic: re-read after writing, in case another writer raced us
+        try:
+            current = await dst.get_manifest(repo, tag)
+            existing = current.children() if current.is_index else []
+        except (NotFound, UnsupportedContent):
+            existing = []
+        have = {d.digest for d in existing}
+        missing = [d for d in descriptors if d.digest not in have]
+        if not missing:
+            return
+        if attempt == 3:
+            break
+        merged = referrers_index([*existing, *missing])
+        index = parse_manifest(merged, mt.OCI_INDEX, digest_of(merged), f"fallback index {tag}")
+        await dst.put_manifest(repo, tag, index)
+    raise RegistryError(
+        f"could not update the referrers fallback tag {tag} in {dst.registry}/{repo}: it keeps"
+        " changing under us; retry the copy"
+    )

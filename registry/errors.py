@@ -1,0 +1,58 @@
+"""One exception family for everything registry/ raises.
+
+Every message is one line that says what failed and what to do about it. The `exit_code` follows
+the CLI contract in DESIGN.md: 1 refused, 2 bad input, 3 registry or network failure.
+"""
+
+from __future__ import annotations
+
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+EXIT_REGISTRY = 3
+
+
+class AirlockError(Exception):
+    """Base of every error airlock reports to a user."""
+
+    exit_code = EXIT_REGISTRY
+
+
+class BadInputError(AirlockError):
+    """Something the user gave us is wrong: a reference, a flag, a credential string."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class InvalidReference(BadInputError):
+    """A malformed image reference or digest."""
+
+
+class UnsupportedContent(BadInputError):
+    """The source holds something airlock will not copy: unknown media type, oversized manifest."""
+
+
+class NotFound(BadInputError):
+    """The reference names nothing: unknown repository, tag or digest."""
+
+
+class RefusedError(AirlockError):
+    """airlock refused on purpose, e.g. --no-clobber would move a tag."""
+
+    exit_code = EXIT_REFUSED
+
+
+class RegistryError(AirlockError):
+    """The registry or the network failed, after retries where retrying made sense."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class AuthError(RegistryError):
+    """401/403: missing, wrong or insufficient credentials."""
+
+
+class DigestMismatch(RegistryError):
+    """Bytes received do not hash to the digest they were asked for."""

@@ -1,0 +1,225 @@
+"""Descriptors, manifests and indexes: parse, validate, and walk children and blobs.
+
+A Manifest keeps the exact bytes it was parsed from; airlock only ever pushes those bytes, so a
+copy can never change a digest by re-serialising.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry import mediatypes as mt
+from registry.errors import DigestMismatch, InvalidReference, UnsupportedContent
+from registry.reference import validate_digest
+
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024  # what distribution and most registries accept
+
+
+def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def verify_digest(data: bytes, expected: str, what: str) -> None:
+    """Raise DigestMismatch unless `data` hashes to `expected` (in expected's algorithm)."""
+    algorithm = expected.split(":", 1)[0]
+    actual = digest_of(data, algorithm)
+    if actual != expected:
+        raise DigestMismatch(
+            f"{what}: content hashes to {actual}, expected {expected}; the registry served other"
+            " bytes than asked for, retry and report it to the registry operator if it persists"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+    platform: dict[str, Any] | None = None
+    urls: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> Descriptor:
+        if not isinstance(obj, dict):
+            raise UnsupportedContent(f"{where}: descriptor is not a JSON object")
+        media_type, digest, size = obj.get("mediaType"), obj.get("digest"), obj.get("size")
+        if not isinstance(media_type, str) or not media_type:
+            raise UnsupportedContent(f"{where}: descriptor has no mediaType")
+        if not isinstance(digest, str):
+            raise UnsupportedContent(f"{where}: descriptor has no digest")
+        try:
+            validate_digest(digest)
+        except InvalidReference as e:
+            raise UnsupportedContent(f"{where}: {e}") from None
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise UnsupportedContent(f"{where}: descriptor {digest} has no valid size")
+        annotations = obj.get("annotations")
+        platform = obj.get("platform")
+        urls = obj.get("urls") or ()
+        return cls(
+            media_type=media_type,
+            digest=digest,
+            size=size,
+            artifact_type=obj.get("artifactType")
+            if isinstance(obj.get("artifactType"), str)
+            else None,
+            annotations=annotations if isinstance(annotations, dict) else None,
+            platform=platform if isinstance(platform, dict) else None,
+            urls=tuple(u for u in urls if isinstance(u, str)) if isinstance(urls, list) else (),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
+        if self.annotations:
+            out["annotations"] = self.annotations
+        if self.platform:
+            out["platform"] = self.platform
+        return out
+
+    @property
+    def is_manifest(self) -> bool:
+        return self.media_type in mt.MANIFESTS
+
+    @property
+    def distributable(self) -> bool:
+        return self.media_type not in mt.NON_DISTRIBUTABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    raw: bytes
+    media_type: str
+    digest: str
+    config: Descriptor | None = None
+    layers: tuple[Descriptor, ...] = ()
+    manifests: tuple[Descriptor, ...] = ()
+    subject: Descriptor | None = None
+    artifact_type: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in mt.INDEXES
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, len(self.raw), self.artifact_type)
+
+    def blobs(self) -> list[Descriptor]:
+        """Config and layers a registry must hold for this manifest (non-distributable skipped)."""
+        out = [self.config] if self.config else []
+        out.extend(d for d in self.layers if d.distributable)
+        return out
+
+    def children(self) -> list[Descriptor]:
+        """Manifests an index points to (empty for image manifests)."""
+        return list(self.manifests)
+
+
+def parse_manifest(raw: bytes, content_type: str | None, digest: str, where: str) -> Manifest:
+    """Parse and validate manifest bytes already verified to hash to `digest`."""
+    if len(raw) > MAX_MANIFEST_SIZE:
+        raise UnsupportedContent(
+            f"{where}: manifest is {len(raw)} bytes, over the {MAX_MANIFEST_SIZE} byte limit"
+        )
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise UnsupportedContent(f"{where}: manifest is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise UnsupportedContent(f"{where}: manifest is not a JSON object")
+    if doc.get("schemaVersion") == 1:
+        raise UnsupportedContent(
+            f"{where}: Docker schema 1 manifests are deprecated and not supported;"
+            " re-push the image as Docker v2 schema 2 or OCI"
+        )
+    if doc.get("schemaVersion") != 2:
+        raise UnsupportedContent(
+            f"{where}: manifest has schemaVersion {doc.get('schemaVersion')!r}, expected 2"
+        )
+
+    header_type = (content_type or "").split(";", 1)[0].strip() or None
+    media_type = doc.get("mediaType") if isinstance(doc.get("mediaType"), str) else None
+    media_type = media_type or header_type
+    if media_type is None:
+        # OCI allows omitting mediaType: an index has "manifests", an image has "config".
+        media_type = mt.OCI_INDEX if "manifests" in doc else mt.OCI_MANIFEST
+    if media_type not in mt.MANIFESTS:
+        raise UnsupportedContent(
+            f"{where}: unsupported manifest media type {media_type!r}; airlock copies OCI and"
+            " Docker v2 manifests and indexes"
+        )
+
+    subject = Descriptor.from_json(doc["subject"], f"{where} subject") if "subject" in doc else None
+    annotations = doc.get("annotations") if isinstance(doc.get("annotations"), dict) else {}
+    artifact_type = doc.get("artifactType") if isinstance(doc.get("artifactType"), str) else None
+
+    if media_type in mt.INDEXES:
+        entries = doc.get("manifests")
+        if not isinstance(entries, list):
+            raise UnsupportedContent(f"{where}: index has no 'manifests' list")
+        children = tuple(
+            Descriptor.from_json(e, f"{where} manifests[{i}]") for i, e in enumerate(entries)
+        )
+        for child in children:
+            if not child.is_manifest:
+                raise UnsupportedContent(
+                    f"{where}: index entry {child.digest} has unsupported media type"
+                    f" {child.media_type!r}"
+                )
+        return Manifest(
+            raw,
+            media_type,
+            digest,
+            manifests=children,
+            subject=subject,
+            artifact_type=artifact_type,
+            annotations=annotations,
+        )
+
+    if "config" not in doc:
+        raise UnsupportedContent(f"{where}: image manifest has no config descriptor")
+    config = Descriptor.from_json(doc["config"], f"{where} config")
+    layers_json = doc.get("layers", [])
+    if not isinstance(layers_json, list):
+        raise UnsupportedContent(f"{where}: image manifest 'layers' is not a list")
+    layers = tuple(
+        Descriptor.from_json(e, f"{where} layers[{i}]") for i, e in enumerate(layers_json)
+    )
+    return Manifest(
+        raw,
+        media_type,
+        digest,
+        config=config,
+        layers=layers,
+        subject=subject,
+        artifact_type=artifact_type or None,
+        annotations=annotations,
+    )
+
+
+def referrers_index(descriptors: list[Descriptor]) -> bytes:
+    """Serialise an OCI index of referrer descriptors (the referrers-API / fallback-tag form)."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "manifests": [d.to_json() for d in descriptors],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def fallback_tag(digest: str) -> str:
+    """The referrers fallback tag for a subject: sha256:abc… → sha256-abc…"""
+    algorithm, hex_ = digest.split(":", 1)
+    return f"{algorithm}-{hex_}"

@@ -1,0 +1,40 @@
+"""Media types airlock reads, and the artifact types it writes."""
+
+from __future__ import annotations
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+MANIFESTS = IMAGE_MANIFESTS | INDEXES
+
+# Always send all four: with fewer, distribution 2.8 silently answers with schema1 or a single
+# platform, i.e. with other bytes and another digest.
+ACCEPT = ", ".join([OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+OCI_EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+# Layers a registry may not hold (Windows base layers): docker and skopeo skip them by default.
+NON_DISTRIBUTABLE = frozenset(
+    {
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    }
+)
+
+# Artifact types airlock attaches as OCI 1.1 referrers (DESIGN.md).
+TEST_REPORT_PYTEST = "application/vnd.airlock.test-report.pytest+json"
+TEST_REPORT_JUNIT = "application/vnd.airlock.test-report.junit+xml"
+SCAN_REPORT_TRIVY = "application/vnd.airlock.scan-report.trivy+json"
+SCAN_REPORT_GRYPE = "application/vnd.airlock.scan-report.grype+json"
+SARIF = "application/sarif+json"
+PROMOTION_RECORD = "application/vnd.airlock.promotion.v1+json"
+
+# cosign stores signatures, attestations and SBOMs under tags derived from the subject digest.
+COSIGN_TAG_SUFFIXES = (".sig", ".att", ".sbom")

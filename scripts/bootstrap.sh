@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what airlock needs on a Debian machine, skipping whatever is already there:
+# Debian packages (docker-registry, skopeo, apache2-utils for htpasswd), uv, and the project.
+# Idempotent; `make demo`, `make test` and .ci/run all start with it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "bootstrap: installing Debian packages: ${need_apt[*]}" >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v uv >/dev/null; then
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+if ! command -v uv >/dev/null; then
+  echo "bootstrap: installing uv from PyPI" >&2
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
+  # Debian's python3 is externally managed (PEP 668): install uv for this user only.
+  python3 -m pip install --quiet --user uv 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages uv
+fi
+
+# uv must not download a Python (no network for it here): use the machine's python3 (>= 3.11).
+UV_PYTHON_DOWNLOADS=never uv sync --frozen --quiet

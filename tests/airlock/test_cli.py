@@ -1,0 +1,218 @@
+"""The `airlock` command as scripts run it: a subprocess, its exit code, stdout and stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from airlock.localregistry import free_port
+from tests.conftest import Reg
+from tests.support import images as im
+
+AIRLOCK = str(Path(sys.executable).parent / "airlock")
+
+
+def airlock(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [AIRLOCK, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("airlock: error: "), proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert proc.stdout == ""
+
+
+def test_copy_prints_the_digest_on_stdout_and_a_summary_on_stderr(
+    registry: Reg, registry2: Reg
+) -> None:
+    img = im.multi_platform("cli")
+    registry.pusher.push("dev/app", img, "1.0")
+    proc = airlock("copy", f"{registry.host}/dev/app:1.0", f"{registry2.host}/prod/app")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == img.digest + "\n"
+    assert "5 streamed" in proc.stderr and "3 manifests pushed" in proc.stderr
+    assert registry2.pusher.digest("prod/app", "1.0") == img.digest
+
+
+def test_copy_json_is_one_object(registry: Reg) -> None:
+    img = im.image("json")
+    registry.pusher.push("dev/app", img, "1.0")
+    proc = airlock(
+        "copy", "--json", f"docker://{registry.host}/dev/app:1.0", f"{registry.host}/prod/app:rc"
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["digest"] == img.digest
+    assert out["blobs_mounted"] == len(img.blobs) and out["bytes_streamed"] == 0
+    assert out["target"] == f"{registry.host}/prod/app:rc@{img.digest}"
+    assert registry.pusher.digest("prod/app", "rc") == img.digest
+
+
+def test_plan_writes_nothing(registry: Reg) -> None:
+    img = im.image("plan")
+    registry.pusher.push("dev/app", img, "1.0")
+    before = len(registry.server.request_log())
+    proc = airlock("plan", f"{registry.host}/dev/app:1.0", f"{registry.host}/prod/app")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        img.digest in proc.stdout and "3 to mount" in proc.stdout and "tag 1.0: new" in proc.stdout
+    )
+    methods = {r["method"] for r in registry.server.request_log()[before:]}
+    assert methods <= {"GET", "HEAD"}
+    assert registry.pusher.tags("prod/app") == []
+    plan = json.loads(
+        airlock(
+            "plan", "--json", f"{registry.host}/dev/app:1.0", f"{registry.host}/prod/app"
+        ).stdout
+    )
+    assert plan["digest"] == img.digest and len(plan["blobs"]) == 3
+
+
+def test_no_clobber_conflict_exits_1_and_keeps_the_tag(registry: Reg) -> None:
+    old, new = im.image("old"), im.image("new")
+    registry.pusher.push("prod/app", old, "1.0")
+    registry.pusher.push("dev/app", new, "1.0")
+    proc = airlock(
+        "copy", "--no-clobber", f"{registry.host}/dev/app:1.0", f"{registry.host}/prod/app"
+    )
+    assert_one_line_error(proc, 1, "already points at", "--no-clobber")
+    assert registry.pusher.digest("prod/app", "1.0") == old.digest
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["copy", "Local host/app", "x/y"], "invalid"),
+        (["copy", "localhost:5000/App:1", "x/y"], "lowercase"),
+        (["copy", "localhost:5000/app:-bad", "x/y"], "invalid tag"),
+        (["copy", "localhost:5000/app@sha256:abc", "x/y"], "invalid digest"),
+        (["copy", "https://localhost:5000/app", "x/y"], "drop the URL scheme"),
+        (["copy", "localhost:5000/app", "x/y", "--concurrency", "0"], "1-64"),
+        (["copy", "localhost:5000/app", "x/y", "--src-creds", "nocolon"], "USER:PASSWORD"),
+        (["copy", "localhost:5000/app", "x/y", "--ca-bundle", "/no/such/file.pem"], "no such file"),
+        (["copy", "localhost:5000/app"], "required"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args: list[str], needle: str) -> None:
+    assert_one_line_error(airlock(*args), 2, needle)
+
+
+def test_missing_tag_exits_2(registry: Reg) -> None:
+    registry.pusher.push("dev/app", im.image("x"), "1.0")
+    proc = airlock("copy", f"{registry.host}/dev/app:2.0", f"{registry.host}/prod/app")
+    assert_one_line_error(proc, 2, "manifest unknown")
+    assert registry.pusher.tags("prod/app") == []
+
+
+def test_nothing_listening_exits_3() -> None:
+    port = free_port()
+    proc = airlock("copy", f"127.0.0.1:{port}/dev/app:1.0", f"127.0.0.1:{port}/prod/app")
+    assert_one_line_error(proc, 3, "cannot connect", f"127.0.0.1:{port}")
+
+
+def test_unknown_host_exits_3() -> None:
+    proc = airlock("copy", "no-such-registry.invalid/dev/app:1.0", "localhost:1/prod/app")
+    assert_one_line_error(proc, 3, "no-such-registry.invalid")
+
+
+@pytest.fixture
+def not_a_registry() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = b"<html>hello</html>"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_web_server_that_is_not_a_registry_exits_3(not_a_registry: str) -> None:
+    proc = airlock("copy", f"{not_a_registry}/dev/app:1.0", f"{not_a_registry}/prod/app")
+    assert_one_line_error(proc, 3, "does not look like an OCI registry")
+
+
+def test_wrong_credentials_exit_3_without_echoing_them(htpasswd_registry: Reg) -> None:
+    htpasswd_registry.pusher.push("dev/app", im.image("creds"), "1.0")
+    proc = airlock(
+        "copy",
+        "--src-creds",
+        "alice:hunter2-secret",
+        "--dest-creds",
+        "alice:hunter2-secret",
+        f"{htpasswd_registry.host}/dev/app:1.0",
+        f"{htpasswd_registry.host}/prod/app",
+    )
+    assert_one_line_error(proc, 3, "authentication required")
+    assert "hunter2-secret" not in proc.stderr
+    ok = airlock(
+        "copy",
+        "--src-creds",
+        "alice:wonderland",
+        f"{htpasswd_registry.host}/dev/app:1.0",
+        f"{htpasswd_registry.host}/prod/app",
+    )
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_copy_does_not_import_prefect(registry: Reg) -> None:
+    registry.pusher.push("dev/app", im.image("imports"), "1.0")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            "import sys; from airlock.cli import main; sys.exit(main(sys.argv[1:]))",
+            "copy",
+            f"{registry.host}/dev/app:1.0",
+            f"{registry.host}/prod/app",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "httpx" in imported  # the import log is real
+    assert not any(m.split(".")[0] in ("prefect", "typer", "rich", "pydantic") for m in imported)
+
+
+def test_demo_promotes_and_prints_identical_digests() -> None:
+    proc = airlock("demo")
+    assert proc.returncode == 0, proc.stderr
+    lines = {
+        line.split()[0]: line.split()[-1]
+        for line in proc.stdout.splitlines()
+        if line.startswith(("dev ", "prod "))
+    }
+    assert lines["dev"].startswith("sha256:") and lines["dev"] == lines["prod"]
+    assert "identical bytes in dev and prod: yes" in proc.stdout
