@@ -116,7 +116,7 @@ class DockerConfig:
         helper = next((helpers[k] for k in helpers if _config_key(k) in keys), None)
         helper = helper or doc.get("credsStore")
         if isinstance(helper, str) and helper:
-            creds = _run_helper(helper, registry)
+            creds = _run_helper(helper, registry, self.path)
             if creds:
                 return creds
         auths = doc.get("auths") if isinstance(doc.get("auths"), dict) else {}
@@ -143,11 +143,11 @@ def _creds_from_auth_entry(entry: Mapping, path: Path) -> Credentials | None:
     return None
 
 
-def _run_helper(name: str, registry: str) -> Credentials | None:
+def _run_helper(name: str, registry: str, config_path: Path) -> Credentials | None:
     program = f"docker-credential-{name}"
     if shutil.which(program) is None:
         raise BadInputError(
-            f"credential helper {program} (named in {docker_config_dir() / 'config.json'}) is not"
+            f"credential helper {program} (named in {config_path}) is not"
             " on PATH: install it or remove it from the config"
         )
     server = DOCKER_HUB_CONFIG_KEY if registry in _host_keys(DOCKER_HUB) else registry
@@ -176,6 +176,7 @@ def _run_helper(name: str, registry: str) -> Credentials | None:
 
 
 _PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+_UNESCAPE_RE = re.compile(r"\\(.)")  # RFC 9110 quoted-pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +194,11 @@ class Challenge:
         scheme = scheme.lower()
         if scheme not in ("basic", "bearer"):
             return None
-        params = {k.lower(): (q if q is not None else u) for k, q, u in _PARAM_RE.findall(rest)}
+        params = {}
+        for m in _PARAM_RE.finditer(rest):
+            quoted = m.group(2)
+            value = _UNESCAPE_RE.sub(r"\1", quoted) if quoted is not None else m.group(3)
+            params[m.group(1).lower()] = value
         return cls(scheme, params)
 
 
@@ -242,6 +247,8 @@ def scopes_for(request: httpx.Request) -> Scopes:
     pull = frozenset({"pull"})
     if request.method in ("GET", "HEAD"):
         scopes: Scopes = {name: pull}
+    elif request.method == "DELETE":  # distribution asks for `delete`, even to cancel an upload
+        scopes = {name: frozenset({"delete"})}
     else:
         scopes = {name: frozenset({"pull", "push"})}
     mount_from = parse_qs(request.url.query.decode()).get("from")
@@ -292,6 +299,10 @@ class RegistryAuth(httpx.Auth):
         challenge = Challenge.parse(response.headers.get("www-authenticate", ""))
         if challenge is not None:
             self._challenges[response.request.url.netloc.decode()] = challenge
+
+    def has_credentials(self) -> bool:
+        """Whether credentials were found and used (never loads them just to answer)."""
+        return self._credentials_loaded and self._credentials is not None
 
     def credentials(self) -> Credentials | None:
         if not self._credentials_loaded:

@@ -31,6 +31,7 @@ from registry.errors import (
     AuthError,
     BadInputError,
     DigestMismatch,
+    InvalidReference,
     NotFound,
     RegistryError,
     UnsupportedContent,
@@ -43,7 +44,7 @@ from registry.manifest import (
     parse_manifest,
     verify_digest,
 )
-from registry.reference import DOCKER_HUB, DOCKER_HUB_API, is_loopback
+from registry.reference import DOCKER_HUB, DOCKER_HUB_API, is_loopback, validate_digest
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 READ_CHUNK = 1024 * 1024
@@ -300,6 +301,13 @@ class RegistryClient:
             else {401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS"}.get(status, "")
         )
         advice = _ADVICE.get(code, "").format(host=self.host, repo=repo)
+        if code == "UNAUTHORIZED" and self.auth.has_credentials():
+            # Credentials were sent and still refused: they are wrong, or lack the right.
+            action = "pull" if response.request.method in ("GET", "HEAD") else "push"
+            advice = (
+                f"denied: the credentials for {self.host} are wrong or may not {action} {repo};"
+                f" check them, or ask for {action} rights"
+            )
         if not advice:
             if status >= 500:
                 advice = f"the registry failed ({status}) after {self.retry.attempts} attempts;"
@@ -392,6 +400,13 @@ class RegistryClient:
             await response.aclose()
         raw_bytes = bytes(raw)
         header_digest = response.headers.get("docker-content-digest")
+        if header_digest:
+            try:
+                validate_digest(header_digest)
+            except InvalidReference:
+                raise RegistryError(
+                    f"{what}: the registry sent a malformed Docker-Content-Digest header"
+                ) from None
         if sep == "@":
             digest = ref
         elif header_digest and ":" in header_digest:

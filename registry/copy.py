@@ -179,7 +179,6 @@ class _Planner:
         self.src, self.src_repo, self.dst, self.dst_repo = src, src_repo, dst, dst_repo
         self.with_referrers = referrers
         self.same_registry = src.registry == dst.registry
-        self.steps: list[ManifestStep] = []
         self.blobs: dict[str, BlobStep] = {}
         self.seen: set[str] = set()
         self.src_api: bool | None = None  # does the source have the referrers API?
@@ -206,30 +205,28 @@ class _Planner:
         tag: str | None = None,
         exists: bool | None = None,
         subject: str | None = None,
-    ) -> None:
-        """Plan `manifest` and everything below it; its step is appended after its children."""
+    ) -> list[ManifestStep]:
+        """Plan `manifest` and everything below it, in push order (children first).
+
+        Siblings are planned concurrently; the root's own step comes after its referrers, so the
+        tag moves last.
+        """
         if manifest.digest in self.seen and role != "cosign":
-            return
+            return []
         self.seen.add(manifest.digest)
         if exists is None:
             exists = await self._exists(manifest.digest, tag)
-        children = []
-        if manifest.is_index:
-            children = await asyncio.gather(
-                *(self._child(manifest, d) for d in manifest.children())
-            )
-        for child in children:
-            # A manifest the target holds implies its children are there (registries check).
-            await self.visit(child, "child", exists=True if exists else None)
+        children = await asyncio.gather(*(self._child(manifest, d) for d in manifest.children()))
+        # A manifest the target holds implies its children are there (registries check).
+        below = await asyncio.gather(
+            *(self.visit(c, "child", exists=True if exists else None) for c in children)
+        )
         if not exists and not manifest.is_index:
             await self.add_blobs(manifest)
         step = ManifestStep(manifest, role, tag=tag, exists=exists, subject=subject)
-        if role != "image":
-            self.steps.append(step)
-        if self.with_referrers:
-            await self.visit_referrers(manifest.digest)
-        if role == "image":
-            self.steps.append(step)
+        referrers = await self.visit_referrers(manifest.digest) if self.with_referrers else []
+        steps = [s for group in below for s in group]
+        return [*steps, *referrers, step] if role == "image" else [*steps, step, *referrers]
 
     async def _exists(self, digest: str, tag: str | None) -> bool:
         desc = await self.dst.head_manifest(self.dst_repo, tag or digest)
@@ -244,23 +241,30 @@ class _Planner:
             )
         return child
 
-    async def visit_referrers(self, digest: str) -> None:
-        found = await self._source_referrers(digest)
-        for desc, manifest in found:
-            self.referrer_edges.setdefault(digest, []).append(desc)
-            await self.visit(manifest, "referrer", subject=digest)
-        for suffix in mt.COSIGN_TAG_SUFFIXES:
-            tag = fallback_tag(digest) + suffix
-            if await self.src.head_manifest(self.src_repo, tag) is None:
-                continue
-            manifest = await self.src.get_manifest(self.src_repo, tag)
-            current = await self.dst.head_manifest(self.dst_repo, tag)
-            await self.visit(
-                manifest,
-                "cosign",
-                tag=tag,
-                exists=current is not None and current.digest == manifest.digest,
-            )
+    async def visit_referrers(self, digest: str) -> list[ManifestStep]:
+        found, *cosign = await asyncio.gather(
+            self._source_referrers(digest),
+            *(self._cosign(fallback_tag(digest) + suffix) for suffix in mt.COSIGN_TAG_SUFFIXES),
+        )
+        if found:
+            self.referrer_edges.setdefault(digest, []).extend(d for d, _ in found)
+        groups = await asyncio.gather(
+            *(self.visit(m, "referrer", subject=digest) for _, m in found),
+            *(
+                self.visit(m, "cosign", tag=m_tag, exists=ex)
+                for m, m_tag, ex in filter(None, cosign)
+            ),
+        )
+        return [s for group in groups for s in group]
+
+    async def _cosign(self, tag: str) -> tuple[Manifest, str, bool] | None:
+        """The manifest under a cosign tag, and whether the target has it under that tag."""
+        if await self.src.head_manifest(self.src_repo, tag) is None:
+            return None
+        manifest, current = await asyncio.gather(
+            self.src.get_manifest(self.src_repo, tag), self.dst.head_manifest(self.dst_repo, tag)
+        )
+        return manifest, tag, current is not None and current.digest == manifest.digest
 
     async def _source_referrers(self, digest: str) -> list[tuple[Descriptor, Manifest]]:
         descriptors = None
@@ -268,34 +272,33 @@ class _Planner:
             descriptors = await self.src.get_referrers(self.src_repo, digest)
             self.src_api = descriptors is not None
         if descriptors is None:
-            descriptors = await self._fallback_index(self.src, self.src_repo, digest)
-        out = []
-        for desc in descriptors:
-            if desc.digest in self.seen or not desc.is_manifest:
-                continue
-            try:
-                manifest = await self.src.get_manifest(self.src_repo, desc.digest)
-            except NotFound:
-                self.warnings.append(
-                    f"referrer {desc.digest} of {digest} is listed but missing; skipped"
-                )
-                continue
-            if manifest.subject is None or manifest.subject.digest != digest:
-                self.warnings.append(
-                    f"referrer {desc.digest} is listed for {digest} but names another subject;"
-                    " skipped"
-                )
-                continue
-            out.append((desc, manifest))
-        return out
+            descriptors = await self._fallback_index(digest)
+        wanted = [d for d in descriptors if d.digest not in self.seen and d.is_manifest]
+        fetched = await asyncio.gather(*(self._referrer(digest, d) for d in wanted))
+        return [(d, m) for d, m in zip(wanted, fetched, strict=True) if m is not None]
 
-    async def _fallback_index(
-        self, client: RegistryClient, repo: str, digest: str
-    ) -> list[Descriptor]:
-        """Referrers listed under the fallback tag; anything but a valid index counts as none."""
-        tag = fallback_tag(digest)
+    async def _referrer(self, subject: str, desc: Descriptor) -> Manifest | None:
+        """A listed referrer's manifest, or None (with a warning) if it is gone or not about
+        `subject`: the listing is a hint, the manifest's own `subject` field is the truth."""
         try:
-            index = await client.get_manifest(repo, tag)
+            manifest = await self.src.get_manifest(self.src_repo, desc.digest)
+        except NotFound:
+            self.warnings.append(
+                f"referrer {desc.digest} of {subject} is listed but missing; skipped"
+            )
+            return None
+        if manifest.subject is None or manifest.subject.digest != subject:
+            self.warnings.append(
+                f"referrer {desc.digest} is listed for {subject} but names another subject; skipped"
+            )
+            return None
+        return manifest
+
+    async def _fallback_index(self, digest: str) -> list[Descriptor]:
+        """Referrers listed under the fallback tag; anything but a valid index counts as none."""
+        tag, repo = fallback_tag(digest), self.src_repo
+        try:
+            index = await self.src.get_manifest(repo, tag)
         except NotFound:
             return []
         except UnsupportedContent as e:
@@ -328,14 +331,14 @@ async def plan_copy(
     planner = _Planner(src, source.repository, dst, target.repository, referrers)
     current = await dst.head_manifest(target.repository, target.tag or root.digest)
     conflict = current.digest if current is not None and current.digest != root.digest else None
-    await planner.visit(
+    steps = await planner.visit(
         root, "image", tag=target.tag, exists=current is not None and conflict is None
     )
     plan = CopyPlan(
         source=source.with_digest(root.digest),
         target=target.with_digest(root.digest),
         same_registry=planner.same_registry,
-        manifests=planner.steps,
+        manifests=steps,
         blobs=list(planner.blobs.values()),
         tag_conflict=conflict,
         warnings=planner.warnings,

@@ -16,6 +16,7 @@ from registry.errors import DigestMismatch, InvalidReference, UnsupportedContent
 from registry.reference import validate_digest
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024  # what distribution and most registries accept
+_GENERIC_TYPES = frozenset({"application/json", "text/plain", "application/octet-stream"})
 
 
 def digest_of(data: bytes, algorithm: str = "sha256") -> str:
@@ -25,6 +26,8 @@ def digest_of(data: bytes, algorithm: str = "sha256") -> str:
 def verify_digest(data: bytes, expected: str, what: str) -> None:
     """Raise DigestMismatch unless `data` hashes to `expected` (in expected's algorithm)."""
     algorithm = expected.split(":", 1)[0]
+    if algorithm not in ("sha256", "sha512"):
+        raise UnsupportedContent(f"{what}: unsupported digest algorithm in {expected!r}")
     actual = digest_of(data, algorithm)
     if actual != expected:
         raise DigestMismatch(
@@ -150,6 +153,8 @@ def parse_manifest(raw: bytes, content_type: str | None, digest: str, where: str
         )
 
     header_type = (content_type or "").split(";", 1)[0].strip() or None
+    if header_type in _GENERIC_TYPES:
+        header_type = None  # a registry that does not know better: go by the document
     media_type = doc.get("mediaType") if isinstance(doc.get("mediaType"), str) else None
     media_type = media_type or header_type
     if media_type is None:
@@ -220,6 +225,10 @@ def referrers_index(descriptors: list[Descriptor]) -> bytes:
 
 
 def fallback_tag(digest: str) -> str:
-    """The referrers fallback tag for a subject: sha256:abc… → sha256-abc…"""
+    """The referrers fallback tag for a subject: sha256:abc… → sha256-abc…
+
+    The hex part is cut to 64 characters, as the OCI referrers tag schema says, so a sha512
+    subject still yields a valid (≤ 128 character) tag.
+    """
     algorithm, hex_ = digest.split(":", 1)
-    return f"{algorithm}-{hex_}"
+    return f"{algorithm}-{hex_[:64]}"

@@ -21,7 +21,8 @@ MAX_NAME_LENGTH = 255
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_IMAGE_ID_RE = re.compile(r"[a-f0-9]{64}")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST_RE = re.compile(
     rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?"
@@ -73,7 +74,9 @@ def is_loopback(registry: str) -> bool:
 def hostname(registry: str) -> str:
     """The host part of 'host[:port]' or '[v6]:port', without brackets or port."""
     if registry.startswith("["):
-        return registry[1 : registry.index("]")]
+        return registry[1:].split("]", 1)[0]
+    if registry.count(":") > 1:  # a bare IPv6 address: no port to strip
+        return registry
     return registry.rsplit(":", 1)[0] if ":" in registry else registry
 
 
@@ -156,6 +159,11 @@ def parse(text: str, *, default_tag: str | None = "latest") -> Reference:
         raise InvalidReference(
             f"invalid repository name {path!r} in {original!r}: use lowercase letters, digits and"
             " separators ('.', '_', '__', '-') between them, components joined by '/'"
+        )
+    if _IMAGE_ID_RE.fullmatch(path):
+        raise InvalidReference(
+            f"invalid reference {original!r}: a 64-character hex name looks like an image ID,"
+            " not a repository; use repository@sha256:<hex> to name a digest"
         )
     if registry == DOCKER_HUB and "/" not in path:
         path = f"library/{path}"

@@ -171,7 +171,7 @@ def test_wrong_credentials_exit_3_without_echoing_them(htpasswd_registry: Reg) -
         f"{htpasswd_registry.host}/dev/app:1.0",
         f"{htpasswd_registry.host}/prod/app",
     )
-    assert_one_line_error(proc, 3, "authentication required")
+    assert_one_line_error(proc, 3, "credentials for", "are wrong")
     assert "hunter2-secret" not in proc.stderr
     ok = airlock(
         "copy",
