@@ -147,11 +147,13 @@ class RegistryClient:
         retry: RetryPolicy | None = None,
         max_connections: int = 16,
         timeout: float = 60.0,
+        chunk_size: int = MONOLITHIC_LIMIT,
     ):
         self.registry = registry
         self.host = DOCKER_HUB_API if registry == DOCKER_HUB else registry
         self.insecure = insecure
         self.retry = retry or RetryPolicy()
+        self.chunk_size = chunk_size  # blobs above this are uploaded in PATCH chunks of this size
         self.requests: Counter[str] = Counter()  # method → count, for plans, benches and tests
         config = docker_config or DockerConfig()
         self.auth = RegistryAuth(
@@ -310,8 +312,7 @@ class RegistryClient:
             )
         if not advice:
             if status >= 500:
-                advice = f"the registry failed ({status}) after {self.retry.attempts} attempts;"
-                advice += " retry later"
+                advice = f"the registry failed ({status}); retry later"
             elif status == 404:
                 advice = f"not found in {repo}"
             else:
@@ -368,9 +369,27 @@ class RegistryClient:
         return Descriptor(media_type, digest, int(size))
 
     async def get_manifest(self, repo: str, ref: str) -> Manifest:
-        """Fetch repo:ref, verified against the requested digest and Docker-Content-Digest."""
+        """Fetch repo:ref, verified against the requested digest and Docker-Content-Digest.
+
+        A body cut off or garbled in transit is fetched again, within the retry policy.
+        """
         sep = "@" if ":" in ref else ":"
         what = f"GET {self.registry}/{repo}{sep}{ref}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                raw, headers = await self._read_manifest(repo, ref, what)
+                return self._verify_manifest(raw, headers, ref, what)
+            except (httpx.TransportError, DigestMismatch) as e:
+                delay = self.retry.backoff(attempt)
+                if attempt >= self.retry.attempts:
+                    if isinstance(e, DigestMismatch):
+                        raise
+                    raise _transport_error(what, e, attempt) from None
+                await asyncio.sleep(delay)
+
+    async def _read_manifest(self, repo: str, ref: str, what: str) -> tuple[bytes, httpx.Headers]:
         response = await self._with_retries(
             "GET",
             await self._url(f"/v2/{repo}/manifests/{ref}"),
@@ -394,12 +413,12 @@ class RegistryClient:
                     raise UnsupportedContent(
                         f"{what}: manifest is over the {MAX_MANIFEST_SIZE} byte limit"
                     )
-        except httpx.TransportError as e:
-            raise _transport_error(what, e, 1) from None
+            return bytes(raw), response.headers
         finally:
             await response.aclose()
-        raw_bytes = bytes(raw)
-        header_digest = response.headers.get("docker-content-digest")
+
+    def _verify_manifest(self, raw: bytes, headers: httpx.Headers, ref: str, what: str) -> Manifest:
+        header_digest = headers.get("docker-content-digest")
         if header_digest:
             try:
                 validate_digest(header_digest)
@@ -407,19 +426,10 @@ class RegistryClient:
                 raise RegistryError(
                     f"{what}: the registry sent a malformed Docker-Content-Digest header"
                 ) from None
-        if sep == "@":
-            digest = ref
-        elif header_digest and ":" in header_digest:
-            digest = header_digest
-        else:
-            digest = digest_of(raw_bytes)
-        verify_digest(raw_bytes, digest, what)
-        if header_digest and header_digest != digest:
-            raise DigestMismatch(
-                f"{what}: registry says Docker-Content-Digest {header_digest} for content that"
-                f" hashes to {digest}; retry, and report it to the registry operator if it persists"
-            )
-        return parse_manifest(raw_bytes, response.headers.get("content-type"), digest, what)
+        # By digest: the digest asked for. By tag: the registry's header if any, else our own.
+        digest = ref if ":" in ref else header_digest or digest_of(raw)
+        verify_digest(raw, digest, what)
+        return parse_manifest(raw, headers.get("content-type"), digest, what)
 
     async def put_manifest(self, repo: str, ref: str, manifest: Manifest) -> httpx.Headers:
         """PUT the manifest's exact bytes under ref (a tag or its digest); return the headers."""
@@ -551,14 +561,15 @@ class RegistryClient:
         desc: Descriptor,
         chunks: AsyncIterator[bytes],
         location: str | None = None,
-        chunk_size: int = MONOLITHIC_LIMIT,
     ) -> None:
         """Upload a streamed blob: one PUT with Content-Length, or PATCH chunks above chunk_size."""
         what = f"upload {desc.digest} to {self.registry}/{repo}"
         location = location or await self.start_upload(repo)
         try:
-            if desc.size > chunk_size:
-                location = await self._patch_chunks(repo, location, desc, chunks, chunk_size, what)
+            if desc.size > self.chunk_size:
+                location = await self._patch_chunks(
+                    repo, location, desc, chunks, self.chunk_size, what
+                )
                 body: AsyncIterator[bytes] | bytes = b""
                 headers = {"Content-Length": "0"}
             else:

@@ -419,6 +419,7 @@ async def execute(
     await _all(one_blob(step) for step in plan.blobs)
 
     root = plan.root
+    fallback = dict(plan.fallback)
     for step in plan.manifests:
         if step is root or step.exists:
             continue
@@ -426,10 +427,10 @@ async def execute(
         result.manifests_pushed += 1
         if step.role in ("referrer", "cosign"):
             result.referrers_copied += 1
-        if step.subject and headers.get("oci-subject") and plan.fallback:
-            plan.fallback.pop(step.subject, None)  # the target indexed it itself
+        if step.subject and headers.get("oci-subject"):
+            fallback.pop(step.subject, None)  # the target indexed it itself
 
-    for subject, descriptors in plan.fallback.items():
+    for subject, descriptors in fallback.items():
         await _merge_fallback(dst, dst_repo, subject, descriptors)
 
     ref = root.tag or plan.digest

@@ -254,3 +254,18 @@ async def test_authorization_is_not_sent_to_another_host_on_redirect(
     by_path = dict(seen)
     assert by_path[f"/v2/app/blobs/{desc.digest}"] is not None  # the registry got credentials
     assert by_path["/blob-data"] is None  # the storage host (localhost ≠ 127.0.0.1) did not
+
+
+async def test_identity_token_from_docker_config_uses_the_refresh_token_grant(
+    token_registry: Reg, token_server: TokenServer, docker_config: Path
+) -> None:
+    img = im.image("identity")
+    token_registry.pusher.push("dev/app", img, "1.0")
+    # the test token server accepts "<user>:<password>" as a refresh token
+    (docker_config / "config.json").write_text(
+        json.dumps({"auths": {token_registry.host: {"identitytoken": "reader:reader-pw"}}})
+    )
+    async with token_registry.client() as c:
+        manifest = await c.get_manifest("dev/app", "1.0")
+    assert manifest.digest == img.digest
+    assert [r["user"] for r in token_server.requests] == ["reader"]

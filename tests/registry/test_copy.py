@@ -104,6 +104,19 @@ async def test_second_copy_is_an_idempotent_no_op(registry: Reg, registry2: Reg)
     assert writes == {"PUT": 0, "POST": 0, "PATCH": 0}
 
 
+async def test_large_blobs_are_uploaded_in_patch_chunks(registry: Reg, registry2: Reg) -> None:
+    img = im.image("chunky", layers=2, layer_size=10_000)
+    registry.pusher.push("dev/app", img, "1.0")
+    before = len(registry2.server.request_log())
+    async with registry.client() as src, registry2.client(chunk_size=4096) as dst:
+        await copy_image(
+            src, parse(f"{registry.host}/dev/app:1.0"), dst, parse(f"{registry2.host}/prod/app:1.0")
+        )
+    patches = [r for r in registry2.server.request_log()[before:] if r["method"] == "PATCH"]
+    assert len(patches) == 2 * 3  # two 10,000-byte layers in chunks of 4096, 4096 and 1808
+    assert_same_image(registry2, "prod/app", "1.0", img)
+
+
 async def test_blobs_already_in_target_are_skipped(registry: Reg, registry2: Reg) -> None:
     base = im.image("v1", layers=3)
     registry.pusher.push("dev/app", base, "1.0")
