@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 export UV_PYTHON_DOWNLOADS := never
+# Trust the machine's CA store (where a proxy or a company CA is the norm), not only uv's own.
+export UV_SYSTEM_CERTS := true
 
 .PHONY: bootstrap demo test lint bench
 

@@ -33,4 +33,4 @@ if ! command -v uv >/dev/null; then
 fi
 
 # uv must not download a Python (no network for it here): use the machine's python3 (>= 3.11).
-UV_PYTHON_DOWNLOADS=never uv sync --frozen --quiet
+UV_PYTHON_DOWNLOADS=never UV_SYSTEM_CERTS=true uv sync --frozen --quiet
