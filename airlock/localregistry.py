@@ -63,7 +63,8 @@ class LocalRegistry:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if entry.get("msg") == "response completed" and "http.request.method" in entry:
+            completed = entry.get("msg", "").startswith("response completed")  # "… with error" too
+            if completed and "http.request.method" in entry:
                 out.append(
                     {
                         "method": entry["http.request.method"],

@@ -322,14 +322,20 @@ async def plan_copy(
     """Walk the source and look at the target; write nothing."""
     target = resolve_target(source, target)
     dst.auth.want(target.repository, "pull", "push")
-    root = await src.get_manifest(source.repository, source.reference)
+    # The target tag is looked at while the source is read (one round trip less); by digest the
+    # target can only be checked once the source digest is known.
+    root, current = await asyncio.gather(
+        src.get_manifest(source.repository, source.reference),
+        dst.head_manifest(target.repository, target.tag) if target.tag else _none(),
+    )
     if target.digest and target.digest != root.digest:
         raise BadInputError(
             f"target {target} names digest {target.digest} but the source is {root.digest};"
             " drop the digest from the target or fix it"
         )
     planner = _Planner(src, source.repository, dst, target.repository, referrers)
-    current = await dst.head_manifest(target.repository, target.tag or root.digest)
+    if not target.tag:
+        current = await dst.head_manifest(target.repository, root.digest)
     conflict = current.digest if current is not None and current.digest != root.digest else None
     steps = await planner.visit(
         root, "image", tag=target.tag, exists=current is not None and conflict is None
@@ -352,6 +358,10 @@ async def plan_copy(
 
 
 # ---------------------------------------------------------------------------- execution
+
+
+async def _none() -> None:
+    return None
 
 
 async def copy_image(

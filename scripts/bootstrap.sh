@@ -33,4 +33,5 @@ if ! command -v uv >/dev/null; then
 fi
 
 # uv must not download a Python (no network for it here): use the machine's python3 (>= 3.11).
-UV_PYTHON_DOWNLOADS=never UV_SYSTEM_CERTS=true uv sync --frozen --quiet
+# Compile bytecode at install time, so no `airlock` run pays for it (PYTHONDONTWRITEBYTECODE).
+UV_PYTHON_DOWNLOADS=never UV_SYSTEM_CERTS=true uv sync --frozen --quiet --compile-bytecode
