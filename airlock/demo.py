@@ -53,25 +53,27 @@ def sample_image(version: str = "1.0") -> tuple[Manifest, dict[str, bytes]]:
         },
         sort_keys=True,
     ).encode()
-    blobs = {digest_of(config): config, digest_of(layer): layer}
+    return _image(config, [(layer, "application/vnd.oci.image.layer.v1.tar+gzip", None)])
+
+
+def _image(
+    config: bytes, layers: list[tuple[bytes, str, dict[str, str] | None]]
+) -> tuple[Manifest, dict[str, bytes]]:
+    """An OCI image manifest over these blobs; returns the manifest and the blobs by digest."""
+
+    def descriptor(data: bytes, media_type: str, annotations: dict[str, str] | None) -> dict:
+        d = {"mediaType": media_type, "digest": digest_of(data), "size": len(data)}
+        return {**d, "annotations": annotations} if annotations else d
+
     doc = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": digest_of(config),
-            "size": len(config),
-        },
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": digest_of(layer),
-                "size": len(layer),
-            }
-        ],
+        "config": descriptor(config, "application/vnd.oci.image.config.v1+json", None),
+        "layers": [descriptor(*layer) for layer in layers],
     }
     raw = json.dumps(doc, indent=2).encode()
-    return parse_manifest(raw, mt.OCI_MANIFEST, digest_of(raw), "sample image"), blobs
+    blobs = {digest_of(data): data for data in [config, *(layer[0] for layer in layers)]}
+    return parse_manifest(raw, mt.OCI_MANIFEST, digest_of(raw), "demo image"), blobs
 
 
 async def push(
@@ -137,26 +139,10 @@ def _signature(subject: Descriptor) -> tuple[Manifest, dict[str, bytes]]:
         }
     ).encode()
     config = b'{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}'
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": digest_of(config),
-            "size": len(config),
-        },
-        "layers": [
-            {
-                "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                "digest": digest_of(payload),
-                "size": len(payload),
-                "annotations": {"dev.cosignproject.cosign/signature": "demo-placeholder"},
-            }
-        ],
-    }
-    raw = json.dumps(doc).encode()
-    blobs = {digest_of(config): config, digest_of(payload): payload}
-    return parse_manifest(raw, mt.OCI_MANIFEST, digest_of(raw), "signature"), blobs
+    annotations = {"dev.cosignproject.cosign/signature": "demo-placeholder"}
+    return _image(
+        config, [(payload, "application/vnd.dev.cosign.simplesigning.v1+json", annotations)]
+    )
 
 
 def run_demo(keep_dir: Path | None = None) -> int:

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import httpcore
@@ -408,17 +409,8 @@ class RegistryClient:
                 await asyncio.sleep(delay)
 
     async def _read_manifest(self, repo: str, ref: str, what: str) -> tuple[bytes, httpx.Headers]:
-        response = await self._with_retries(
-            "GET",
-            await self._url(f"/v2/{repo}/manifests/{ref}"),
-            what=what,
-            headers={"Accept": mt.ACCEPT},
-            stream=True,
-        )
-        try:
-            if response.status_code != 200:
-                await response.aread()
-                raise self.error(response, what, repo)
+        path = f"/v2/{repo}/manifests/{ref}"
+        async with self._get_stream(path, what, repo, headers={"Accept": mt.ACCEPT}) as response:
             length = response.headers.get("content-length")
             if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
                 raise UnsupportedContent(
@@ -432,8 +424,6 @@ class RegistryClient:
                         f"{what}: manifest is over the {MAX_MANIFEST_SIZE} byte limit"
                     )
             return bytes(raw), response.headers
-        finally:
-            await response.aclose()
 
     def _verify_manifest(self, raw: bytes, headers: httpx.Headers, ref: str, what: str) -> Manifest:
         header_digest = headers.get("docker-content-digest")
@@ -552,17 +542,8 @@ class RegistryClient:
     async def open_blob(self, repo: str, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
         """Stream a blob, checking size and digest as it goes; the last chunk waits for the hash."""
         what = f"GET blob {self.registry}/{repo}@{desc.digest}"
-        response = await self._with_retries(
-            "GET",
-            await self._url(f"/v2/{repo}/blobs/{desc.digest}"),
-            what=what,
-            stream=True,
-            follow_redirects=True,
-        )
-        try:
-            if response.status_code != 200:
-                await response.aread()
-                raise self.error(response, what, repo)
+        path = f"/v2/{repo}/blobs/{desc.digest}"
+        async with self._get_stream(path, what, repo, follow_redirects=True) as response:
             length = response.headers.get("content-length")
             if length and length.isdigit() and int(length) != desc.size:
                 raise DigestMismatch(
@@ -570,6 +551,20 @@ class RegistryClient:
                     " the source image is inconsistent"
                 )
             yield _verified(response, desc, what)
+
+    @asynccontextmanager
+    async def _get_stream(
+        self, path: str, what: str, repo: str, **kw: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """GET with retries, body not yet read; anything but 200 becomes a one-line error."""
+        response = await self._with_retries(
+            "GET", await self._url(path), what=what, stream=True, **kw
+        )
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise self.error(response, what, repo)
+            yield response
         finally:
             await response.aclose()
 

@@ -6,9 +6,12 @@ is read back with that independent reader and with `skopeo inspect --raw`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from registry.copy import copy_image, plan_copy
+from registry.client import RegistryClient
+from registry.copy import CopyResult, copy_image, plan_copy
 from registry.errors import BadInputError, NotFound, RefusedError
 from registry.reference import parse
 from tests.conftest import Reg
@@ -18,6 +21,23 @@ pytestmark = pytest.mark.anyio
 
 PYTEST_REPORT = "application/vnd.airlock.test-report.pytest+json"
 SBOM = "application/spdx+json"
+
+
+async def copy(src: Reg, source: str, dst: Reg, target: str, **kw: Any) -> CopyResult:
+    """copy_image between two test registries, one client each (shared within one registry)."""
+    async with src.client() as a:
+        if dst is src:
+            return await _copy(a, src, source, a, dst, target, **kw)
+        async with dst.client() as b:
+            return await _copy(a, src, source, b, dst, target, **kw)
+
+
+async def _copy(
+    a: RegistryClient, src: Reg, source: str, b: RegistryClient, dst: Reg, target: str, **kw: Any
+) -> CopyResult:
+    return await copy_image(
+        a, parse(f"{src.host}/{source}"), b, parse(f"{dst.host}/{target}", default_tag=None), **kw
+    )
 
 
 def build(kind: str) -> im.Image:
@@ -55,13 +75,7 @@ def assert_same_image(reg: Reg, repo: str, ref: str, img: im.Image) -> None:
 async def test_same_registry_copy_mounts_every_blob(registry: Reg, kind: str) -> None:
     img = build(kind)
     registry.pusher.push("dev/app", img, "1.0")
-    async with registry.client() as client:
-        result = await copy_image(
-            client,
-            parse(f"{registry.host}/dev/app:1.0"),
-            client,
-            parse(f"{registry.host}/prod/app", default_tag=None),
-        )
+    result = await copy(registry, "dev/app:1.0", registry, "prod/app")
     assert result.digest == img.digest
     assert result.blobs_streamed == 0 and result.bytes_streamed == 0
     assert result.blobs_mounted == len(blobs_of(img))
@@ -74,13 +88,7 @@ async def test_cross_registry_copy_streams_exact_bytes(
 ) -> None:
     img = build(kind)
     registry.pusher.push("dev/app", img, "1.0")
-    async with registry.client() as src, registry2.client() as dst:
-        result = await copy_image(
-            src,
-            parse(f"{registry.host}/dev/app:1.0"),
-            dst,
-            parse(f"{registry2.host}/prod/app:2.0", default_tag=None),
-        )
+    result = await copy(registry, "dev/app:1.0", registry2, "prod/app:2.0")
     assert result.digest == img.digest
     assert result.blobs_streamed == len(blobs_of(img))
     assert result.bytes_streamed == sum(len(b) for b in blobs_of(img).values())
@@ -91,17 +99,15 @@ async def test_cross_registry_copy_streams_exact_bytes(
 async def test_second_copy_is_an_idempotent_no_op(registry: Reg, registry2: Reg) -> None:
     img = im.multi_platform("again")
     registry.pusher.push("dev/app", img, "1.0")
-    async with registry.client() as src, registry2.client() as dst:
-        await copy_image(
-            src, parse(f"{registry.host}/dev/app:1.0"), dst, parse(f"{registry2.host}/app:1.0")
-        )
-        before = dict(dst.requests)
-        again = await copy_image(
-            src, parse(f"{registry.host}/dev/app:1.0"), dst, parse(f"{registry2.host}/app:1.0")
-        )
-        writes = {m: dst.requests[m] - before.get(m, 0) for m in ("PUT", "POST", "PATCH")}
+    attach_referrers(registry, "dev/app", img)
+    await copy(registry, "dev/app:1.0", registry2, "app:1.0")
+    before = len(registry2.server.request_log())
+    again = await copy(registry, "dev/app:1.0", registry2, "app:1.0")
+    writes = [
+        r for r in registry2.server.request_log()[before:] if r["method"] not in ("GET", "HEAD")
+    ]
     assert (again.manifests_pushed, again.blobs_streamed, again.bytes_streamed) == (0, 0, 0)
-    assert writes == {"PUT": 0, "POST": 0, "PATCH": 0}
+    assert writes == []
 
 
 async def test_large_blobs_are_uploaded_in_patch_chunks(registry: Reg, registry2: Reg) -> None:
@@ -124,13 +130,7 @@ async def test_blobs_already_in_target_are_skipped(registry: Reg, registry2: Reg
     # v2 shares v1's layers and adds one of its own; only the new layer and config must travel
     v2 = im.image("v2", layers=1, shared=[b for b in base.blobs[1:]])
     registry.pusher.push("dev/app", v2, "2.0")
-    async with registry.client() as src, registry2.client() as dst:
-        result = await copy_image(
-            src,
-            parse(f"{registry.host}/dev/app:2.0"),
-            dst,
-            parse(f"{registry2.host}/prod/app", default_tag=None),
-        )
+    result = await copy(registry, "dev/app:2.0", registry2, "prod/app")
     assert result.blobs_skipped == 3
     assert result.blobs_streamed == 2
     assert_same_image(registry2, "prod/app", "2.0", v2)
@@ -139,13 +139,7 @@ async def test_blobs_already_in_target_are_skipped(registry: Reg, registry2: Reg
 async def test_copy_by_digest_pushes_no_tag(registry: Reg, registry2: Reg) -> None:
     img = im.image("bydigest")
     registry.pusher.push("dev/app", img, "1.0")
-    async with registry.client() as src, registry2.client() as dst:
-        result = await copy_image(
-            src,
-            parse(f"{registry.host}/dev/app@{img.digest}"),
-            dst,
-            parse(f"{registry2.host}/prod/app", default_tag=None),
-        )
+    result = await copy(registry, f"dev/app@{img.digest}", registry2, "prod/app")
     assert result.digest == img.digest
     assert registry2.pusher.digest("prod/app", img.digest) == img.digest
     assert registry2.pusher.tags("prod/app") == []
@@ -310,14 +304,7 @@ async def test_no_referrers_copies_only_the_image(registry: Reg, registry2: Reg)
     img = im.image("bare")
     registry.pusher.push("dev/app", img, "1.0")
     attach_referrers(registry, "dev/app", img)
-    async with registry.client() as src, registry2.client() as dst:
-        result = await copy_image(
-            src,
-            parse(f"{registry.host}/dev/app:1.0"),
-            dst,
-            parse(f"{registry2.host}/prod/app", default_tag=None),
-            referrers=False,
-        )
+    result = await copy(registry, "dev/app:1.0", registry2, "prod/app", referrers=False)
     assert result.referrers_copied == 0
     assert registry2.pusher.tags("prod/app") == ["1.0"]
 
@@ -339,13 +326,7 @@ async def test_fallback_index_in_target_is_merged_not_overwritten(
         im.fallback_index([scan], ["application/vnd.airlock.scan-report.trivy+json"]),
         im.fallback_tag_of(img.digest),
     )
-    async with registry.client() as src, registry2.client() as dst:
-        await copy_image(
-            src,
-            parse(f"{registry.host}/dev/app:1.0"),
-            dst,
-            parse(f"{registry2.host}/prod/app", default_tag=None),
-        )
+    await copy(registry, "dev/app:1.0", registry2, "prod/app")
     assert set(fallback_entries(registry2, "prod/app", img.digest)) == {
         scan.digest,
         report.digest,
@@ -360,13 +341,7 @@ async def test_a_fallback_tag_that_is_not_an_index_is_ignored_with_a_warning(
     registry.pusher.push("dev/app", img, "1.0")
     # some registries answer the fallback tag with the subject itself
     registry.pusher.push("dev/app", img, im.fallback_tag_of(img.digest))
-    async with registry.client() as src, registry2.client() as dst:
-        result = await copy_image(
-            src,
-            parse(f"{registry.host}/dev/app:1.0"),
-            dst,
-            parse(f"{registry2.host}/prod/app", default_tag=None),
-        )
+    result = await copy(registry, "dev/app:1.0", registry2, "prod/app")
     assert result.referrers_copied == 0
     assert any("not an index" in w for w in result.warnings)
     assert registry2.pusher.tags("prod/app") == ["1.0"]
@@ -383,13 +358,7 @@ async def test_listed_referrer_with_another_subject_is_skipped(
     registry.pusher.push(
         "dev/app", im.fallback_index([foreign], [PYTEST_REPORT]), im.fallback_tag_of(img.digest)
     )
-    async with registry.client() as src, registry2.client() as dst:
-        result = await copy_image(
-            src,
-            parse(f"{registry.host}/dev/app:1.0"),
-            dst,
-            parse(f"{registry2.host}/prod/app", default_tag=None),
-        )
+    result = await copy(registry, "dev/app:1.0", registry2, "prod/app")
     assert result.referrers_copied == 0
     assert registry2.pusher.manifest("prod/app", foreign.digest) is None
     assert any("another subject" in w for w in result.warnings)
@@ -424,13 +393,7 @@ async def test_fifty_layer_same_registry_copy_stays_within_request_budget(regist
     img = im.image("fifty", layers=layers, layer_size=256)
     registry.pusher.push("dev/big", img, "1.0")
     seen_before = len(registry.server.request_log())
-    async with registry.client() as client:
-        await copy_image(
-            client,
-            parse(f"{registry.host}/dev/big:1.0"),
-            client,
-            parse(f"{registry.host}/prod/big", default_tag=None),
-        )
+    await copy(registry, "dev/big:1.0", registry, "prod/big")
     log = registry.server.request_log()[seen_before:]
     to_target = [r for r in log if r["uri"] == "/v2/" or r["uri"].startswith("/v2/prod/big/")]
     assert len(to_target) <= layers + 6, [f"{r['method']} {r['uri']}" for r in to_target]
