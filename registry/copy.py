@@ -23,7 +23,6 @@ from registry import mediatypes as mt
 from registry.client import RegistryClient
 from registry.errors import (
     BadInputError,
-    DigestMismatch,
     NotFound,
     RefusedError,
     RegistryError,
@@ -503,7 +502,7 @@ async def _stream_blob(
 
                 await dst.upload_blob(dst_repo, desc, counted(chunks), location=location)
             return
-        except (RegistryError, DigestMismatch) as e:
+        except RegistryError as e:  # DigestMismatch included
             location = None  # the failed upload's session was cancelled
             if on_bytes and sent:
                 on_bytes(-sent)
