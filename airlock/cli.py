@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,10 +22,30 @@ from typing import Any
 from airlock import __version__
 from registry.errors import EXIT_BAD_INPUT, EXIT_REGISTRY, AirlockError, BadInputError
 
+_ARGV: list[str] = []  # the arguments main() parses, for scrubbing argparse's messages
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        message = _scrub(message, _ARGV)
         self.exit(EXIT_BAD_INPUT, f"airlock: error: {message} (see `{self.prog} --help`)\n")
+
+
+_SECRET_FLAG = re.compile(r"cred|pass|token|secret", re.IGNORECASE)
+
+
+def _scrub(message: str, argv: Sequence[str]) -> str:
+    """argparse repeats arguments it did not understand; never repeat a credential, even under a
+    mistyped flag (`--srccreds USER:PASS`)."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-") or not _SECRET_FLAG.search(arg):
+            continue
+        _, eq, value = arg.partition("=")
+        if not eq and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value:
+            message = message.replace(value, "***")
+    return message
 
 
 def _positive(text: str) -> int:
@@ -110,13 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    _ARGV[:] = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(_ARGV)
     try:
         return args.func(args)
     except AirlockError as e:
         return _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:  # `airlock plan … | head`: the reader left; the work is done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # a bug or an unmapped library error: still one line, no traceback
         if os.environ.get("AIRLOCK_DEBUG"):
             raise
@@ -139,7 +164,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def _open_clients(
-    args: argparse.Namespace, src_registry: str, dst_registry: str
+    args: argparse.Namespace, src_registry: str, dst_registry: str, concurrency: int = 6
 ) -> tuple[Any, Any]:
     from registry.auth import Credentials
     from registry.client import RegistryClient
@@ -153,17 +178,19 @@ def _open_clients(
             credentials=creds,
             insecure=registry in insecure or hostname(registry) in insecure,
             ca_bundle=args.ca_bundle,
+            max_connections=2 * concurrency + 4,  # a streamed blob holds a GET and a PUT
         )
 
     if args.ca_bundle and not os.path.isfile(args.ca_bundle):
         raise BadInputError(f"--ca-bundle {args.ca_bundle}: no such file")
     src_creds = Credentials.parse(args.src_creds, "--src-creds") if args.src_creds else None
     dst_creds = Credentials.parse(args.dest_creds, "--dest-creds") if args.dest_creds else None
-    src = client(src_registry, src_creds)
-    # One client (one pool, one token cache) when both sides are the same registry and identity.
-    if dst_registry == src_registry and (dst_creds is None or dst_creds == src_creds):
-        return src, src
-    return src, client(dst_registry, dst_creds)
+    # One client (one pool, one token cache) when both sides are the same registry and identity;
+    # there, either of --src-creds/--dest-creds serves both sides.
+    if dst_registry == src_registry and (None in (src_creds, dst_creds) or src_creds == dst_creds):
+        shared = client(src_registry, src_creds or dst_creds)
+        return shared, shared
+    return client(src_registry, src_creds), client(dst_registry, dst_creds)
 
 
 def _references(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -181,7 +208,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     async def run() -> Any:
         from registry.copy import copy_image
 
-        src, dst = _open_clients(args, source.registry, target.registry)
+        src, dst = _open_clients(args, source.registry, target.registry, args.concurrency)
         try:
             return await copy_image(
                 src,
@@ -245,17 +272,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _format_plan(plan: Any) -> str:
-    from registry.copy import _human
+    from registry.copy import human_size
 
     lines = [f"{plan.source} -> {plan.target}"]
     blobs = plan.blobs
     lines.append(
         f"blobs: {plan.count('mount')} to mount, {plan.count('stream')} to stream"
-        f" ({_human(plan.bytes_to_stream())}), {plan.count('skip')} already there"
+        f" ({human_size(plan.bytes_to_stream())}), {plan.count('skip')} already there"
     )
     for b in blobs:
         lines.append(
-            f"  {b.action:<6} blob      {b.descriptor.digest}  {_human(b.descriptor.size)}"
+            f"  {b.action:<6} blob      {b.descriptor.digest}  {human_size(b.descriptor.size)}"
         )
     pushes = sum(1 for m in plan.manifests if not m.exists)
     lines.append(f"manifests: {pushes} to push, {len(plan.manifests) - pushes} already there")

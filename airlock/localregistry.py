@@ -18,7 +18,13 @@ from typing import Any
 
 import httpx
 
+from registry.errors import AirlockError
+
 REGISTRY_BIN = "docker-registry"
+
+
+class LocalRegistryError(AirlockError):
+    """The local registry could not be started (exit code 3)."""
 
 
 def free_port() -> int:
@@ -116,17 +122,17 @@ def start_registry(
         try:
             _wait_ready(registry)
             return registry
-        except RuntimeError as e:
+        except LocalRegistryError as e:
             registry.stop()
             last_error = str(e)
             if "address already in use" not in last_error:
                 raise
-    raise RuntimeError(f"docker-registry did not start: {last_error}")
+    raise LocalRegistryError(f"docker-registry did not start: {last_error}")
 
 
 def _spawn(config_path: Path, log: Path) -> subprocess.Popen:
     if shutil.which(REGISTRY_BIN) is None:
-        raise RuntimeError(
+        raise LocalRegistryError(
             "docker-registry is not installed: `make demo` or `make test` installs"
             " it (Debian package docker-registry)"
         )
@@ -140,7 +146,7 @@ def _wait_ready(registry: LocalRegistry, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if registry.proc.poll() is not None:
-            raise RuntimeError(f"docker-registry exited: {registry.log.read_text()[-2000:]}")
+            raise LocalRegistryError(f"docker-registry exited: {registry.log.read_text()[-2000:]}")
         try:
             verify = (
                 ssl.create_default_context(cafile=registry.ca_bundle)
@@ -151,6 +157,6 @@ def _wait_ready(registry: LocalRegistry, timeout: float = 15.0) -> None:
             return
         except httpx.TransportError:
             time.sleep(0.02)  # polling a port until it listens, not papering over a race
-    raise RuntimeError(
+    raise LocalRegistryError(
         f"docker-registry not ready after {timeout}s: {registry.log.read_text()[-2000:]}"
     )

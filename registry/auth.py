@@ -129,6 +129,9 @@ class DockerConfig:
 
 
 def _creds_from_auth_entry(entry: Mapping, path: Path) -> Credentials | None:
+    fields = ("auth", "identitytoken", "username", "password")
+    if any(not isinstance(entry.get(k) or "", str) for k in fields):
+        raise BadInputError(f"{path}: {', '.join(fields)} entries must be strings")
     token = entry.get("identitytoken") or None
     if entry.get("auth"):
         try:
@@ -259,7 +262,7 @@ def scopes_for(request: httpx.Request) -> Scopes:
 
 @dataclass
 class _Token:
-    value: str
+    value: str = field(repr=False)
     scopes: Scopes
     expires: float
 
@@ -285,7 +288,6 @@ class RegistryAuth(httpx.Auth):
         self._tokens: dict[str, list[_Token]] = {}
         self._hints: Scopes = {}
         self._lock = asyncio.Lock()
-        self.token_requests = 0
 
     def __repr__(self) -> str:
         return f"RegistryAuth(hosts={sorted(self._challenges)})"
@@ -396,7 +398,6 @@ class RegistryAuth(httpx.Auth):
             request = httpx.Request("GET", realm, params=params)
             if creds and creds.username and creds.password is not None:
                 request.headers["Authorization"] = _basic(creds.username, creds.password)
-        self.token_requests += 1
         try:
             response = await self._send(request)
         except httpx.HTTPError as e:

@@ -18,7 +18,7 @@ import random
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -44,12 +44,14 @@ from registry.manifest import (
     Descriptor,
     Manifest,
     digest_of,
+    index_entries,
     parse_manifest,
     verify_digest,
 )
-from registry.reference import DOCKER_HUB, DOCKER_HUB_API, is_loopback, validate_digest
+from registry.reference import api_host, is_loopback, validate_digest
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_PAGES = 100  # of a paginated listing
 READ_CHUNK = 1024 * 1024
 
 # httpcore reads at most 64 KiB per recv(); with 1 MiB reads a streamed copy costs ~20 % less CPU
@@ -58,8 +60,6 @@ READ_CHUNK = 1024 * 1024
 if getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", 0) < READ_CHUNK:
     httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_CHUNK
 MONOLITHIC_LIMIT = 512 * 1024 * 1024  # above this, upload in PATCH chunks of this size
-
-ProgressFn = Callable[[int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,11 @@ class RetryPolicy:
 class MountResult:
     mounted: bool
     location: str | None = None  # an open upload session when the registry declined the mount
+
+
+def _what(verb: str, registry: str, repo: str, ref: str) -> str:
+    """How a request names its object in messages: GET host/repo:tag or GET host/repo@digest."""
+    return f"{verb} {registry}/{repo}{'@' if ':' in ref else ':'}{ref}"
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -144,12 +149,16 @@ def system_tls() -> ssl.SSLContext:
 
 
 def allowed_schemes(host: str, insecure: bool) -> list[str]:
-    """HTTPS always first; plain HTTP only for loopback (by name or address) or insecure hosts.
+    """Plain HTTP only for loopback (by name or address) or insecure hosts, HTTPS otherwise.
 
-    Loopback is decided from the name as written, never by resolving it, so a DNS answer cannot
-    downgrade a registry to plain HTTP.
+    Loopback registries are tried over plain HTTP first, as they nearly always are (an HTTPS one
+    answers that with 400 and is tried over HTTPS next); no credentials are sent before the scheme
+    is settled. Loopback is decided from the name as written, never by resolving it, so a DNS
+    answer cannot downgrade a registry to plain HTTP.
     """
-    return ["https", "http"] if insecure or is_loopback(host) else ["https"]
+    if is_loopback(host):
+        return ["http", "https"]
+    return ["https", "http"] if insecure else ["https"]
 
 
 class RegistryClient:
@@ -169,7 +178,8 @@ class RegistryClient:
         chunk_size: int = MONOLITHIC_LIMIT,
     ):
         self.registry = registry
-        self.host = DOCKER_HUB_API if registry == DOCKER_HUB else registry
+        self.host = api_host(registry)
+        self.max_connections = max_connections
         self.insecure = insecure
         self.retry = retry or RetryPolicy()
         self.chunk_size = chunk_size  # blobs above this are uploaded in PATCH chunks of this size
@@ -233,8 +243,8 @@ class RegistryClient:
             if self._base:
                 return self._base
             schemes = allowed_schemes(self.host, self.insecure)
-            last: BaseException | None = None
-            for scheme in schemes:
+            for i, scheme in enumerate(schemes):
+                another = i + 1 < len(schemes)
                 url = f"{scheme}://{self.host}"
                 try:
                     response = await self._with_retries(
@@ -242,13 +252,15 @@ class RegistryClient:
                         f"{url}/v2/",
                         what=f"ping {self.host}",
                         auth=False,
-                        retry_connect=scheme == schemes[-1],
+                        retry_transport=not another,
+                        raw_errors=True,
                     )
-                except httpx.ConnectError as e:
-                    if "CERTIFICATE_VERIFY_FAILED" in str(e):
-                        raise _connect_error(self.host, e, self.insecure) from None  # it speaks TLS
-                    last = e
-                    continue
+                except httpx.TransportError as e:
+                    if another and "CERTIFICATE_VERIFY_FAILED" not in str(e):
+                        continue
+                    raise _connect_error(self.host, e) from None
+                if response.status_code == 400 and another:
+                    continue  # plain HTTP sent to a TLS port
                 if response.status_code == 401:
                     self.auth.learn(response)
                 elif response.status_code >= 500:
@@ -261,7 +273,7 @@ class RegistryClient:
                     )
                 self._base = url
                 return url
-            raise _connect_error(self.host, last, self.insecure)
+            raise AssertionError("unreachable: the last scheme returns or raises")
 
     async def _with_retries(
         self,
@@ -274,9 +286,14 @@ class RegistryClient:
         auth: bool = True,
         stream: bool = False,
         follow_redirects: bool = False,
-        retry_connect: bool = True,
+        retry_transport: bool = True,
+        raw_errors: bool = False,
     ) -> httpx.Response:
-        """Send an idempotent request, retrying transport errors, 429 and 5xx within the policy."""
+        """Send an idempotent request, retrying transport errors, 429 and 5xx within the policy.
+
+        A transport error that is final is raised as a one-line RegistryError, or as the httpx
+        exception itself with `raw_errors` (the ping turns it into scheme-aware advice).
+        """
         policy = self.retry
         deadline = time.monotonic() + policy.total
         attempt = 0
@@ -291,12 +308,17 @@ class RegistryClient:
                 )
             except httpx.TransportError as e:
                 attempt += 1
-                if not retry_connect and isinstance(e, httpx.ConnectError):
-                    raise
-                if _unresolvable(e) or _tls_failure(e) or attempt >= policy.attempts:
-                    raise _transport_error(what, e, attempt) from None
                 delay = policy.backoff(attempt)
-                if time.monotonic() + delay > deadline:
+                final = (
+                    not retry_transport
+                    or _unresolvable(e)
+                    or _tls_failure(e)
+                    or attempt >= policy.attempts
+                    or time.monotonic() + delay > deadline
+                )
+                if final and raw_errors:
+                    raise
+                if final:
                     raise _transport_error(what, e, attempt) from None
                 await asyncio.sleep(delay)
                 continue
@@ -340,9 +362,8 @@ class RegistryClient:
         message = f"{what}: {advice}"
         if code in ("UNAUTHORIZED", "DENIED") or status in (401, 403):
             return AuthError(message, status=status, code=code)
-        if code in ("NAME_UNKNOWN", "MANIFEST_UNKNOWN") or (
-            status == 404 and code != "BLOB_UNKNOWN"
-        ):
+        read = response.request.method in ("GET", "HEAD")
+        if code in ("NAME_UNKNOWN", "MANIFEST_UNKNOWN") or (status == 404 and not code and read):
             return NotFound(message)
         return RegistryError(message, status=status, code=code or None)
 
@@ -363,11 +384,7 @@ class RegistryClient:
 
     async def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
         """The descriptor of repo:ref, or None if it does not exist."""
-        what = (
-            f"HEAD {self.registry}/{repo}:{ref}"
-            if ":" not in ref
-            else f"HEAD {self.registry}/{repo}@{ref}"
-        )
+        what = _what("HEAD", self.registry, repo, ref)
         response = await self._with_retries(
             "HEAD",
             await self._url(f"/v2/{repo}/manifests/{ref}"),
@@ -388,18 +405,26 @@ class RegistryClient:
         return Descriptor(media_type, digest, int(size))
 
     async def get_manifest(self, repo: str, ref: str) -> Manifest:
-        """Fetch repo:ref, verified against the requested digest and Docker-Content-Digest.
+        """Fetch and parse repo:ref, verified against the digest asked for and the registry's."""
+        raw, content_type, digest = await self.get_manifest_bytes(repo, ref)
+        return parse_manifest(raw, content_type, digest, _what("GET", self.registry, repo, ref))
+
+    async def get_manifest_bytes(self, repo: str, ref: str) -> tuple[bytes, str | None, str]:
+        """The verified bytes of repo:ref, with their Content-Type and digest, unparsed.
 
         A body cut off or garbled in transit is fetched again, within the retry policy.
         """
-        sep = "@" if ":" in ref else ":"
-        what = f"GET {self.registry}/{repo}{sep}{ref}"
+        what = _what("GET", self.registry, repo, ref)
         attempt = 0
         while True:
             attempt += 1
             try:
                 raw, headers = await self._read_manifest(repo, ref, what)
-                return self._verify_manifest(raw, headers, ref, what)
+                return (
+                    raw,
+                    headers.get("content-type"),
+                    self._verified_digest(raw, headers, ref, what),
+                )
             except (httpx.TransportError, DigestMismatch) as e:
                 delay = self.retry.backoff(attempt)
                 if attempt >= self.retry.attempts:
@@ -425,7 +450,7 @@ class RegistryClient:
                     )
             return bytes(raw), response.headers
 
-    def _verify_manifest(self, raw: bytes, headers: httpx.Headers, ref: str, what: str) -> Manifest:
+    def _verified_digest(self, raw: bytes, headers: httpx.Headers, ref: str, what: str) -> str:
         header_digest = headers.get("docker-content-digest")
         if header_digest:
             try:
@@ -437,12 +462,11 @@ class RegistryClient:
         # By digest: the digest asked for. By tag: the registry's header if any, else our own.
         digest = ref if ":" in ref else header_digest or digest_of(raw)
         verify_digest(raw, digest, what)
-        return parse_manifest(raw, headers.get("content-type"), digest, what)
+        return digest
 
     async def put_manifest(self, repo: str, ref: str, manifest: Manifest) -> httpx.Headers:
         """PUT the manifest's exact bytes under ref (a tag or its digest); return the headers."""
-        sep = "@" if ":" in ref else ":"
-        what = f"PUT {self.registry}/{repo}{sep}{ref}"
+        what = _what("PUT", self.registry, repo, ref)
         response = await self._with_retries(
             "PUT",
             await self._url(f"/v2/{repo}/manifests/{ref}"),
@@ -459,28 +483,41 @@ class RegistryClient:
             )
         return response.headers
 
-    async def get_referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
-        """Referrers of digest through the OCI referrers API; None where the registry lacks it."""
+    async def get_referrers(
+        self, repo: str, digest: str
+    ) -> tuple[list[Descriptor], list[str]] | None:
+        """Referrers of digest through the OCI referrers API, all pages, with the problems found
+        in the listing; None where the registry has no such API (404, 400, 405 or no index)."""
         what = f"GET {self.registry}/{repo} referrers of {digest}"
-        response = await self._with_retries(
-            "GET",
-            await self._url(f"/v2/{repo}/referrers/{digest}"),
-            what=what,
-            headers={"Accept": mt.OCI_INDEX},
-        )
-        content_type = response.headers.get("content-type", "").split(";", 1)[0].strip()
-        if response.status_code != 200 or content_type != mt.OCI_INDEX:
-            if response.status_code in (401, 403):
+        url = await self._url(f"/v2/{repo}/referrers/{digest}")
+        found: list[Descriptor] = []
+        problems: list[str] = []
+        for page in range(MAX_PAGES):
+            response = await self._with_retries(
+                "GET", url, what=what, headers={"Accept": mt.OCI_INDEX}
+            )
+            content_type = response.headers.get("content-type", "").split(";", 1)[0].strip()
+            if page == 0 and (
+                response.status_code in (400, 404, 405)
+                or (response.status_code == 200 and content_type != mt.OCI_INDEX)
+            ):
+                return None  # distribution 2.8 and others without the API answer a plain 404
+            if response.status_code != 200:
                 raise self.error(response, what, repo)
-            return None  # 404 from distribution 2.8 and others without the API
-        try:
-            doc = response.json()
-            entries = doc["manifests"]
-            return [Descriptor.from_json(e, what) for e in entries]
-        except (ValueError, KeyError, TypeError):
-            raise RegistryError(
-                f"{what}: the referrers API answered with a malformed index"
-            ) from None
+            try:
+                doc = response.json()
+            except ValueError:
+                raise RegistryError(
+                    f"{what}: the referrers API answered with invalid JSON"
+                ) from None
+            descriptors, bad = index_entries(doc, what)
+            found += descriptors
+            problems += bad
+            following = response.links.get("next", {}).get("url")
+            if not following:
+                return found, problems
+            url = str(response.url.join(following))
+        raise RegistryError(f"{what}: more than {MAX_PAGES} pages of referrers; giving up")
 
     # ------------------------------------------------------------------ blobs
 
@@ -705,9 +742,10 @@ def _transport_error(what: str, e: BaseException, attempts: int) -> RegistryErro
     return RegistryError(f"{what}: connection failed{tries} ({kind}); retry")
 
 
-def _connect_error(host: str, e: BaseException | None, insecure: bool) -> RegistryError:
-    text = str(e) if e else ""
-    if _unresolvable(e or Exception()):
+def _connect_error(host: str, e: BaseException) -> RegistryError:
+    """The ping failed for good: say why in terms of the scheme, with what to do."""
+    text = str(e)
+    if _unresolvable(e):
         return RegistryError(f"cannot resolve registry host {host}: check the name")
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return RegistryError(
@@ -719,4 +757,6 @@ def _connect_error(host: str, e: BaseException | None, insecure: bool) -> Regist
             f"{host} does not speak HTTPS: plain HTTP is allowed only for loopback registries or"
             f" with --insecure {host}"
         )
+    if isinstance(e, httpx.TimeoutException):
+        return RegistryError(f"{host} did not answer in time: check the host, port and network")
     return RegistryError(f"cannot connect to {host}: is the registry running and the port right?")

@@ -14,6 +14,7 @@ Manifests are pushed as the exact bytes read, never re-serialised.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -33,8 +34,8 @@ from registry.manifest import (
     Manifest,
     digest_of,
     fallback_tag,
-    parse_manifest,
-    referrers_index,
+    index_entries,
+    referrer_descriptor,
 )
 from registry.reference import Reference
 
@@ -65,7 +66,6 @@ class CopyPlan:
     manifests: list[ManifestStep]  # push order; the root is last
     blobs: list[BlobStep]
     tag_conflict: str | None = None  # digest the target tag points at now, if another one
-    target_has_referrers_api: bool = False
     fallback: dict[str, list[Descriptor]] = field(default_factory=dict)  # subject → referrers
     warnings: list[str] = field(default_factory=list)
 
@@ -77,10 +77,6 @@ class CopyPlan:
     @property
     def root(self) -> ManifestStep:
         return self.manifests[-1]
-
-    @property
-    def referrers(self) -> list[ManifestStep]:
-        return [m for m in self.manifests if m.role in ("referrer", "cosign")]
 
     def count(self, action: BlobAction) -> int:
         return sum(1 for b in self.blobs if b.action == action)
@@ -141,13 +137,14 @@ class CopyResult:
     def summary(self) -> str:
         return (
             f"{self.blobs_mounted} blobs mounted, {self.blobs_streamed} streamed"
-            f" ({_human(self.bytes_streamed)}), {self.blobs_skipped} already there,"
+            f" ({human_size(self.bytes_streamed)}), {self.blobs_skipped} already there,"
             f" {self.manifests_pushed} manifests pushed, {self.referrers_copied} referrers copied"
             f" in {self.seconds:.2f} s"
         )
 
 
-def _human(n: int) -> str:
+def human_size(n: int) -> str:
+    """1536 → '1.5 KiB'."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -210,8 +207,9 @@ class _Planner:
         Siblings are planned concurrently; the root's own step comes after its referrers, so the
         tag moves last.
         """
-        if manifest.digest in self.seen and role != "cosign":
-            return []
+        if manifest.digest in self.seen:
+            # Walked already (or a cycle of cosign tags): only a tag may still need pushing.
+            return [ManifestStep(manifest, role, tag=tag, exists=bool(exists))] if tag else []
         self.seen.add(manifest.digest)
         if exists is None:
             exists = await self._exists(manifest.digest, tag)
@@ -246,9 +244,9 @@ class _Planner:
             *(self._cosign(fallback_tag(digest) + suffix) for suffix in mt.COSIGN_TAG_SUFFIXES),
         )
         if found:
-            self.referrer_edges.setdefault(digest, []).extend(d for d, _ in found)
+            self.referrer_edges.setdefault(digest, []).extend(map(referrer_descriptor, found))
         groups = await asyncio.gather(
-            *(self.visit(m, "referrer", subject=digest) for _, m in found),
+            *(self.visit(m, "referrer", subject=digest) for m in found),
             *(
                 self.visit(m, "cosign", tag=m_tag, exists=ex)
                 for m, m_tag, ex in filter(None, cosign)
@@ -265,16 +263,16 @@ class _Planner:
         )
         return manifest, tag, current is not None and current.digest == manifest.digest
 
-    async def _source_referrers(self, digest: str) -> list[tuple[Descriptor, Manifest]]:
-        descriptors = None
+    async def _source_referrers(self, digest: str) -> list[Manifest]:
+        listing = None
         if self.src_api is not False:
-            descriptors = await self.src.get_referrers(self.src_repo, digest)
-            self.src_api = descriptors is not None
-        if descriptors is None:
-            descriptors = await self._fallback_index(digest)
+            listing = await self.src.get_referrers(self.src_repo, digest)
+            self.src_api = listing is not None
+        descriptors, problems = listing or await self._fallback_index(digest)
+        self.warnings.extend(f"referrer of {digest} skipped: {p}" for p in problems)
         wanted = [d for d in descriptors if d.digest not in self.seen and d.is_manifest]
         fetched = await asyncio.gather(*(self._referrer(digest, d) for d in wanted))
-        return [(d, m) for d, m in zip(wanted, fetched, strict=True) if m is not None]
+        return [m for m in fetched if m is not None]
 
     async def _referrer(self, subject: str, desc: Descriptor) -> Manifest | None:
         """A listed referrer's manifest, or None (with a warning) if it is gone or not about
@@ -293,21 +291,17 @@ class _Planner:
             return None
         return manifest
 
-    async def _fallback_index(self, digest: str) -> list[Descriptor]:
-        """Referrers listed under the fallback tag; anything but a valid index counts as none."""
+    async def _fallback_index(self, digest: str) -> tuple[list[Descriptor], list[str]]:
+        """Referrers listed under the fallback tag, entry by entry; anything but an index counts
+        as none (some registries answer the fallback tag with the subject itself)."""
         tag, repo = fallback_tag(digest), self.src_repo
-        try:
-            index = await self.src.get_manifest(repo, tag)
-        except NotFound:
-            return []
-        except UnsupportedContent as e:
-            self.warnings.append(f"fallback tag {tag} in {repo} ignored: {e}")
-            return []
-        if not index.is_index:
-            # Some registries answer the fallback tag with the subject itself.
-            self.warnings.append(f"fallback tag {tag} in {repo} is not an index; ignored")
-            return []
-        return index.children()
+        doc = await _index_doc(self.src, repo, tag)
+        if doc is None:
+            return [], []
+        if isinstance(doc, str):
+            self.warnings.append(f"fallback tag {tag} in {repo} ignored: {doc}")
+            return [], []
+        return index_entries(doc, f"fallback tag {tag} in {repo}")
 
 
 async def plan_copy(
@@ -348,11 +342,8 @@ async def plan_copy(
         tag_conflict=conflict,
         warnings=planner.warnings,
     )
-    if planner.referrer_edges:
-        api = await dst.get_referrers(target.repository, root.digest)
-        plan.target_has_referrers_api = api is not None
-        if api is None:
-            plan.fallback = planner.referrer_edges
+    if planner.referrer_edges and await dst.get_referrers(target.repository, root.digest) is None:
+        plan.fallback = planner.referrer_edges
     return plan
 
 
@@ -407,18 +398,24 @@ async def execute(
         str(plan.source), str(plan.target), plan.digest, warnings=list(plan.warnings)
     )
     result.blobs_skipped = plan.count("skip")
+    if src is dst:
+        # One pool serves both ends: each streamed blob holds a GET and a PUT connection.
+        concurrency = max(1, min(concurrency, (dst.max_connections - 2) // 2))
     limit = asyncio.Semaphore(concurrency)
+    mounts_refused = False  # these credentials may not mount from the source: stop asking
 
     async def one_blob(step: BlobStep) -> None:
+        nonlocal mounts_refused
         async with limit:
             desc = step.descriptor
             location = None
-            if step.action == "mount":
+            if step.action == "mount" and not mounts_refused:
                 mount = await dst.mount_blob(dst_repo, desc.digest, src_repo)
                 if mount.mounted:
                     result.blobs_mounted += 1
                     return
                 location = mount.location  # 202: the registry opened a session; use it
+                mounts_refused = location is None
             elif step.action == "skip":
                 return
             await _stream_blob(src, src_repo, dst, dst_repo, desc, location, on_bytes)
@@ -440,7 +437,7 @@ async def execute(
             fallback.pop(step.subject, None)  # the target indexed it itself
 
     for subject, descriptors in fallback.items():
-        await _merge_fallback(dst, dst_repo, subject, descriptors)
+        result.warnings.extend(await _merge_fallback(dst, dst_repo, subject, descriptors))
 
     ref = root.tag or plan.digest
     if not root.exists:
@@ -503,38 +500,60 @@ async def _stream_blob(
                 await dst.upload_blob(dst_repo, desc, counted(chunks), location=location)
             return
         except RegistryError as e:  # DigestMismatch included
-            location = None  # the failed upload's session was cancelled
+            if location:  # a session from a declined mount that the failure left open
+                await dst.cancel_upload(location)
+                location = None
             if on_bytes and sent:
                 on_bytes(-sent)
-            # A broken stream or a digest mismatch (status None) and a refused upload PUT are worth
-            # another full attempt; the GET has already had its own retries for statuses.
-            retryable = getattr(e, "status", None) in (None, 408, 429, 500, 502, 503, 504)
+            # A broken stream or a digest mismatch (status None), a refused upload PUT and an
+            # expired session are worth another full attempt; the GET had its own retries.
+            retryable = (
+                e.status in (None, 408, 429, 500, 502, 503, 504) or e.code == "BLOB_UPLOAD_UNKNOWN"
+            )
             delay = policy.backoff(attempt)
             if not retryable or attempt >= policy.attempts or time.monotonic() + delay > deadline:
                 raise
             await asyncio.sleep(delay)
 
 
+async def _index_doc(client: RegistryClient, repo: str, tag: str) -> dict[str, Any] | str | None:
+    """The JSON of an index under `tag`; None if the tag does not exist, else a string saying
+    why what is there is not an index."""
+    try:
+        raw, _, _ = await client.get_manifest_bytes(repo, tag)
+    except NotFound:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return "not valid JSON"
+    if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+        return "not an index"
+    return doc
+
+
 async def _merge_fallback(
     dst: RegistryClient, repo: str, subject: str, descriptors: list[Descriptor]
-) -> None:
-    """Add descriptors to the target's fallback-tag index; merge, never drop what is there."""
+) -> list[str]:
+    """Add descriptors to the target's fallback-tag index: entries already there are kept as they
+    are (even ones airlock cannot parse); something that is not an index is left alone, with a
+    warning, rather than overwritten. Returns the warnings."""
     tag = fallback_tag(subject)
     for attempt in range(4):  # optimistic: re-read after writing, in case another writer raced us
-        try:
-            current = await dst.get_manifest(repo, tag)
-            existing = current.children() if current.is_index else []
-        except (NotFound, UnsupportedContent):
-            existing = []
-        have = {d.digest for d in existing}
+        doc = await _index_doc(dst, repo, tag)
+        if isinstance(doc, str):
+            return [f"target fallback tag {tag} left as it is ({doc}); referrers not listed there"]
+        doc = doc or {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+        have = {e.get("digest") for e in doc["manifests"] if isinstance(e, dict)}
         missing = [d for d in descriptors if d.digest not in have]
         if not missing:
-            return
+            return []
         if attempt == 3:
             break
-        merged = referrers_index([*existing, *missing])
-        index = parse_manifest(merged, mt.OCI_INDEX, digest_of(merged), f"fallback index {tag}")
-        await dst.put_manifest(repo, tag, index)
+        doc["manifests"] = [*doc["manifests"], *(d.to_json() for d in missing)]
+        raw = json.dumps(doc, separators=(",", ":")).encode()
+        # Not parsed: entries airlock cannot read must survive the merge as they were.
+        await dst.put_manifest(repo, tag, Manifest(raw, mt.OCI_INDEX, digest_of(raw)))
     raise RegistryError(
         f"could not update the referrers fallback tag {tag} in {dst.registry}/{repo}: it keeps"
         " changing under us; retry the copy"

@@ -214,14 +214,35 @@ def parse_manifest(raw: bytes, content_type: str | None, digest: str, where: str
     )
 
 
-def referrers_index(descriptors: list[Descriptor]) -> bytes:
-    """Serialise an OCI index of referrer descriptors (the referrers-API / fallback-tag form)."""
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_INDEX,
-        "manifests": [d.to_json() for d in descriptors],
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
+def index_entries(doc: Any, where: str) -> tuple[list[Descriptor], list[str]]:
+    """The usable entries of an index-shaped JSON document, and a note for each unusable one.
+
+    Lenient on purpose, for referrer listings: one odd entry must not hide the others.
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+        raise UnsupportedContent(f"{where}: not an index (no 'manifests' list)")
+    found, problems = [], []
+    for i, entry in enumerate(doc["manifests"]):
+        try:
+            found.append(Descriptor.from_json(entry, f"{where} manifests[{i}]"))
+        except UnsupportedContent as e:
+            problems.append(str(e))
+    return found, problems
+
+
+def referrer_descriptor(manifest: Manifest) -> Descriptor:
+    """How a referrer is listed, built from the manifest itself (never from someone's listing):
+    artifactType falls back to the config media type, as the OCI spec says."""
+    artifact_type = manifest.artifact_type or (
+        manifest.config.media_type if manifest.config else None
+    )
+    return Descriptor(
+        manifest.media_type,
+        manifest.digest,
+        len(manifest.raw),
+        artifact_type=artifact_type,
+        annotations=manifest.annotations or None,
+    )
 
 
 def fallback_tag(digest: str) -> str:

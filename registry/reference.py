@@ -60,6 +60,16 @@ def validate_tag(tag: str) -> str:
     return tag
 
 
+def api_host(registry: str) -> str:
+    """Where a registry's distribution API lives: docker.io's is registry-1.docker.io."""
+    return DOCKER_HUB_API if registry in (DOCKER_HUB, "index.docker.io") else registry
+
+
+def redact(text: str) -> str:
+    """Hide a `user:password@` part, so an error message never repeats a pasted secret."""
+    return re.sub(r"(^|//)[^/@\s]*@", r"\1***@", text, count=1)
+
+
 def is_loopback(registry: str) -> bool:
     """True for localhost, 127.0.0.0/8 and ::1, with or without a port."""
     host = hostname(registry)
@@ -89,8 +99,7 @@ class Reference:
 
     @property
     def api_host(self) -> str:
-        """Where the distribution API lives: docker.io's is registry-1.docker.io."""
-        return DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
+        return api_host(self.registry)
 
     @property
     def name(self) -> str:
@@ -121,7 +130,7 @@ class Reference:
 
 def parse(text: str, *, default_tag: str | None = "latest") -> Reference:
     """Parse an image reference; `default_tag` applies when neither tag nor digest is given."""
-    original = text
+    original = redact(text) if isinstance(text, str) else text
     if not isinstance(text, str) or not text.strip():
         raise InvalidReference(
             "empty image reference: expected [registry/]repository[:tag][@digest]"

@@ -183,27 +183,47 @@ def test_wrong_credentials_exit_3_without_echoing_them(htpasswd_registry: Reg) -
     assert ok.returncode == 0, ok.stderr
 
 
-def test_copy_does_not_import_prefect(registry: Reg) -> None:
+def test_copy_does_not_import_prefect(registry: Reg, tmp_path: Path) -> None:
+    # Sentinel packages first on the path: importing one leaves a mark (and fails the copy).
+    for name in ("prefect", "typer", "rich"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(
+            f"open({str(tmp_path / 'imported')!r}, 'a').write({name!r})\n"
+            f"raise ImportError('airlock copy imported {name}')\n"
+        )
     registry.pusher.push("dev/app", im.image("imports"), "1.0")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-X",
-            "importtime",
-            "-c",
-            "import sys; from airlock.cli import main; sys.exit(main(sys.argv[1:]))",
-            "copy",
-            f"{registry.host}/dev/app:1.0",
-            f"{registry.host}/prod/app",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = airlock(
+        "copy",
+        f"{registry.host}/dev/app:1.0",
+        f"{registry.host}/prod/app",
+        env={"PYTHONPATH": str(tmp_path)},
     )
     assert proc.returncode == 0, proc.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
-    assert "httpx" in imported  # the import log is real
-    assert not any(m.split(".")[0] in ("prefect", "typer", "rich", "pydantic") for m in imported)
+    assert not (tmp_path / "imported").exists()
+
+
+def test_secrets_in_arguments_are_not_echoed() -> None:
+    pasted = airlock("copy", "https://alice:s3cret-pw@registry.example.com/app:1", "x/y")
+    assert_one_line_error(pasted, 2, "drop the URL scheme")
+    mistyped = airlock("copy", "a/b", "c/d", "--srccreds", "alice:s3cret-pw")
+    assert_one_line_error(mistyped, 2, "unrecognized arguments")
+    assert mistyped.stderr.count("***") == 1
+    for proc in (pasted, mistyped):
+        assert "s3cret-pw" not in proc.stderr + proc.stdout
+
+
+def test_malformed_docker_config_exits_2(htpasswd_registry: Reg, docker_config: Path) -> None:
+    htpasswd_registry.pusher.push("dev/app", im.image("cfg"), "1.0")
+    (docker_config / "config.json").write_text(
+        json.dumps({"auths": {htpasswd_registry.host: {"auth": 123}}})
+    )
+    proc = airlock("copy", f"{htpasswd_registry.host}/dev/app:1.0", f"{htpasswd_registry.host}/x/y")
+    assert_one_line_error(proc, 2, "config.json", "must be strings")
+
+
+def test_demo_without_docker_registry_says_how_to_install_it(tmp_path: Path) -> None:
+    proc = airlock("demo", env={"PATH": str(tmp_path)})  # the script's shebang is absolute
+    assert_one_line_error(proc, 3, "docker-registry is not installed", "make demo")
 
 
 def test_demo_promotes_and_prints_identical_digests() -> None:

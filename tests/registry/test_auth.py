@@ -142,7 +142,8 @@ async def test_mount_declined_for_lack_of_source_pull_falls_back_to_streaming(
     token_registry: Reg, token_server: TokenServer
 ) -> None:
     """Two identities on one registry: the target's cannot read the source, so the registry
-    answers the mount with 202 and an upload session, which the copy uses to stream."""
+    refuses the mount (401, the token lacks pull on the source); the copy stops asking and
+    streams. (A mount answered 202 is covered in test_copy.)"""
     img = im.image("declined")
     token_registry.pusher.push("other/app", img, "1.0")
     src = token_registry.client(credentials=Credentials("reader", "reader-pw"))

@@ -35,10 +35,10 @@ pytestmark = pytest.mark.anyio
 @pytest.mark.parametrize(
     ("host", "insecure", "schemes"),
     [
-        ("localhost:5000", False, ["https", "http"]),
-        ("127.0.0.1:5000", False, ["https", "http"]),
-        ("127.5.6.7", False, ["https", "http"]),
-        ("[::1]:5000", False, ["https", "http"]),
+        ("localhost:5000", False, ["http", "https"]),
+        ("127.0.0.1:5000", False, ["http", "https"]),
+        ("127.5.6.7", False, ["http", "https"]),
+        ("[::1]:5000", False, ["http", "https"]),
         ("registry.example.com", False, ["https"]),
         ("10.0.0.5:5000", False, ["https"]),
         ("localhost.example.com:5000", False, ["https"]),
@@ -243,3 +243,33 @@ async def test_head_without_digest_header_falls_back_to_get(scripted: tuple[str,
     async with RegistryClient(host, retry=FAST_RETRY) as client:
         desc = await client.head_manifest("app", "1.0")
     assert desc is not None and desc.digest == img.digest and desc.size == len(img.raw)
+
+
+async def test_referrers_api_pages_are_followed_and_its_absence_is_none(
+    scripted: tuple[str, dict],
+) -> None:
+    """distribution 2.8 has no referrers API (see test_copy for the fallback tag); a registry
+    that has one answers with an OCI index, possibly in pages linked by `Link: rel=next`."""
+    host, routes = scripted
+    img = im.image("subject")
+    report = im.artifact(img, "application/vnd.airlock.test-report.pytest+json", b"{}", "x/y")
+    sbom = im.artifact(img, "application/spdx+json", b"{}", "x/y")
+    path = f"/v2/app/referrers/{img.digest}"
+    page1 = im.fallback_index([report], ["application/vnd.airlock.test-report.pytest+json"])
+    page2 = json.loads(im.fallback_index([sbom], ["application/spdx+json"]).raw)
+    page2["manifests"].append({"mediaType": im.OCI_MANIFEST, "digest": "sha256:bad", "size": 1})
+    index = {"Content-Type": im.OCI_INDEX}
+    routes[("GET", path)] = (200, {**index, "Link": f'<{path}?last=1>; rel="next"'}, page1.raw)
+    routes[("GET", f"{path}?last=1")] = (200, index, json.dumps(page2).encode())
+    routes[("GET", f"/v2/broken/referrers/{img.digest}")] = (503, {}, b"")
+    async with RegistryClient(host, retry=FAST_RETRY) as client:
+        listing = await client.get_referrers("app", img.digest)
+        missing = await client.get_referrers("other", img.digest)
+        with pytest.raises(RegistryError, match="retry later"):
+            await client.get_referrers("broken", img.digest)  # a failure is not "no API"
+    assert listing is not None
+    found, problems = listing
+    assert [d.digest for d in found] == [report.digest, sbom.digest]
+    assert found[0].artifact_type == "application/vnd.airlock.test-report.pytest+json"
+    assert len(problems) == 1 and "sha256:bad" in problems[0]
+    assert missing is None

@@ -6,6 +6,8 @@ is read back with that independent reader and with `skopeo inspect --raw`.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -15,7 +17,9 @@ from registry.copy import CopyResult, copy_image, plan_copy
 from registry.errors import BadInputError, NotFound, RefusedError
 from registry.reference import parse
 from tests.conftest import Reg
+from tests.registry.conftest import ProxiedReg
 from tests.support import images as im
+from tests.support.faultproxy import Fault
 
 pytestmark = pytest.mark.anyio
 
@@ -399,3 +403,121 @@ async def test_fifty_layer_same_registry_copy_stays_within_request_budget(regist
     assert len(to_target) <= layers + 6, [f"{r['method']} {r['uri']}" for r in to_target]
     assert not any(r["method"] == "PATCH" for r in log)
     assert registry.pusher.digest("prod/big", "1.0") == img.digest
+
+
+# ----------------------------------------------------- declined mounts, cycles, odd indexes
+
+
+async def test_declined_mounts_stream_into_the_sessions_the_registry_opened(
+    proxied_registry: ProxiedReg,
+) -> None:
+    """Registries may answer a mount with 202 and an upload session (ECR does, and so does any
+    registry when the source is out of reach): the copy must stream into that session."""
+    img = im.multi_platform("declined")
+    proxied_registry.pusher.push("dev/app", img, "1.0")
+    proxied_registry.faults.add(Fault("POST", "mount=", times=None, strip_query=True))
+    result = await copy(proxied_registry, "dev/app:1.0", proxied_registry, "prod/app")
+    n = len(blobs_of(img))
+    assert (result.blobs_mounted, result.blobs_streamed) == (0, n)
+    assert len(proxied_registry.faults.requests("POST", "/blobs/uploads/")) == n  # no new sessions
+    assert len(proxied_registry.faults.requests("PUT", "/blobs/uploads/")) == n
+    assert_same_image(proxied_registry, "prod/app", "1.0", img)
+
+
+async def test_many_declined_mounts_at_high_concurrency_do_not_exhaust_the_pool(
+    proxied_registry: ProxiedReg,
+) -> None:
+    img = im.image("crowd", layers=40, layer_size=2048)
+    proxied_registry.pusher.push("dev/app", img, "1.0")
+    proxied_registry.faults.add(Fault("POST", "mount=", times=None, strip_query=True))
+    async with proxied_registry.client(max_connections=8) as client:
+        # A hang here (every connection held by a GET waiting for a PUT) becomes a failure.
+        result = await asyncio.wait_for(
+            copy_image(
+                client,
+                parse(f"{proxied_registry.host}/dev/app:1.0"),
+                client,
+                parse(f"{proxied_registry.host}/prod/app", default_tag=None),
+                concurrency=32,
+            ),
+            timeout=120,
+        )
+    assert result.blobs_streamed == len(img.blobs)
+    assert proxied_registry.pusher.digest("prod/app", "1.0") == img.digest
+
+
+async def test_a_cycle_of_cosign_tags_ends(registry: Reg, registry2: Reg) -> None:
+    img = im.image("cycle")
+    sig = im.cosign_signature(img)
+    registry.pusher.push("dev/app", img, "1.0")
+    registry.pusher.push("dev/app", sig, im.fallback_tag_of(img.digest) + ".sig")
+    # the signature's own .sig tag points back at the image: a cycle
+    registry.pusher.push("dev/app", img, im.fallback_tag_of(sig.digest) + ".sig")
+    result = await asyncio.wait_for(copy(registry, "dev/app:1.0", registry2, "prod/app"), 60)
+    assert result.digest == img.digest
+    assert (
+        registry2.pusher.digest("prod/app", im.fallback_tag_of(img.digest) + ".sig") == sig.digest
+    )
+    assert (
+        registry2.pusher.digest("prod/app", im.fallback_tag_of(sig.digest) + ".sig") == img.digest
+    )
+
+
+async def test_target_fallback_entries_airlock_cannot_parse_survive_the_merge(
+    registry: Reg, registry2: Reg
+) -> None:
+    img = im.image("keep")
+    registry.pusher.push("dev/app", img, "1.0")
+    report, sbom, _ = attach_referrers(registry, "dev/app", img)
+    # The target lists a referrer under a media type airlock does not read (ORAS-rc wrote these).
+    notary = im.artifact(img, "application/vnd.cncf.notary.signature", b"sig", "application/jose")
+    registry2.pusher.push("prod/app", notary)
+    odd = {
+        **notary.descriptor(),
+        "mediaType": "application/vnd.oci.artifact.manifest.v1+json",
+        "artifactType": "application/vnd.cncf.notary.signature",
+        "annotations": {"io.example": "kept"},
+    }
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": im.OCI_INDEX,
+        "manifests": [odd],
+        "annotations": {"io.example.index": "kept too"},
+    }
+    registry2.pusher.push(
+        "prod/app", im.Image(json.dumps(doc).encode(), im.OCI_INDEX), im.fallback_tag_of(img.digest)
+    )
+    result = await copy(registry, "dev/app:1.0", registry2, "prod/app")
+    got = registry2.pusher.manifest("prod/app", im.fallback_tag_of(img.digest))
+    assert got is not None
+    merged = json.loads(got[0])
+    assert merged["manifests"][0] == odd
+    assert merged["annotations"] == {"io.example.index": "kept too"}
+    assert {e["digest"] for e in merged["manifests"]} == {notary.digest, report.digest, sbom.digest}
+    assert result.warnings == []
+
+
+async def test_one_bad_entry_in_a_source_listing_does_not_hide_the_others(
+    registry: Reg, registry2: Reg
+) -> None:
+    img = im.image("partly")
+    report = im.artifact(img, PYTEST_REPORT, b"{}", "application/json")
+    registry.pusher.push("dev/app", img, "1.0")
+    registry.pusher.push("dev/app", report)
+    listing = json.loads(im.fallback_index([report], [PYTEST_REPORT]).raw)
+    # a listing that lies about the size, and an entry airlock cannot read (a negative size)
+    listing["manifests"][0]["size"] = 1
+    listing["manifests"].append({"mediaType": im.OCI_MANIFEST, "digest": img.digest, "size": -1})
+    registry.pusher.http.put(
+        f"/v2/dev/app/manifests/{im.fallback_tag_of(img.digest)}",
+        content=json.dumps(listing).encode(),
+        headers={"Content-Type": im.OCI_INDEX},
+    ).raise_for_status()
+    result = await copy(registry, "dev/app:1.0", registry2, "prod/app")
+    assert result.referrers_copied == 1
+    assert any("no valid size" in w for w in result.warnings)
+    # the target lists the referrer as it really is, not as the source's listing claimed
+    entries = fallback_entries(registry2, "prod/app", img.digest)
+    assert entries == {report.digest: PYTEST_REPORT}
+    got = registry2.pusher.manifest("prod/app", im.fallback_tag_of(img.digest))
+    assert got is not None and json.loads(got[0])["manifests"][0]["size"] == len(report.raw)

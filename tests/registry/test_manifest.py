@@ -1,4 +1,4 @@
-"""parse_manifest, Descriptor, verify_digest, fallback_tag and referrers_index.
+"""parse_manifest, Descriptor, verify_digest, fallback_tag, index_entries, referrer_descriptor.
 
 Hand-made documents exercise each rule; the byte-exact public OCI fixtures in
 /work/shared/fixtures/oci (see SOURCES.md there) check that real manifests written by regctl and
@@ -28,8 +28,9 @@ from registry.manifest import (
     Manifest,
     digest_of,
     fallback_tag,
+    index_entries,
     parse_manifest,
-    referrers_index,
+    referrer_descriptor,
     verify_digest,
 )
 from registry.reference import validate_tag
@@ -552,34 +553,20 @@ def test_fallback_tag_for_sha512_is_truncated_to_64_characters() -> None:
     assert validate_tag(tag) == tag
 
 
-def test_referrers_index_round_trips_through_parse_manifest() -> None:
-    descriptors = [
-        Descriptor(mt.OCI_MANIFEST, D1, 583, artifact_type=mt.TEST_REPORT_PYTEST),
-        Descriptor(
-            mt.OCI_MANIFEST,
-            D2,
-            600,
-            artifact_type=mt.PROMOTION_RECORD,
-            annotations={"org.opencontainers.image.created": "2024-01-01T00:00:00Z"},
-        ),
-    ]
-    raw = referrers_index(descriptors)
-    m = parse_manifest(raw, None, digest_of(raw), "fallback tag")
-    assert m.media_type == mt.OCI_INDEX
-    assert m.children() == descriptors
-    assert json.loads(raw)["schemaVersion"] == 2
-
-
-def test_referrers_index_of_nothing() -> None:
-    raw = referrers_index([])
-    m = parse_manifest(raw, mt.OCI_INDEX, digest_of(raw), "x")
-    assert m.children() == []
-    assert json.loads(raw) == {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
-
-
-def test_referrers_index_is_deterministic() -> None:
-    d = [Descriptor(mt.OCI_MANIFEST, D1, 1, artifact_type="a/b")]
-    assert referrers_index(d) == referrers_index(list(d))
+def test_index_entries_keeps_good_entries_and_names_bad_ones() -> None:
+    doc = {
+        "manifests": [
+            {"mediaType": mt.OCI_MANIFEST, "digest": D1, "size": 583, "artifactType": "a/b"},
+            {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:nothex", "size": 1},
+            {"mediaType": "application/vnd.oci.artifact.manifest.v1+json", "digest": D2, "size": 9},
+        ]
+    }
+    found, problems = index_entries(doc, "listing")
+    assert [d.digest for d in found] == [D1, D2]
+    assert found[0].artifact_type == "a/b"
+    assert len(problems) == 1 and "manifests[1]" in problems[0]
+    with pytest.raises(UnsupportedContent, match="not an index"):
+        index_entries({"layers": []}, "listing")
 
 
 # ----------------------------------------------------------------------------- real fixtures
@@ -692,12 +679,17 @@ def test_regclient_referrers_tag_index_lists_both_referrers() -> None:
     assert tag_index.children() == [a1.descriptor, a2.descriptor]
 
 
-def test_referrers_index_matches_what_regctl_wrote() -> None:
+def test_referrer_descriptors_match_what_regctl_listed() -> None:
     a1 = fixture("regclient-a1-sbom-referrer-manifest.json")
     a2 = fixture("regclient-a2-signature-referrer-manifest.json")
-    ours = referrers_index([a1.descriptor, a2.descriptor])
-    theirs = (FIXTURES / "regclient-referrers-tag-index.json").read_bytes()
-    assert json.loads(ours) == json.loads(theirs)
+    ours = [referrer_descriptor(a1).to_json(), referrer_descriptor(a2).to_json()]
+    theirs = json.loads((FIXTURES / "regclient-referrers-tag-index.json").read_bytes())
+    assert ours == theirs["manifests"]
+
+
+def test_referrer_descriptor_falls_back_to_the_config_media_type() -> None:
+    sig = fixture("notation-signature-manifest.json")
+    assert referrer_descriptor(sig).artifact_type == "application/vnd.cncf.notary.signature"
 
 
 def test_notation_signature() -> None:

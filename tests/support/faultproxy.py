@@ -48,6 +48,7 @@ class Fault:
     declare_truncated: bool = False  # with truncate_after: Content-Length says K (looks complete)
     corrupt_at: int | None = None  # flip every bit of the body byte at this offset
     drop: bool = False  # close the connection without answering
+    strip_query: bool = False  # forward without the query (a mount becomes a plain upload: 202)
     hits: int = field(default=0, init=False)
 
     def matches(self, method: str, target: str) -> bool:
@@ -94,15 +95,19 @@ class FaultProxy:
 
     def requests(self, method: str | None = None, path: str = "") -> list[Seen]:
         with self._lock:
-            return [s for s in self.seen if (method is None or s.method == method)
-                    and re.search(path, s.target)]
+            return [
+                s
+                for s in self.seen
+                if (method is None or s.method == method) and re.search(path, s.target)
+            ]
 
     def count(self, method: str | None = None, path: str = "") -> int:
         return len(self.requests(method, path))
 
     def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._run, name=f"faultproxy-{self.upstream}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"faultproxy-{self.upstream}", daemon=True
+        )
         self._thread.start()
         self._ready.wait(timeout=10)
         if self._error or not self.host:
@@ -188,6 +193,8 @@ class FaultProxy:
                 if upstream is None:
                     upstream = await asyncio.open_connection(*self.upstream.rsplit(":", 1))
                 up_reader, up_writer = upstream
+                if fault and fault.strip_query:
+                    raw = raw.replace(target.encode(), target.split("?", 1)[0].encode(), 1)
                 up_writer.write(raw)
                 async for piece in _body(reader, headers, until_close=False):
                     up_writer.write(piece)
@@ -205,8 +212,14 @@ class FaultProxy:
                 if w and not w.is_closing():
                     w.close()
 
-    async def _respond(self, method: str, seen: Seen, fault: Fault | None,
-                       up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _respond(
+        self,
+        method: str,
+        seen: Seen,
+        fault: Fault | None,
+        up_reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
         """Forward one response; False when both connections must be closed afterwards."""
         raw = await _read_head(up_reader)
         if raw is None:
@@ -214,16 +227,21 @@ class FaultProxy:
         status_line, headers = _parse_head(raw)
         status = int(status_line.split(" ", 2)[1])
         seen.status = status
-        headers = [(k, v.replace(f"//{self.upstream}/", f"//{self.host}/"))
-                   if k.lower() == "location" else (k, v) for k, v in headers]
+        headers = [
+            (k, v.replace(f"//{self.upstream}/", f"//{self.host}/"))
+            if k.lower() == "location"
+            else (k, v)
+            for k, v in headers
+        ]
         has_body = method != "HEAD" and status >= 200 and status not in (204, 304)
         framed = any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers)
         cut = None
         if fault and has_body:
             cut = fault.truncate_after if fault.reset_after is None else fault.reset_after
         if fault and fault.declare_truncated and cut is not None:
-            headers = [(k, str(cut)) if k.lower() == "content-length" else (k, v)
-                       for k, v in headers]
+            headers = [
+                (k, str(cut)) if k.lower() == "content-length" else (k, v) for k, v in headers
+            ]
         writer.write(_head(status_line, headers))
         await writer.drain()
         if fault and fault.stall:
@@ -279,8 +297,9 @@ def _wants_close(headers: Headers) -> bool:
     return "close" in (_header(headers, "connection") or "").lower()
 
 
-async def _body(reader: asyncio.StreamReader, headers: Headers, *,
-                until_close: bool) -> AsyncIterator[bytes]:
+async def _body(
+    reader: asyncio.StreamReader, headers: Headers, *, until_close: bool
+) -> AsyncIterator[bytes]:
     """The body's wire bytes in pieces (chunked framing included, passed through as is)."""
     if "chunked" in (_header(headers, "transfer-encoding") or "").lower():
         while True:
