@@ -185,7 +185,7 @@ def test_wrong_credentials_exit_3_without_echoing_them(htpasswd_registry: Reg) -
 
 def test_copy_does_not_import_prefect(registry: Reg, tmp_path: Path) -> None:
     # Sentinel packages first on the path: importing one leaves a mark (and fails the copy).
-    for name in ("prefect", "typer", "rich"):
+    for name in ("prefect", "typer", "rich", "pydantic"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text(
             f"open({str(tmp_path / 'imported')!r}, 'a').write({name!r})\n"

@@ -1,0 +1,166 @@
+"""What every gate shares: the evidence it reads, the result it returns, the policy base class.
+
+A gate kind is one module with two pure functions:
+
+    parse(evidence) -> Report                  raises EvidenceError on anything malformed
+    evaluate(evidence, policy, now=None) -> GateResult
+
+`evaluate` never raises for bad evidence: it returns a refusal whose `error` says why, so a gate
+fails closed — missing, malformed, mismatched or stale evidence refuses the promotion, never passes
+it. Loading evidence (file, URL, OCI referrer) lives in gates/evidence.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from registry.errors import BadInputError
+
+GateKind = Literal["tests", "scan", "signature", "approval", "soak"]
+
+MAX_EVIDENCE_BYTES = 64 * 1024 * 1024  # a report larger than this is refused, not parsed
+
+
+class EvidenceError(BadInputError):
+    """Evidence that cannot be read as what it claims to be (exit code 2 on the CLI)."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The bytes a gate reads, and what binds them to an image.
+
+    `subject` is the digest the evidence is about: the referrer's subject when it came from the
+    registry, or the digest given on the command line. For an index, `accepted` also holds its
+    platform children: a scan of one platform image counts as evidence for the index.
+    """
+
+    data: bytes = field(repr=False)
+    source: str  # where it came from: a path, a URL, or registry/repo@referrer-digest
+    media_type: str | None = None  # the artifact type, when it came from a registry
+    subject: str | None = None
+    accepted: tuple[str, ...] = ()  # digests a report may name besides `subject` (the family:
+    # the index and all its platform manifests)
+    config_digests: tuple[str, ...] = ()  # config blobs of those manifests (Trivy's ImageID)
+    referrer: str | None = None  # digest of the referrer manifest that carried it
+    created: dt.datetime | None = None  # org.opencontainers.image.created of the referrer
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+    def matches(self, digest: str) -> bool:
+        """Whether a manifest digest named inside a report is the image this evidence is about."""
+        return digest == self.subject or digest in self.accepted
+
+
+class EvidenceRef(BaseModel):
+    """The evidence a result rests on, as recorded in promotion records."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    digest: str  # sha256 of the evidence bytes
+    subject: str | None = None
+    referrer: str | None = None
+    created: dt.datetime | None = None
+
+    @classmethod
+    def of(cls, evidence: Evidence) -> EvidenceRef:
+        return cls(
+            source=evidence.source,
+            digest=evidence.digest,
+            subject=evidence.subject,
+            referrer=evidence.referrer,
+            created=evidence.created,
+        )
+
+
+class GateResult(BaseModel):
+    """One gate's verdict: a one-line summary for people, rows for a table, and the evidence."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gate: GateKind
+    passed: bool
+    summary: str
+    rows: list[dict[str, str]] = Field(default_factory=list)
+    evidence: list[EvidenceRef] = Field(default_factory=list)
+    evaluated_at: dt.datetime = Field(default_factory=utcnow)
+    error: str | None = None  # set when the evidence itself was unusable (missing, malformed)
+
+    @classmethod
+    def refused_for(
+        cls, gate: GateKind, error: str, evidence: list[Evidence] | None = None
+    ) -> GateResult:
+        """Fail closed: the evidence could not be used, so the gate refuses."""
+        return cls(
+            gate=gate,
+            passed=False,
+            summary=f"refused: {error}",
+            evidence=[EvidenceRef.of(e) for e in evidence or []],
+            error=error,
+        )
+
+
+class Policy(BaseModel):
+    """Base of every gate policy: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def guarded(
+    gate: GateKind,
+    evidence: Evidence,
+    judge: Callable[[], GateResult],
+) -> GateResult:
+    """Run `judge`; turn an EvidenceError into a refusal (fail closed)."""
+    try:
+        return judge()
+    except EvidenceError as e:
+        return GateResult.refused_for(gate, str(e), [evidence])
+
+
+def check_size(evidence: Evidence, limit: int = MAX_EVIDENCE_BYTES) -> None:
+    if not evidence.data.strip():
+        raise EvidenceError(f"{evidence.source}: the report is empty")
+    if len(evidence.data) > limit:
+        size = len(evidence.data)
+        raise EvidenceError(f"{evidence.source}: the report is {size} bytes, over the {limit} cap")
+
+
+def combine(gate: GateKind, results: list[GateResult], summary: str | None = None) -> GateResult:
+    """One verdict from several (e.g. one per platform of an index): all must pass."""
+    if not results:
+        return GateResult.refused_for(gate, "no evidence to evaluate")
+    passed = all(r.passed for r in results)
+    failing = [r for r in results if not r.passed]
+    return GateResult(
+        gate=gate,
+        passed=passed,
+        summary=summary or (results[0].summary if passed else failing[0].summary),
+        rows=[row for r in results for row in r.rows],
+        evidence=[e for r in results for e in r.evidence],
+        error=next((r.error for r in failing if r.error), None),
+    )
+
+
+def age_of(created: dt.datetime | None, now: dt.datetime) -> dt.timedelta | None:
+    if created is None:
+        return None
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    return now - created
+
+
+def table_row(**cells: Any) -> dict[str, str]:
+    return {k: "" if v is None else str(v) for k, v in cells.items()}
