@@ -180,6 +180,7 @@ class RegistryClient:
         self.registry = registry
         self.host = api_host(registry)
         self.max_connections = max_connections
+        self.referrers_api: bool | None = None  # learnt on first use; the fallback tag if not
         self.insecure = insecure
         self.retry = retry or RetryPolicy()
         self.chunk_size = chunk_size  # blobs above this are uploaded in PATCH chunks of this size
@@ -488,6 +489,8 @@ class RegistryClient:
     ) -> tuple[list[Descriptor], list[str]] | None:
         """Referrers of digest through the OCI referrers API, all pages, with the problems found
         in the listing; None where the registry has no such API (404, 400, 405 or no index)."""
+        if self.referrers_api is False:
+            return None
         what = f"GET {self.registry}/{repo} referrers of {digest}"
         url = await self._url(f"/v2/{repo}/referrers/{digest}")
         found: list[Descriptor] = []
@@ -501,7 +504,10 @@ class RegistryClient:
                 response.status_code in (400, 404, 405)
                 or (response.status_code == 200 and content_type != mt.OCI_INDEX)
             ):
-                return None  # distribution 2.8 and others without the API answer a plain 404
+                # distribution 2.8 and others without the API answer a plain 404; once the API
+                # has answered, a 404 means only that this repository is unknown.
+                self.referrers_api = self.referrers_api or False
+                return None
             if response.status_code != 200:
                 raise self.error(response, what, repo)
             try:
@@ -513,6 +519,7 @@ class RegistryClient:
             descriptors, bad = index_entries(doc, what)
             found += descriptors
             problems += bad
+            self.referrers_api = True
             following = response.links.get("next", {}).get("url")
             if not following:
                 return found, problems

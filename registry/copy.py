@@ -14,7 +14,6 @@ Manifests are pushed as the exact bytes read, never re-serialised.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -32,12 +31,11 @@ from registry.errors import (
 from registry.manifest import (
     Descriptor,
     Manifest,
-    digest_of,
     fallback_tag,
-    index_entries,
     referrer_descriptor,
 )
 from registry.reference import Reference
+from registry.referrers import list_referrers, merge_fallback
 
 BlobAction = Literal["skip", "mount", "stream"]
 Role = Literal["image", "child", "referrer", "cosign"]
@@ -177,7 +175,6 @@ class _Planner:
         self.same_registry = src.registry == dst.registry
         self.blobs: dict[str, BlobStep] = {}
         self.seen: set[str] = set()
-        self.src_api: bool | None = None  # does the source have the referrers API?
         self.referrer_edges: dict[str, list[Descriptor]] = {}
         self.warnings: list[str] = []
 
@@ -264,13 +261,9 @@ class _Planner:
         return manifest, tag, current is not None and current.digest == manifest.digest
 
     async def _source_referrers(self, digest: str) -> list[Manifest]:
-        listing = None
-        if self.src_api is not False:
-            listing = await self.src.get_referrers(self.src_repo, digest)
-            self.src_api = listing is not None
-        descriptors, problems = listing or await self._fallback_index(digest)
-        self.warnings.extend(f"referrer of {digest} skipped: {p}" for p in problems)
-        wanted = [d for d in descriptors if d.digest not in self.seen and d.is_manifest]
+        listing = await list_referrers(self.src, self.src_repo, digest)
+        self.warnings.extend(f"referrer of {digest} skipped: {p}" for p in listing.problems)
+        wanted = [d for d in listing.descriptors if d.digest not in self.seen and d.is_manifest]
         fetched = await asyncio.gather(*(self._referrer(digest, d) for d in wanted))
         return [m for m in fetched if m is not None]
 
@@ -290,18 +283,6 @@ class _Planner:
             )
             return None
         return manifest
-
-    async def _fallback_index(self, digest: str) -> tuple[list[Descriptor], list[str]]:
-        """Referrers listed under the fallback tag, entry by entry; anything but an index counts
-        as none (some registries answer the fallback tag with the subject itself)."""
-        tag, repo = fallback_tag(digest), self.src_repo
-        doc = await _index_doc(self.src, repo, tag)
-        if doc is None:
-            return [], []
-        if isinstance(doc, str):
-            self.warnings.append(f"fallback tag {tag} in {repo} ignored: {doc}")
-            return [], []
-        return index_entries(doc, f"fallback tag {tag} in {repo}")
 
 
 async def plan_copy(
@@ -437,7 +418,7 @@ async def execute(
             fallback.pop(step.subject, None)  # the target indexed it itself
 
     for subject, descriptors in fallback.items():
-        result.warnings.extend(await _merge_fallback(dst, dst_repo, subject, descriptors))
+        result.warnings.extend(await merge_fallback(dst, dst_repo, subject, descriptors))
 
     ref = root.tag or plan.digest
     if not root.exists:
@@ -514,47 +495,3 @@ async def _stream_blob(
             if not retryable or attempt >= policy.attempts or time.monotonic() + delay > deadline:
                 raise
             await asyncio.sleep(delay)
-
-
-async def _index_doc(client: RegistryClient, repo: str, tag: str) -> dict[str, Any] | str | None:
-    """The JSON of an index under `tag`; None if the tag does not exist, else a string saying
-    why what is there is not an index."""
-    try:
-        raw, _, _ = await client.get_manifest_bytes(repo, tag)
-    except NotFound:
-        return None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return "not valid JSON"
-    if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
-        return "not an index"
-    return doc
-
-
-async def _merge_fallback(
-    dst: RegistryClient, repo: str, subject: str, descriptors: list[Descriptor]
-) -> list[str]:
-    """Add descriptors to the target's fallback-tag index: entries already there are kept as they
-    are (even ones airlock cannot parse); something that is not an index is left alone, with a
-    warning, rather than overwritten. Returns the warnings."""
-    tag = fallback_tag(subject)
-    for attempt in range(4):  # optimistic: re-read after writing, in case another writer raced us
-        doc = await _index_doc(dst, repo, tag)
-        if isinstance(doc, str):
-            return [f"target fallback tag {tag} left as it is ({doc}); referrers not listed there"]
-        doc = doc or {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
-        have = {e.get("digest") for e in doc["manifests"] if isinstance(e, dict)}
-        missing = [d for d in descriptors if d.digest not in have]
-        if not missing:
-            return []
-        if attempt == 3:
-            break
-        doc["manifests"] = [*doc["manifests"], *(d.to_json() for d in missing)]
-        raw = json.dumps(doc, separators=(",", ":")).encode()
-        # Not parsed: entries airlock cannot read must survive the merge as they were.
-        await dst.put_manifest(repo, tag, Manifest(raw, mt.OCI_INDEX, digest_of(raw)))
-    raise RegistryError(
-        f"could not update the referrers fallback tag {tag} in {dst.registry}/{repo}: it keeps"
-        " changing under us; retry the copy"
-    )

@@ -1,0 +1,191 @@
+"""Loading evidence: files, URLs, and OCI referrers of a digest in a real registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from gates.base import EvidenceError
+from gates.evidence import GATE_TYPES, from_file, from_referrers, from_url, target_of
+from registry import mediatypes as mt
+from registry.manifest import Descriptor
+from registry.referrers import artifact, push_referrer
+from tests.conftest import Reg
+from tests.support import images as im
+
+pytestmark = pytest.mark.anyio
+
+TESTS = GATE_TYPES["tests"]
+REPORT = b'{"summary": {"passed": 1, "total": 1}, "tests": []}'
+
+
+def subject_of(img: im.Image) -> Descriptor:
+    return Descriptor(img.media_type, img.digest, len(img.raw))
+
+
+async def attach(
+    reg: Reg,
+    repo: str,
+    img: im.Image,
+    payload: bytes,
+    *,
+    when: str,
+    artifact_type: str = mt.TEST_REPORT_PYTEST,
+) -> str:
+    created = dt.datetime.fromisoformat(when)
+    manifest, blobs = artifact(subject_of(img), artifact_type, payload, created=created)
+    async with reg.client() as client:
+        assert await push_referrer(client, repo, manifest, blobs) == []
+    return manifest.digest
+
+
+async def test_attached_report_is_read_back_bound_to_its_digest(registry: Reg) -> None:
+    img, other = im.image("bound"), im.image("unrelated")
+    registry.pusher.push("dev/app", img, "1.0")
+    registry.pusher.push("dev/app", other, "2.0")
+    referrer = await attach(registry, "dev/app", img, REPORT, when="2026-11-01T10:00:00+00:00")
+    async with registry.client() as client:
+        target = await target_of(client, "dev/app", img.digest)
+        [(digest, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
+        [(_, elsewhere)] = await from_referrers(
+            client, "dev/app", await target_of(client, "dev/app", other.digest), TESTS
+        )
+    assert digest == img.digest and evidence is not None
+    assert evidence.data == REPORT
+    assert evidence.subject == img.digest and evidence.referrer == referrer
+    assert evidence.source == f"{registry.host}/dev/app@{referrer}"
+    assert evidence.created == dt.datetime(2026, 11, 1, 10, tzinfo=dt.UTC)
+    assert json.loads(img.blobs[0].data)  # the config digest is what Trivy calls ImageID
+    assert evidence.config_digests == (img.blobs[0].digest,)
+    assert elsewhere is None  # evidence attached to another digest is not found
+
+
+async def test_the_newest_report_wins_and_other_types_are_ignored(registry: Reg) -> None:
+    img = im.image("newest")
+    registry.pusher.push("dev/app", img, "1.0")
+    await attach(registry, "dev/app", img, b'{"old": 1}', when="2026-11-01T00:00:00+00:00")
+    newest = await attach(registry, "dev/app", img, b'{"new": 2}', when="2026-11-03T00:00:00+00:00")
+    await attach(registry, "dev/app", img, b'{"mid": 3}', when="2026-11-02T00:00:00+00:00")
+    await attach(
+        registry,
+        "dev/app",
+        img,
+        b"{}",
+        when="2026-11-09T00:00:00+00:00",
+        artifact_type=mt.SCAN_REPORT_TRIVY,
+    )
+    async with registry.client() as client:
+        target = await target_of(client, "dev/app", img.digest)
+        [(_, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
+    assert evidence is not None and evidence.referrer == newest and evidence.data == b'{"new": 2}'
+
+
+async def test_per_platform_evidence_for_an_index(registry: Reg) -> None:
+    idx = im.multi_platform("platforms")
+    registry.pusher.push("dev/app", idx, "1.0")
+    amd, arm = idx.children
+    await attach(registry, "dev/app", amd, REPORT, when="2026-11-01T00:00:00+00:00")
+    async with registry.client() as client:
+        target = await target_of(client, "dev/app", idx.digest)
+        per_platform = await from_referrers(client, "dev/app", target, TESTS, per_platform=True)
+        for_index = await from_referrers(client, "dev/app", target, TESTS)
+    assert target.platforms == (amd.digest, arm.digest)
+    assert [(d, e is not None) for d, e in per_platform] == [
+        (amd.digest, True),
+        (arm.digest, False),
+    ]
+    evidence = per_platform[0][1]
+    assert evidence is not None and set(evidence.accepted) == {idx.digest, amd.digest, arm.digest}
+    assert for_index == [(idx.digest, None)]
+
+
+async def test_a_listing_that_names_the_wrong_subject_is_not_trusted(registry: Reg) -> None:
+    img, other = im.image("trusted"), im.image("impostor")
+    registry.pusher.push("dev/app", img, "1.0")
+    registry.pusher.push("dev/app", other, "2.0")
+    # a report about `other`, listed (wrongly) under img's fallback tag
+    foreign = im.artifact(other, mt.TEST_REPORT_PYTEST, REPORT, mt.TEST_REPORT_PYTEST)
+    registry.pusher.push("dev/app", foreign)
+    registry.pusher.push(
+        "dev/app",
+        im.fallback_index([foreign], [mt.TEST_REPORT_PYTEST]),
+        im.fallback_tag_of(img.digest),
+    )
+    async with registry.client() as client:
+        target = await target_of(client, "dev/app", img.digest)
+        assert await from_referrers(client, "dev/app", target, TESTS) == [(img.digest, None)]
+
+
+async def test_lookup_costs_three_requests_once_the_registry_is_known(registry: Reg) -> None:
+    img = im.image("cheap")
+    registry.pusher.push("dev/app", img, "1.0")
+    await attach(registry, "dev/app", img, REPORT, when="2026-11-01T00:00:00+00:00")
+    async with registry.client() as client:
+        target = await target_of(client, "dev/app", img.digest)
+        await from_referrers(client, "dev/app", target, TESTS)  # learns: no referrers API
+        before = sum(client.requests.values())
+        [(_, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
+        spent = sum(client.requests.values()) - before
+    assert evidence is not None
+    assert spent == 3  # fallback tag, referrer manifest, report blob
+
+
+async def test_an_oversized_attached_report_is_refused_unread(registry: Reg) -> None:
+    img = im.image("huge")
+    registry.pusher.push("dev/app", img, "1.0")
+    await attach(registry, "dev/app", img, b"x" * 5000, when="2026-11-01T00:00:00+00:00")
+    async with registry.client() as client:
+        target = await target_of(client, "dev/app", img.digest)
+        with pytest.raises(EvidenceError, match="over the 1000 byte cap"):
+            await from_referrers(client, "dev/app", target, TESTS, limit=1000)
+
+
+# ---------------------------------------------------------------------------- files and URLs
+
+
+def test_files_missing_directories_and_oversized_are_refused(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    report.write_bytes(REPORT)
+    assert from_file(report, subject="sha256:" + "a" * 64).data == REPORT
+    for path, message in [(tmp_path / "nope.json", "no such file"), (tmp_path, "is a directory")]:
+        with pytest.raises(EvidenceError, match=message):
+            from_file(path)
+    with pytest.raises(EvidenceError, match="over the 10 byte cap"):
+        from_file(report, limit=10)
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = REPORT if self.path == "/report.json" else b"x" * 100_000
+            status = 404 if self.path == "/missing" else 200
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_urls_are_read_with_a_cap(web: str) -> None:
+    assert (await from_url(f"{web}/report.json")).data == REPORT
+    with pytest.raises(EvidenceError, match="answered 404"):
+        await from_url(f"{web}/missing")
+    with pytest.raises(EvidenceError, match="over the 1000 byte cap"):
+        await from_url(f"{web}/big", limit=1000)
+    with pytest.raises(EvidenceError, match="only http"):
+        await from_url("file:///etc/passwd")
