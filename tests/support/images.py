@@ -175,7 +175,7 @@ def cosign_signature(subject: Image) -> Image:
         "layers": [
             {
                 **layer.descriptor(),
-                "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQDfake"},
+                "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQDfakeQ=="},
             }
         ],
     }

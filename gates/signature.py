@@ -1,0 +1,490 @@
+"""Signature gate: is the image digest signed, and (optionally) by a key we trust?
+
+Two levels, chosen by `SignaturePolicy.require`:
+
+- **present** — some signature for the digest exists: a cosign `sha256-<hex>.sig` tag whose
+  simple-signing payload names the digest, a Notation signature referrer, or a sigstore bundle
+  referrer. This is what Harbor's "signed" check means. It proves nothing about who signed.
+- **verified** — a cosign *keyed* signature verifies: an ECDSA P-256 / SHA-256 signature (base64
+  DER, in the layer annotation `dev.cosignproject.cosign/signature`) over the exact payload bytes,
+  with one of the configured public keys, and the payload (cosign's "simple signing" JSON) says
+  `critical.type == "cosign container image signature"` and
+  `critical.image["docker-manifest-digest"] == <the digest being promoted>`.
+  `critical.identity.docker-reference` is deliberately not checked: a promoted image lives under
+  other repository names than the one it was signed in; the digest is the binding.
+
+Out of scope, by design: **keyless** signatures (a Fulcio certificate in the cosign layer, or a
+sigstore bundle) need the Fulcio roots and the Rekor transparency log — a network and a trust root
+airlock does not manage — and Notation signatures need an X.509 trust policy. airlock counts both
+as *present* but never as *verified*, and says so in the result. Verify them with `cosign verify` /
+`notation verify` before promotion if you depend on them.
+
+`collect` is the only I/O (registry/ only, never Prefect); `evaluate` is pure and fails closed:
+malformed payloads, signatures or keys refuse with `error` set, they never pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import Field, model_validator
+
+from gates.base import EvidenceError, EvidenceRef, GateResult, Policy, table_row, utcnow
+from registry.client import RegistryClient
+from registry.errors import InvalidReference, NotFound, UnsupportedContent
+from registry.manifest import Descriptor, Manifest, fallback_tag
+from registry.reference import validate_digest
+from registry.referrers import list_referrers
+
+SignatureKind = Literal["cosign", "notation", "sigstore-bundle"]
+ALL_KINDS: tuple[SignatureKind, ...] = ("cosign", "notation", "sigstore-bundle")
+
+COSIGN_PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+COSIGN_BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"  # Rekor inclusion proof (keyless)
+COSIGN_CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"  # Fulcio cert (keyless)
+COSIGN_SIGNATURE_TYPE = "cosign container image signature"
+NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
+SIGSTORE_BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+# v0.3 and later as `bundle.v0.N+json`; v0.1/v0.2 as `bundle+json;version=0.N`.
+_SIGSTORE_BUNDLE = re.compile(
+    r"application/vnd\.dev\.sigstore\.bundle(\.v\d+(\.\d+)*)?\+json(\s*;.*)?", re.IGNORECASE
+)
+
+MAX_PAYLOAD_BYTES = 1024 * 1024  # a simple-signing payload is a few hundred bytes
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FoundSignature:
+    """One signature found for a digest, as read from the registry (nothing checked yet).
+
+    `where` is the cosign tag (`sha256-<hex>.sig`) or the referrer's digest. For cosign,
+    `payload` is the simple-signing blob and `signature` the base64 annotation; presence-only
+    kinds (Notation, sigstore bundles) carry neither. `manifest` is the digest of the manifest
+    that carried it; `problem` says why it could not be read completely (it then never passes).
+    """
+
+    kind: SignatureKind
+    where: str
+    payload: bytes | None = None
+    signature: str | None = None
+    bundle: str | None = None  # cosign's Rekor bundle annotation, if any
+    certificate: str | None = None  # a Fulcio certificate: the signature is keyless
+    manifest: str | None = None
+    problem: str | None = None
+
+
+def signature_kind(artifact_type: str | None) -> SignatureKind | None:
+    """The signature kind of a referrer's artifact type, or None if it is no signature."""
+    if not artifact_type:
+        return None
+    value = artifact_type.strip()
+    if value.lower() == NOTATION_SIGNATURE:
+        return "notation"
+    if _SIGSTORE_BUNDLE.fullmatch(value):
+        return "sigstore-bundle"
+    return None
+
+
+# ---------------------------------------------------------------------------------------- I/O
+
+
+async def collect(client: RegistryClient, repo: str, digest: str) -> list[FoundSignature]:
+    """Every signature the registry holds for repo@digest: the cosign `.sig` tag's layers, then
+    Notation and sigstore-bundle referrers (referrers API, else the fallback tag index)."""
+    cosign, referrers = await asyncio.gather(
+        _cosign(client, repo, digest), _referrers(client, repo, digest)
+    )
+    return [*cosign, *referrers]
+
+
+async def _cosign(client: RegistryClient, repo: str, digest: str) -> list[FoundSignature]:
+    tag = fallback_tag(digest) + ".sig"
+    try:
+        manifest = await client.get_manifest(repo, tag)
+    except NotFound:
+        return []
+    except UnsupportedContent as e:
+        return [FoundSignature("cosign", tag, problem=f"unreadable .sig manifest ({e})")]
+    if manifest.is_index:
+        return [
+            FoundSignature(
+                "cosign", tag, manifest=manifest.digest, problem="the .sig tag holds an index"
+            )
+        ]
+    layers = [d for d in manifest.layers if d.media_type == COSIGN_PAYLOAD_TYPE]
+    if not layers:
+        return [
+            FoundSignature(
+                "cosign",
+                tag,
+                manifest=manifest.digest,
+                problem=f"the .sig manifest has no {COSIGN_PAYLOAD_TYPE} layer",
+            )
+        ]
+    return list(
+        await asyncio.gather(*(_cosign_layer(client, repo, tag, manifest, d) for d in layers))
+    )
+
+
+async def _cosign_layer(
+    client: RegistryClient, repo: str, tag: str, manifest: Manifest, layer: Descriptor
+) -> FoundSignature:
+    annotations = layer.annotations or {}
+
+    def annotation(key: str) -> str | None:
+        value = annotations.get(key)
+        return value if isinstance(value, str) else None
+
+    found = FoundSignature(
+        "cosign",
+        tag,
+        signature=annotation(COSIGN_SIGNATURE_ANNOTATION),
+        bundle=annotation(COSIGN_BUNDLE_ANNOTATION),
+        certificate=annotation(COSIGN_CERTIFICATE_ANNOTATION),
+        manifest=manifest.digest,
+    )
+    cap = MAX_PAYLOAD_BYTES
+    if layer.size > cap:
+        return replace(found, problem=f"payload is {layer.size} bytes, over the {cap} byte cap")
+    data = bytearray()
+    async with client.open_blob(repo, layer) as chunks:  # size and digest checked while reading
+        async for chunk in chunks:
+            data += chunk
+    return replace(found, payload=bytes(data))
+
+
+async def _referrers(client: RegistryClient, repo: str, digest: str) -> list[FoundSignature]:
+    listing = await list_referrers(client, repo, digest)
+    wanted = [(d, k) for d in listing.descriptors if (k := signature_kind(d.artifact_type))]
+    return list(await asyncio.gather(*(_referrer(client, repo, digest, d, k) for d, k in wanted)))
+
+
+async def _referrer(
+    client: RegistryClient, repo: str, subject: str, desc: Descriptor, kind: SignatureKind
+) -> FoundSignature:
+    """A listed signature referrer, checked against its own manifest: the listing is a hint, the
+    manifest's `subject` and artifact type are the truth."""
+    try:
+        manifest = await client.get_manifest(repo, desc.digest)
+    except NotFound:
+        return FoundSignature(
+            kind, desc.digest, manifest=desc.digest, problem="listed but the manifest is missing"
+        )
+    except UnsupportedContent as e:
+        return FoundSignature(kind, desc.digest, problem=f"unreadable manifest ({e})")
+    own_type = manifest.artifact_type or (manifest.config.media_type if manifest.config else None)
+    if manifest.subject is None or manifest.subject.digest != subject:
+        named = manifest.subject.digest if manifest.subject else "no subject"
+        return FoundSignature(
+            kind,
+            desc.digest,
+            manifest=manifest.digest,
+            problem=f"listed for {subject} but the manifest names {named}",
+        )
+    if signature_kind(own_type) != kind:
+        return FoundSignature(
+            kind,
+            desc.digest,
+            manifest=manifest.digest,
+            problem=f"listed as {desc.artifact_type} but the manifest is {own_type}",
+        )
+    return FoundSignature(kind, desc.digest, manifest=manifest.digest)
+
+
+# -------------------------------------------------------------------------------------- keys
+
+
+def load_public_key(pem: str, name: str = "public key") -> ec.EllipticCurvePublicKey:
+    """Parse a PEM public key (as `cosign generate-key-pair` writes cosign.pub); only ECDSA
+    P-256 keys are supported. Raises EvidenceError with a one-line reason."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode("utf-8"))
+    except (ValueError, TypeError, UnsupportedAlgorithm, UnicodeEncodeError):
+        raise EvidenceError(f"{name} is not a PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        what = key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else type(key).__name__
+        raise EvidenceError(
+            f"{name} is a {what.removeprefix('_')} key; only ECDSA P-256 (cosign's default) keys"
+            " are supported"
+        )
+    return key
+
+
+def read_public_keys(paths: Iterable[str | Path]) -> list[str]:
+    """The PEM text of key files, each checked to load (for SignaturePolicy.public_keys).
+
+    Raises EvidenceError (a BadInputError: exit 2 on the CLI) naming the file."""
+    keys = []
+    for path in map(Path, paths):
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_KEY_FILE_BYTES + 1)
+        except OSError as e:
+            raise EvidenceError(f"{path}: cannot read the public key ({e.strerror})") from None
+        if len(data) > MAX_KEY_FILE_BYTES:
+            raise EvidenceError(f"{path}: over {MAX_KEY_FILE_BYTES} bytes, not a public key file")
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise EvidenceError(f"{path} is not a PEM public key") from None
+        load_public_key(text, str(path))
+        keys.append(text)
+    return keys
+
+
+# ------------------------------------------------------------------------------------ policy
+
+
+class SignaturePolicy(Policy):
+    """require=present: any signature of an allowed kind; require=verified: a cosign signature
+    that verifies with one of `public_keys` (PEM text) and names the digest."""
+
+    require: Literal["present", "verified"] = "present"
+    public_keys: list[str] = Field(default_factory=list)
+    kinds: list[SignatureKind] = Field(default_factory=lambda: list(ALL_KINDS), min_length=1)
+
+    @model_validator(mode="after")
+    def _verifiable(self) -> SignaturePolicy:
+        if self.require == "verified":
+            if not self.public_keys:
+                raise ValueError("require=verified needs at least one public key (public_keys)")
+            if "cosign" not in self.kinds:
+                raise ValueError(
+                    "require=verified can only be met by cosign signatures: add cosign to kinds"
+                )
+        return self
+
+
+# ---------------------------------------------------------------------------------- evaluate
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    found: FoundSignature
+    counts: bool  # satisfies the policy
+    verified: str  # yes / no / n/a
+    detail: str
+    rank: int = 0  # how telling this reason is when summarising a refusal (higher wins)
+    malformed: str | None = None
+
+
+_R_MALFORMED, _R_UNVERIFIABLE, _R_KEYLESS, _R_WRONG_KEY, _R_OTHER_IMAGE = 1, 2, 3, 4, 5
+
+
+def evaluate(
+    signatures: list[FoundSignature],
+    policy: SignaturePolicy,
+    subject: str,
+    now: dt.datetime | None = None,
+) -> GateResult:
+    """Judge the signatures found for `subject` (the digest being promoted); pure."""
+    at = now or utcnow()
+    keys: list[ec.EllipticCurvePublicKey] = []
+    key_problem = None
+    if policy.require == "verified":
+        try:
+            keys = [
+                load_public_key(pem, f"public key {i}")
+                for i, pem in enumerate(policy.public_keys, 1)
+            ]
+        except EvidenceError as e:
+            key_problem = str(e)
+
+    allowed = [s for s in signatures if s.kind in policy.kinds]
+    checks = [_check(s, policy, subject, keys) for s in allowed]
+    rows = [_row(c) for c in checks] + [
+        table_row(kind=s.kind, where=s.where, verified="n/a", detail="kind not allowed by policy")
+        for s in signatures
+        if s.kind not in policy.kinds
+    ]
+    evidence = [_evidence_ref(s, subject) for s in allowed]
+
+    def result(passed: bool, summary: str, error: str | None = None) -> GateResult:
+        return GateResult(
+            gate="signature",
+            passed=passed,
+            summary=summary,
+            rows=rows,
+            evidence=evidence,
+            evaluated_at=at,
+            error=error,
+        )
+
+    if key_problem:
+        return result(False, f"refused: {key_problem}", key_problem)
+    try:
+        validate_digest(subject)
+    except InvalidReference:
+        error = f"the subject {subject!r} is not a digest; signatures bind to a digest"
+        return result(False, f"refused: {error}", error)
+    short = _short(subject)
+    if not allowed:
+        others = f" (only {', '.join(sorted({s.kind for s in signatures}))})" if signatures else ""
+        error = f"no {'/'.join(policy.kinds)} signature found for {short}{others}"
+        return result(False, f"refused: {error}", error)
+
+    good = [c for c in checks if c.counts]
+    if good:
+        first = good[0].found
+        if policy.require == "verified":
+            return result(
+                True,
+                f"verified: cosign signature {first.where} for {short} verifies with a trusted key",
+            )
+        kinds = ", ".join(sorted({c.found.kind for c in good}))
+        n = len(good)
+        return result(
+            True,
+            f"signed: {n} signature{'s' * (n > 1)} ({kinds}) for {short}; presence only,"
+            " not verified",
+        )
+
+    telling = max(checks, key=lambda c: c.rank)  # the most specific reason to refuse
+    if telling.rank in (_R_KEYLESS, _R_UNVERIFIABLE):
+        summary = (
+            f"refused: no keyed cosign signature verifies for {short}; only"
+            f" {_kinds_of(checks)} found, which airlock checks for presence only (keyless"
+            " Fulcio/Rekor and Notation verification need a network and trust roots: out of scope)"
+        )
+    else:
+        summary = f"refused: {telling.detail}"
+    return result(False, summary, telling.malformed)
+
+
+def _kinds_of(checks: list[_Check]) -> str:
+    names = {
+        "notation": "Notation signatures",
+        "sigstore-bundle": "sigstore bundles",
+        "cosign": "keyless cosign signatures",
+    }
+    kinds = sorted({c.found.kind for c in checks if c.rank in (_R_KEYLESS, _R_UNVERIFIABLE)})
+    return " and ".join(names[k] for k in kinds)
+
+
+def _check(
+    found: FoundSignature,
+    policy: SignaturePolicy,
+    subject: str,
+    keys: list[ec.EllipticCurvePublicKey],
+) -> _Check:
+    verify = policy.require == "verified"
+    if found.problem:
+        return _malformed(found, found.problem)
+    if found.kind != "cosign":
+        if not verify:
+            return _Check(found, True, "n/a", "present (presence only)")
+        what = "Notation signature" if found.kind == "notation" else "sigstore bundle (keyless)"
+        return _Check(
+            found, False, "no", f"{what}: checked for presence only", rank=_R_UNVERIFIABLE
+        )
+
+    if found.payload is None:
+        return _malformed(found, "no simple-signing payload")
+    if not found.signature:
+        return _malformed(found, f"no {COSIGN_SIGNATURE_ANNOTATION} annotation")
+    try:
+        named = _signed_digest(found.payload)
+    except EvidenceError as e:
+        return _malformed(found, str(e))
+    try:
+        raw_signature = base64.b64decode(found.signature.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return _malformed(found, "the signature annotation is not valid base64")
+    if not raw_signature:
+        return _malformed(found, "the signature annotation is empty")
+    if named != subject:
+        return _Check(
+            found,
+            False,
+            "no",
+            f"signature is for another image: {found.where} names {named}, not {subject}",
+            rank=_R_OTHER_IMAGE,
+        )
+    if not verify:
+        return _Check(found, True, "n/a", "present (presence only, not verified)")
+
+    for i, key in enumerate(keys, 1):
+        try:
+            key.verify(raw_signature, found.payload, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            continue
+        return _Check(found, True, "yes", f"verifies with public key {i}")
+    if found.certificate:
+        return _Check(
+            found,
+            False,
+            "no",
+            "keyless (Fulcio certificate) signature: not verifiable offline",
+            rank=_R_KEYLESS,
+        )
+    n = len(keys)
+    return _Check(
+        found,
+        False,
+        "no",
+        f"cosign signature {found.where} does not verify with the {n} trusted"
+        f" key{'s' * (n > 1)} (wrong key, or payload or signature altered)",
+        rank=_R_WRONG_KEY,
+    )
+
+
+def _malformed(found: FoundSignature, why: str) -> _Check:
+    message = f"malformed {found.kind} signature at {found.where}: {why}"
+    return _Check(found, False, "no", message, rank=_R_MALFORMED, malformed=message)
+
+
+def _signed_digest(payload: bytes) -> str:
+    """The digest a simple-signing payload names; EvidenceError if it is not one."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise EvidenceError("the payload is not JSON") from None
+    critical = doc.get("critical") if isinstance(doc, dict) else None
+    if not isinstance(critical, dict):
+        raise EvidenceError("the payload has no 'critical' object")
+    if critical.get("type") != COSIGN_SIGNATURE_TYPE:
+        raise EvidenceError(
+            f"the payload type is {critical.get('type')!r}, not {COSIGN_SIGNATURE_TYPE!r}"
+        )
+    image = critical.get("image")
+    named = image.get("docker-manifest-digest") if isinstance(image, dict) else None
+    if not isinstance(named, str) or not named:
+        raise EvidenceError("the payload names no critical.image.docker-manifest-digest")
+    return named
+
+
+def _row(check: _Check) -> dict[str, str]:
+    return table_row(
+        kind=check.found.kind,
+        where=check.found.where,
+        verified=check.verified,
+        detail=check.detail,
+    )
+
+
+def _evidence_ref(found: FoundSignature, subject: str) -> EvidenceRef:
+    if found.payload is not None:
+        digest = "sha256:" + hashlib.sha256(found.payload).hexdigest()
+    else:
+        digest = found.manifest or found.where
+    return EvidenceRef(source=found.where, digest=digest, subject=subject, referrer=found.manifest)
+
+
+def _short(digest: str) -> str:
+    algorithm, _, hex_ = digest.partition(":")
+    return f"{algorithm}:{hex_[:12]}" if hex_ else digest
