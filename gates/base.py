@@ -24,7 +24,8 @@ from registry.errors import BadInputError
 
 GateKind = Literal["tests", "scan", "signature", "approval", "soak"]
 
-MAX_EVIDENCE_BYTES = 64 * 1024 * 1024  # a report larger than this is refused, not parsed
+MAX_EVIDENCE_BYTES = 256 * 1024 * 1024  # refused, not parsed, above this (a 20,000-finding
+# Trivy report as Trivy writes it is ~78 MB)
 
 
 class EvidenceError(BadInputError):
