@@ -101,7 +101,11 @@ class GateResult(BaseModel):
 
     @classmethod
     def refused_for(
-        cls, gate: GateKind, error: str, evidence: list[Evidence] | None = None
+        cls,
+        gate: GateKind,
+        error: str,
+        evidence: list[Evidence] | None = None,
+        now: dt.datetime | None = None,
     ) -> GateResult:
         """Fail closed: the evidence could not be used, so the gate refuses."""
         return cls(
@@ -109,6 +113,7 @@ class GateResult(BaseModel):
             passed=False,
             summary=f"refused: {error}",
             evidence=[EvidenceRef.of(e) for e in evidence or []],
+            evaluated_at=now or utcnow(),
             error=error,
         )
 
@@ -123,12 +128,13 @@ def guarded(
     gate: GateKind,
     evidence: Evidence,
     judge: Callable[[], GateResult],
+    now: dt.datetime | None = None,
 ) -> GateResult:
     """Run `judge`; turn an EvidenceError into a refusal (fail closed)."""
     try:
         return judge()
     except EvidenceError as e:
-        return GateResult.refused_for(gate, str(e), [evidence])
+        return GateResult.refused_for(gate, str(e), [evidence], now=now)
 
 
 def check_size(evidence: Evidence, limit: int = MAX_EVIDENCE_BYTES) -> None:

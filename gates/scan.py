@@ -691,7 +691,7 @@ def evaluate(
     policy = policy if policy is not None else ScanPolicy()
     when = _as_utc(now) if now is not None else utcnow()
     return guarded(
-        "scan", evidence, lambda: evaluate_report(parse(evidence), evidence, policy, when)
+        "scan", evidence, lambda: evaluate_report(parse(evidence), evidence, policy, when), when
     )
 
 
