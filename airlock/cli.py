@@ -58,9 +58,15 @@ def _positive(text: str) -> int:
     return value
 
 
-def _add_connection_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--src-creds", metavar="USER:PASS", help="credentials for the source registry")
-    p.add_argument("--dest-creds", metavar="USER:PASS", help="credentials for the target registry")
+def connection_flags(
+    p: argparse.ArgumentParser, *, two_sided: bool = False, referrers: bool = True
+) -> None:
+    """Flags every command that talks to a registry shares (and --json)."""
+    if two_sided:
+        p.add_argument("--src-creds", metavar="USER:PASS", help="credentials for the source")
+        p.add_argument("--dest-creds", metavar="USER:PASS", help="credentials for the target")
+    else:
+        p.add_argument("--creds", metavar="USER:PASS", help="credentials for the registry")
     p.add_argument(
         "--insecure",
         metavar="HOST",
@@ -70,11 +76,12 @@ def _add_connection_flags(p: argparse.ArgumentParser) -> None:
         " loopback registries may always use plain HTTP",
     )
     p.add_argument("--ca-bundle", metavar="FILE", help="PEM file of CAs to trust for HTTPS")
-    p.add_argument(
-        "--no-referrers",
-        action="store_true",
-        help="copy only the image, not its signatures, SBOMs and attached reports",
-    )
+    if referrers:
+        p.add_argument(
+            "--no-referrers",
+            action="store_true",
+            help="copy only the image, not its signatures, SBOMs and attached reports",
+        )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -95,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", metavar="SRC", help="source reference, e.g. localhost:5000/dev/app:1.0")
     p.add_argument("dst", metavar="DST", help="target reference; without a tag, SRC's tag is used")
-    _add_connection_flags(p)
+    connection_flags(p, two_sided=True)
     p.add_argument(
         "--no-clobber",
         action="store_true",
@@ -117,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
-    _add_connection_flags(p)
+    connection_flags(p, two_sided=True)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
@@ -127,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         " dev/app, copy it to prod/app by digest, print both digests.",
     )
     p.set_defaults(func=cmd_demo)
+
+    from airlock import gatecli  # argparse wiring only; the gates load when a command runs
+
+    gatecli.add_parsers(sub, connection_flags)
     return parser
 
 
@@ -163,7 +174,7 @@ def _fail(message: str, code: int) -> int:
 # ---------------------------------------------------------------------------- copy / plan
 
 
-def _open_clients(
+def open_clients(
     args: argparse.Namespace, src_registry: str, dst_registry: str, concurrency: int = 6
 ) -> tuple[Any, Any]:
     from registry.auth import Credentials
@@ -183,8 +194,13 @@ def _open_clients(
 
     if args.ca_bundle and not os.path.isfile(args.ca_bundle):
         raise BadInputError(f"--ca-bundle {args.ca_bundle}: no such file")
-    src_creds = Credentials.parse(args.src_creds, "--src-creds") if args.src_creds else None
-    dst_creds = Credentials.parse(args.dest_creds, "--dest-creds") if args.dest_creds else None
+
+    def creds(flag: str) -> Credentials | None:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        return Credentials.parse(value, flag) if value else None
+
+    src_creds = creds("--src-creds") or creds("--creds")
+    dst_creds = creds("--dest-creds") or creds("--creds")
     # One client (one pool, one token cache) when both sides are the same registry and identity;
     # there, either of --src-creds/--dest-creds serves both sides.
     if dst_registry == src_registry and (None in (src_creds, dst_creds) or src_creds == dst_creds):
@@ -208,7 +224,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     async def run() -> Any:
         from registry.copy import copy_image
 
-        src, dst = _open_clients(args, source.registry, target.registry, args.concurrency)
+        src, dst = open_clients(args, source.registry, target.registry, args.concurrency)
         try:
             return await copy_image(
                 src,
@@ -249,7 +265,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     async def run() -> Any:
         from registry.copy import plan_copy
 
-        src, dst = _open_clients(args, source.registry, target.registry)
+        src, dst = open_clients(args, source.registry, target.registry)
         try:
             return await plan_copy(src, source, dst, target, referrers=not args.no_referrers)
         finally:

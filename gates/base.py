@@ -97,7 +97,9 @@ class GateResult(BaseModel):
     rows: list[dict[str, str]] = Field(default_factory=list)
     evidence: list[EvidenceRef] = Field(default_factory=list)
     evaluated_at: dt.datetime = Field(default_factory=utcnow)
-    error: str | None = None  # set when the evidence itself was unusable (missing, malformed)
+    # Set when the evidence itself was unusable (malformed, unreadable, of another kind): the
+    # CLI exits 2 for it. Missing evidence is a plain refusal (exit 1), with no error.
+    error: str | None = None
 
     @classmethod
     def refused_for(

@@ -335,8 +335,8 @@ def evaluate(
     short = _short(subject)
     if not allowed:
         others = f" (only {', '.join(sorted({s.kind for s in signatures}))})" if signatures else ""
-        error = f"no {'/'.join(policy.kinds)} signature found for {short}{others}"
-        return result(False, f"refused: {error}", error)
+        missing = f"no {'/'.join(policy.kinds)} signature found for {short}{others}"
+        return result(False, f"refused: {missing}")  # missing evidence refuses; it is not malformed
 
     good = [c for c in checks if c.counts]
     if good:

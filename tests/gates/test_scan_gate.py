@@ -1,4 +1,4 @@
-"""The scan gate on real Trivy, Grype and SARIF reports (/work/shared/fixtures, see SOURCES.md).
+"""The scan gate on real Trivy, Grype and SARIF reports (tests/fixtures, see SOURCES.md).
 
 Facts asserted here were checked in the files: alpine-39 has 2 CRITICAL (musl, musl-utils
 CVE-2019-14697) and 4 MEDIUM; photon-30 has 1 HIGH and 2 CRITICAL; alpine-310-registry names
@@ -28,7 +28,7 @@ from gates.scan import (
 )
 from registry import mediatypes
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 ALPINE_310_DIGEST = "sha256:b1c5a500182b21d0bfa5a584a8526b56d8be316f89e87d951be04abed2446e60"
 ALPINE_310_IMAGE_ID = "sha256:961769676411f082461f9ef46626dd7a2d1e2b2a38e6a44364bcbecf51e66dd4"

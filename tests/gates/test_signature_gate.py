@@ -29,7 +29,7 @@ from registry.manifest import index_entries, parse_manifest, referrer_descriptor
 from tests.conftest import Reg
 from tests.support import images as im
 
-FIXTURES = Path("/work/shared/fixtures/oci")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "oci"
 REPO = "dev/app"
 
 
@@ -195,15 +195,15 @@ async def test_tampered_payload_refuses(registry: Reg) -> None:
 
 
 @pytest.mark.anyio
-async def test_no_signature_refuses_with_error(registry: Reg) -> None:
+async def test_no_signature_refuses(registry: Reg) -> None:
     img = push_image(registry)
     found = await found_for(registry, img.digest)
     assert found == []
     for policy in (SignaturePolicy(), verified(new_key())):
         result = evaluate(found, policy, img.digest)
         assert not result.passed
-        assert result.error and "no cosign/notation/sigstore-bundle signature found" in result.error
-        assert result.summary.startswith("refused:")
+        assert "no cosign/notation/sigstore-bundle signature found" in result.summary
+        assert result.error is None  # missing is a refusal, not malformed evidence
 
 
 @pytest.mark.anyio

@@ -1,6 +1,6 @@
 """The tests gate (gates/tests.py) on real reports: the shared fixtures and real pytest runs.
 
-Fixture facts asserted here were checked by reading the files (see ../shared/fixtures/SOURCES.md).
+Fixture facts asserted here were checked by reading the files (see tests/fixtures/SOURCES.md).
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ from gates.tests import (
 )
 from registry import mediatypes
 
-FIXTURES = Path(
-    os.environ.get("AIRLOCK_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures")
-)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 JUNIT = FIXTURES / "junit"
 PYJSON = FIXTURES / "pytest-json-report"
 

@@ -1,7 +1,7 @@
 """parse_manifest, Descriptor, verify_digest, fallback_tag, index_entries, referrer_descriptor.
 
 Hand-made documents exercise each rule; the byte-exact public OCI fixtures in
-/work/shared/fixtures/oci (see SOURCES.md there) check that real manifests written by regctl and
+tests/fixtures/oci (see tests/fixtures/SOURCES.md) check that real manifests written by regctl and
 notation parse, and that the digests and sizes they record for each other line up.
 """
 
@@ -35,7 +35,7 @@ from registry.manifest import (
 )
 from registry.reference import validate_tag
 
-FIXTURES = Path("/work/shared/fixtures/oci")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "oci"
 
 # sha256 of b"" and b"{}", as published (the latter is the OCI empty descriptor's digest)
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

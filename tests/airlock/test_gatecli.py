@@ -1,0 +1,195 @@
+"""`airlock attach` and `airlock gate` as scripts run them, against a real registry."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.airlock.test_cli import airlock, assert_one_line_error
+from tests.conftest import Reg
+from tests.support import images as im
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PASSING = FIXTURES / "pytest-json-report" / "all-passed.report.json"
+FAILING = FIXTURES / "junit" / "pytest-failures.xml"
+CRITICAL = FIXTURES / "trivy" / "alpine-39.json"  # 2 CRITICAL, 4 MEDIUM
+CLEAN = FIXTURES / "trivy" / "sl-micro-rancher5.4-no-vulns.json"
+
+
+def fallback_listing(reg: Reg, repo: str, digest: str) -> list[dict]:
+    got = reg.pusher.manifest(repo, im.fallback_tag_of(digest))
+    return json.loads(got[0])["manifests"] if got else []
+
+
+def scan_of(img: im.Image, tmp_path: Path) -> Path:
+    """alpine-39's real Trivy report, re-pointed at img (RepoDigests and ImageID)."""
+    doc = json.loads(CRITICAL.read_bytes())
+    doc["Metadata"]["RepoDigests"] = [f"dev/app@{img.digest}"]
+    doc["Metadata"]["ImageID"] = img.blobs[0].digest  # the config blob
+    path = tmp_path / "trivy.json"
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+def test_attach_then_gate_reads_the_evidence_back(registry: Reg, tmp_path: Path) -> None:
+    img = im.image("attach")
+    registry.pusher.push("dev/app", img, "1.0")
+    ref = f"{registry.host}/dev/app:1.0"
+
+    proc = airlock("attach", ref, str(PASSING), "--kind", "pytest")
+    assert proc.returncode == 0, proc.stderr
+    referrer = proc.stdout.strip()
+    [entry] = fallback_listing(registry, "dev/app", img.digest)
+    assert entry["digest"] == referrer
+    assert entry["artifactType"] == "application/vnd.airlock.test-report.pytest+json"
+    stored = registry.pusher.manifest("dev/app", referrer)
+    assert stored is not None
+    manifest = json.loads(stored[0])
+    assert manifest["subject"]["digest"] == img.digest
+    layer = manifest["layers"][0]
+    assert registry.pusher.blob("dev/app", layer["digest"]) == PASSING.read_bytes()
+
+    passed = airlock("gate", "tests", ref, "--attached")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert passed.stdout.strip().splitlines()[-1].startswith("passed:")
+
+    # a real scan of another image (its ImageID is another config) is refused as such
+    assert airlock("attach", ref, str(CRITICAL), "--kind", "trivy").returncode == 0
+    foreign = airlock("gate", "scan", ref, "--attached")
+    assert foreign.returncode == 1, foreign.stderr
+    assert "report is for another image" in foreign.stdout
+    # the newest scan, of this image, is the one judged
+    assert airlock("attach", ref, str(scan_of(img, tmp_path)), "--kind", "trivy").returncode == 0
+    refused = airlock("gate", "scan", ref, "--attached")
+    assert refused.returncode == 1, refused.stderr
+    assert "refused: 2 CRITICAL, 4 MEDIUM" in refused.stdout
+    at_critical = airlock("gate", "scan", ref, "--attached", "--fail-on", "CRITICAL", "--json")
+    assert at_critical.returncode == 1
+    assert json.loads(at_critical.stdout)["gate"] == "scan"
+    counted = _policy(tmp_path, "fail_on: null\nmax_counts: {CRITICAL: 2, MEDIUM: 4}\n")
+    assert airlock("gate", "scan", ref, "--attached", "--policy", str(counted)).returncode == 0
+
+
+def _policy(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_gate_on_an_image_with_no_evidence_refuses(registry: Reg) -> None:
+    registry.pusher.push("dev/app", im.image("bare"), "1.0")
+    proc = airlock("gate", "tests", f"{registry.host}/dev/app:1.0", "--attached")
+    assert proc.returncode == 1, proc.stderr
+    assert "no tests report is attached" in proc.stdout
+
+
+def test_attach_refuses_a_report_of_another_kind_and_writes_nothing(registry: Reg) -> None:
+    img = im.image("wrong-kind")
+    registry.pusher.push("dev/app", img, "1.0")
+    proc = airlock("attach", f"{registry.host}/dev/app:1.0", str(CRITICAL), "--kind", "junit")
+    assert_one_line_error(proc, 2, "trivy report, not junit")
+    assert registry.pusher.tags("dev/app") == ["1.0"]
+
+
+def test_attach_to_a_missing_image_exits_2(registry: Reg, tmp_path: Path) -> None:
+    registry.pusher.push("dev/app", im.image("x"), "1.0")
+    proc = airlock("attach", f"{registry.host}/dev/app:9.9", str(PASSING), "--kind", "pytest")
+    assert_one_line_error(proc, 2, "no such image")
+    truncated = tmp_path / "report.json"
+    truncated.write_bytes(PASSING.read_bytes()[:100])
+    broken = airlock("attach", f"{registry.host}/dev/app:1.0", str(truncated), "--kind", "pytest")
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    assert registry.pusher.tags("dev/app") == ["1.0"]
+
+
+def test_gate_offline_exit_codes(tmp_path: Path) -> None:
+    assert airlock("gate", "scan", str(CLEAN)).returncode == 0
+    assert airlock("gate", "scan", str(CRITICAL)).returncode == 1
+    assert airlock("gate", "tests", str(FAILING)).returncode == 1
+    assert airlock("gate", "tests", str(FAILING), "--max-failed", "5").returncode == 0
+    empty = tmp_path / "empty.xml"
+    empty.write_bytes(b"")
+    assert_one_line_error(airlock("gate", "tests", str(empty)), 2, "empty")
+    assert_one_line_error(airlock("gate", "tests", str(CRITICAL)), 2, "not a test report")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("fail_on: HIGH\nmax_critical: 0\n")
+    assert_one_line_error(
+        airlock("gate", "scan", str(CLEAN), "--policy", str(policy)),
+        2,
+        "max_critical",
+        "not permitted",
+    )
+    assert_one_line_error(airlock("gate", "scan", str(CLEAN), "--fail-on", "SEVERE"), 2, "fail_on")
+
+
+def test_gate_with_digest_refuses_a_report_for_another_image() -> None:
+    other = "sha256:" + "a" * 64
+    proc = airlock(
+        "gate",
+        "scan",
+        str(FIXTURES / "trivy" / "alpine-310-registry.json"),
+        "--digest",
+        other,
+        "--fail-on",
+        "CRITICAL",
+    )
+    assert proc.returncode == 1
+    assert "report is for another image" in proc.stdout
+
+
+def test_gate_signature_verifies_a_cosign_signature(registry: Reg, tmp_path: Path) -> None:
+    img = im.image("signed")
+    registry.pusher.push("dev/app", img, "1.0")
+    key = ec.generate_private_key(ec.SECP256R1())
+    payload = json.dumps(
+        {
+            "critical": {
+                "identity": {"docker-reference": "dev/app"},
+                "image": {"docker-manifest-digest": img.digest},
+                "type": "cosign container image signature",
+            },
+            "optional": None,
+        }
+    ).encode()
+    signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+    layer = im.Blob(payload, "application/vnd.dev.cosign.simplesigning.v1+json")
+    config = im.Blob(
+        b'{"architecture":"","os":"","config":{},"rootfs":{"type":"layers"}}', im.OCI_CONFIG
+    )
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": im.OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [
+            {**layer.descriptor(), "annotations": {"dev.cosignproject.cosign/signature": signature}}
+        ],
+    }
+    registry.pusher.push(
+        "dev/app",
+        im.Image(json.dumps(doc).encode(), im.OCI_MANIFEST, [config, layer]),
+        im.fallback_tag_of(img.digest) + ".sig",
+    )
+    pub = tmp_path / "cosign.pub"
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    other = tmp_path / "other.pub"
+    other.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    ref = f"{registry.host}/dev/app:1.0"
+    ok = airlock("gate", "signature", ref, "--key", str(pub), "--require-signature", "verified")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.strip().splitlines()[-1].startswith("verified:")
+    wrong = airlock(
+        "gate", "signature", ref, "--key", str(other), "--require-signature", "verified"
+    )
+    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
