@@ -134,11 +134,13 @@ async def _newest(
 ) -> Evidence | None:
     listing = await list_referrers(client, repo, digest)
     candidates = [d for d in listing.descriptors if d.artifact_type in artifact_types]
-    # Newest first by the listing's created annotation; entries without one go last.
-    candidates.sort(
-        key=lambda d: _created(d.annotations) or dt.datetime.min.replace(tzinfo=dt.UTC),
-        reverse=True,
+    # Newest first by the listing's created annotation (entries without one last); on a tie the
+    # one listed later — appended later — wins.
+    oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    order = sorted(
+        enumerate(candidates), key=lambda p: (_created(p[1].annotations) or oldest, p[0])
     )
+    candidates = [d for _, d in reversed(order)]
     for desc in candidates:
         evidence = await _read(client, repo, digest, desc, target, limit)
         if evidence is not None:

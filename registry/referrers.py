@@ -127,7 +127,10 @@ def artifact(
         "config": {"mediaType": mt.OCI_EMPTY, "digest": mt.OCI_EMPTY_DIGEST, "size": 2},
         "layers": [layer],
         "subject": subject.to_json(),
-        "annotations": {CREATED: when.strftime("%Y-%m-%dT%H:%M:%SZ"), **(annotations or {})},
+        "annotations": {
+            CREATED: when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            **(annotations or {}),
+        },
     }
     raw = json.dumps(doc, separators=(",", ":")).encode()
     manifest = parse_manifest(raw, mt.OCI_MANIFEST, digest_of(raw), f"{artifact_type} artifact")

@@ -189,3 +189,15 @@ async def test_urls_are_read_with_a_cap(web: str) -> None:
         await from_url(f"{web}/big", limit=1000)
     with pytest.raises(EvidenceError, match="only http"):
         await from_url("file:///etc/passwd")
+
+
+async def test_on_a_created_tie_the_report_attached_last_wins(registry: Reg) -> None:
+    img = im.image("tie")
+    registry.pusher.push("dev/app", img, "1.0")
+    same = "2026-11-05T12:00:00+00:00"
+    await attach(registry, "dev/app", img, b'{"first": 1}', when=same)
+    last = await attach(registry, "dev/app", img, b'{"second": 2}', when=same)
+    async with registry.client() as client:
+        target = await target_of(client, "dev/app", img.digest)
+        [(_, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
+    assert evidence is not None and evidence.referrer == last
