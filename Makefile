@@ -23,3 +23,5 @@ lint: bootstrap
 
 bench: bootstrap
 	uv run --frozen python bench/copy_bench.py
+	uv run --frozen python bench/gates_bench.py
+	uv run --frozen python bench/scan_bench.py
