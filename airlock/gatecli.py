@@ -60,6 +60,11 @@ def add_parsers(sub: Any, connection_flags: Any) -> None:
         help="SOURCE is an image: read the newest report attached to it",
     )
     p.add_argument(
+        "--per-platform",
+        action="store_true",
+        help="with --attached and an index: every platform image needs its own report",
+    )
+    p.add_argument(
         "--digest",
         metavar="DIGEST",
         help="the image digest the report must be about (a report naming others is refused)",
@@ -274,7 +279,7 @@ def _keys(paths: list[str] | None) -> list[str] | None:
 
 
 async def _evaluate(args: argparse.Namespace, policy: Any) -> Any:
-    from gates.base import GateResult
+    from gates.base import GateResult, combine
     from gates.evidence import GATE_TYPES, from_file, from_referrers, from_url, target_of
 
     now = dt.datetime.now(dt.UTC)
@@ -299,16 +304,21 @@ async def _evaluate(args: argparse.Namespace, policy: Any) -> Any:
             found = await collect(client, ref.repository, image.digest)
             return evaluate(found, policy, image.digest, now=now)
         target = await target_of(client, ref.repository, image)
-        [(digest, evidence)] = await from_referrers(
-            client, ref.repository, target, GATE_TYPES[args.kind]
+        found = await from_referrers(
+            client, ref.repository, target, GATE_TYPES[args.kind], per_platform=args.per_platform
         )
-    if evidence is None:
-        return GateResult(
+    results = [
+        _gate_module(args.kind).evaluate(evidence, policy, now=now)
+        if evidence
+        else GateResult(
             gate=args.kind,
             passed=False,
             summary=f"refused: no {args.kind} report is attached to {ref.name}@{digest}",
+            evaluated_at=now,
         )
-    return _gate_module(args.kind).evaluate(evidence, policy, now=now)
+        for digest, evidence in found
+    ]
+    return results[0] if len(results) == 1 else combine(args.kind, results)
 
 
 def _gate_module(kind: str) -> Any:

@@ -193,3 +193,25 @@ def test_gate_signature_verifies_a_cosign_signature(registry: Reg, tmp_path: Pat
         "gate", "signature", ref, "--key", str(other), "--require-signature", "verified"
     )
     assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+
+
+def test_per_platform_evidence_needs_a_report_for_every_platform(registry: Reg) -> None:
+    idx = im.multi_platform("per-platform")
+    registry.pusher.push("dev/app", idx, "1.0")
+    amd, arm = idx.children
+    for child in (amd,):
+        proc = airlock(
+            "attach", f"{registry.host}/dev/app@{child.digest}", str(PASSING), "--kind", "pytest"
+        )
+        assert proc.returncode == 0, proc.stderr
+    ref = f"{registry.host}/dev/app:1.0"
+    missing = airlock("gate", "tests", ref, "--attached", "--per-platform")
+    assert missing.returncode == 1
+    assert f"no tests report is attached to {registry.host}/dev/app@{arm.digest}" in missing.stdout
+    proc = airlock(
+        "attach", f"{registry.host}/dev/app@{arm.digest}", str(PASSING), "--kind", "pytest"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert airlock("gate", "tests", ref, "--attached", "--per-platform").returncode == 0
+    # the index itself still has no report of its own
+    assert airlock("gate", "tests", ref, "--attached").returncode == 1
