@@ -148,21 +148,13 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 def _check_report(kind: str, evidence: Any) -> tuple[str | None, str | None]:
     """Refuse to attach what the gate could not read: a report of another format, or broken."""
-    module = _module_for_format(kind)
+    module = _gate_module("tests" if kind in ("pytest", "junit") else "scan")
     found = detect_format(evidence.data)
     if found != kind:
         what = f"a {found} report" if found else "no report format airlock reads"
         raise BadInputError(f"{evidence.source}: this is {what}, not {kind}; check --kind")
     report = module.parse(evidence)
     return getattr(report, "tool", None), getattr(report, "tool_version", None)
-
-
-def _module_for_format(kind: str) -> Any:
-    if kind in ("pytest", "junit"):
-        import gates.tests as module
-    else:
-        import gates.scan as module
-    return module
 
 
 def detect_format(data: bytes) -> str | None:
@@ -190,9 +182,43 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if result.passed else EXIT_REFUSED
 
 
+_KIND_FLAGS = {  # argparse dest → flag, per gate kind
+    "tests": {
+        "min_tests": "--min-tests",
+        "max_failed": "--max-failed",
+        "max_errors": "--max-errors",
+        "max_skipped_ratio": "--max-skipped-ratio",
+        "min_pass_rate": "--min-pass-rate",
+        "require": "--require",
+    },
+    "scan": {
+        "fail_on": "--fail-on",
+        "ignore_unfixed": "--ignore-unfixed",
+        "max_age": "--max-age",
+        "max_counts": "--max",
+    },
+    "signature": {"require_sig": "--require-signature", "key": "--key"},
+}
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """A flag that does not apply is an error, never silently ignored."""
+    for kind, flags in _KIND_FLAGS.items():
+        given = [flag for dest, flag in flags.items() if getattr(args, dest) is not None]
+        if kind != args.kind and given:
+            raise BadInputError(
+                f"{given[0]} is a {kind} policy flag; it does not apply to gate {args.kind}"
+            )
+    if args.per_platform and not args.attached:
+        raise BadInputError("--per-platform applies to evidence read with --attached")
+    if args.kind == "signature" and args.attached:
+        raise BadInputError("gate signature always reads the registry: drop --attached")
+
+
 def _policy(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
+    _check_flags(args)
     values: dict[str, Any] = _read_policy(args.policy) if args.policy else {}
     flags = {
         "tests": {
@@ -239,23 +265,9 @@ def _policy_model(kind: str) -> Any:
 
 
 def _read_policy(path: str) -> dict[str, Any]:
-    import yaml
+    from gates.yamlfile import read_mapping
 
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise BadInputError(f"policy {path}: cannot read it ({e.strerror})") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        at = f" at line {line + 1}" if line is not None else ""
-        raise BadInputError(f"policy {path}: not valid YAML or JSON{at}") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise BadInputError(f"policy {path}: expected a mapping of policy keys")
-    return doc
+    return read_mapping(path, "policy")
 
 
 def _counts(items: list[str] | None) -> dict[str, int] | None:
@@ -298,6 +310,8 @@ async def _evaluate(args: argparse.Namespace, policy: Any) -> Any:
     client, _ = open_clients(args, ref.registry, ref.registry)
     async with client:
         image = await client.get_manifest(ref.repository, ref.reference)
+        if args.digest and _digest(args.digest) != image.digest:
+            raise BadInputError(f"{ref} is {image.digest}, not --digest {args.digest}")
         if args.kind == "signature":
             from gates.signature import collect, evaluate
 

@@ -147,7 +147,7 @@ def check_size(evidence: Evidence, limit: int = MAX_EVIDENCE_BYTES) -> None:
         raise EvidenceError(f"{evidence.source}: the report is {size} bytes, over the {limit} cap")
 
 
-def combine(gate: GateKind, results: list[GateResult], summary: str | None = None) -> GateResult:
+def combine(gate: GateKind, results: list[GateResult]) -> GateResult:
     """One verdict from several (e.g. one per platform of an index): all must pass."""
     if not results:
         return GateResult.refused_for(gate, "no evidence to evaluate")
@@ -156,7 +156,7 @@ def combine(gate: GateKind, results: list[GateResult], summary: str | None = Non
     return GateResult(
         gate=gate,
         passed=passed,
-        summary=summary or (results[0].summary if passed else failing[0].summary),
+        summary=results[0].summary if passed else failing[0].summary,
         rows=[row for r in results for row in r.rows],
         evidence=[e for r in results for e in r.evidence],
         error=next((r.error for r in failing if r.error), None),

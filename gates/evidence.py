@@ -9,8 +9,9 @@ Every size is capped before reading, and anything missing or unreadable is an Ev
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -18,8 +19,8 @@ import httpx
 from gates.base import MAX_EVIDENCE_BYTES, Evidence, EvidenceError, GateKind
 from registry import mediatypes as mt
 from registry.client import RegistryClient
-from registry.errors import NotFound
-from registry.manifest import Descriptor, Manifest
+from registry.errors import NotFound, RegistryError
+from registry.manifest import Descriptor, Manifest, referrer_descriptor
 from registry.referrers import CREATED, list_referrers
 
 # The artifact types airlock writes for each report format (DESIGN.md), and what each gate reads.
@@ -39,69 +40,89 @@ GATE_TYPES: dict[GateKind, tuple[str, ...]] = {
 def from_file(
     path: str | Path, *, subject: str | None = None, limit: int = MAX_EVIDENCE_BYTES
 ) -> Evidence:
-    """A report on disk; `subject` is the digest it must be about, if known."""
+    """A report on disk; `subject` is the digest it must be about, if known. At most `limit`
+    bytes are ever read (a pipe or /dev/zero has no size to check first)."""
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if size > limit:
-            raise EvidenceError(f"{p}: {size} bytes, over the {limit} byte cap for a report")
-        data = p.read_bytes()
+        with p.open("rb") as f:
+            data = f.read(limit + 1)
     except FileNotFoundError:
         raise EvidenceError(f"{p}: no such file") from None
     except IsADirectoryError:
         raise EvidenceError(f"{p}: is a directory, not a report") from None
     except OSError as e:
         raise EvidenceError(f"{p}: cannot read it ({e.strerror})") from None
+    if len(data) > limit:
+        raise EvidenceError(f"{p}: over the {limit} byte cap for a report")
     return Evidence(data, source=str(p), subject=subject)
 
 
+def shown(url: str) -> str:
+    """A URL as it may be printed or recorded: no user:password@, no query (signed URLs carry
+    their credentials there)."""
+    parts = httpx.URL(url)
+    return str(parts.copy_with(userinfo=b"", query=None, fragment=None))
+
+
 async def from_url(
-    url: str, *, subject: str | None = None, limit: int = MAX_EVIDENCE_BYTES
+    url: str, *, subject: str | None = None, limit: int = MAX_EVIDENCE_BYTES, deadline: float = 120
 ) -> Evidence:
-    """A report served over http(s), read up to `limit` bytes (the rest is never downloaded)."""
+    """A report served over http(s): at most `limit` bytes after content decoding (so a gzip
+    bomb is cut off too), within `deadline` seconds overall (a server that trickles is cut off).
+    Connection failures are network errors (exit 3); a non-200 answer is bad evidence."""
     if not url.startswith(("https://", "http://")):
-        raise EvidenceError(f"{url}: only http(s) URLs can be read")
+        raise EvidenceError(f"{url.split(':', 1)[0]}: only http(s) URLs can be read")
+    name = shown(url)
     data = bytearray()
     try:
         async with (
+            asyncio.timeout(deadline),
             httpx.AsyncClient(timeout=30, follow_redirects=True) as http,
             http.stream("GET", url) as response,
         ):
             if response.status_code != 200:
-                raise EvidenceError(f"{url}: answered {response.status_code}, expected 200")
-            async for chunk in response.aiter_raw():
+                raise EvidenceError(f"{name}: answered {response.status_code}, expected 200")
+            async for chunk in response.aiter_bytes():
                 data += chunk
                 if len(data) > limit:
-                    raise EvidenceError(f"{url}: over the {limit} byte cap for a report")
+                    raise EvidenceError(f"{name}: over the {limit} byte cap for a report")
+    except TimeoutError:
+        raise RegistryError(f"{name}: no complete answer within {deadline:.0f} s") from None
+    except httpx.DecodingError:
+        raise EvidenceError(f"{name}: the body cannot be decoded") from None
     except httpx.HTTPError as e:
-        raise EvidenceError(f"{url}: cannot fetch it ({type(e).__name__})") from None
-    return Evidence(bytes(data), source=url, subject=subject)
+        raise RegistryError(f"{name}: cannot fetch it ({type(e).__name__})") from None
+    return Evidence(bytes(data), source=name, subject=subject)
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """The image evidence must be about: its digest, platform manifests and config blobs."""
+    """The image evidence must be about: its digest, its platform manifests (for an index) and
+    the config blob of each image manifest (what Trivy calls ImageID)."""
 
     digest: str
-    platforms: tuple[str, ...] = ()  # the child manifests of an index
-    configs: tuple[str, ...] = ()  # config blob digests of the image manifest(s)
+    platforms: tuple[str, ...] = ()
+    configs: dict[str, str] = field(default_factory=dict)  # image manifest → config digest
 
-    @property
-    def family(self) -> tuple[str, ...]:
-        return (self.digest, *self.platforms)
+    def binding(self, digest: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The digests a report about `digest` may name, and the config digests it may name:
+        the whole family for the image, a platform and its index for a platform."""
+        if digest == self.digest:
+            return (self.digest, *self.platforms), tuple(self.configs.values())
+        return (digest, self.digest), tuple(c for m, c in self.configs.items() if m == digest)
 
 
 async def target_of(client: RegistryClient, repo: str, image: Manifest | str) -> Target:
     """Describe the image at `image` (a digest, or its manifest when the caller has it)."""
     manifest = image if isinstance(image, Manifest) else await client.get_manifest(repo, image)
     if not manifest.is_index:
-        configs = (manifest.config.digest,) if manifest.config else ()
+        configs = {manifest.digest: manifest.config.digest} if manifest.config else {}
         return Target(manifest.digest, configs=configs)
     children = [await client.get_manifest(repo, d.digest) for d in manifest.children()]
     return Target(
         manifest.digest,
         platforms=tuple(c.digest for c in children),
-        configs=tuple(c.config.digest for c in children if c.config),
+        configs={c.digest: c.config.digest for c in children if c.config},
     )
 
 
@@ -142,14 +163,20 @@ async def _newest(
     )
     candidates = [d for _, d in reversed(order)]
     for desc in candidates:
-        evidence = await _read(client, repo, digest, desc, target, limit)
+        evidence = await _read(client, repo, digest, desc, target, artifact_types, limit)
         if evidence is not None:
             return evidence
     return None
 
 
 async def _read(
-    client: RegistryClient, repo: str, subject: str, desc: Descriptor, target: Target, limit: int
+    client: RegistryClient,
+    repo: str,
+    subject: str,
+    desc: Descriptor,
+    target: Target,
+    artifact_types: tuple[str, ...],
+    limit: int,
 ) -> Evidence | None:
     """The report inside one referrer, or None if it is gone or names another subject."""
     try:
@@ -158,6 +185,9 @@ async def _read(
         return None
     if manifest.subject is None or manifest.subject.digest != subject:
         return None  # a listing is a hint; the referrer's own subject is the binding
+    own_type = referrer_descriptor(manifest).artifact_type
+    if own_type not in artifact_types:
+        return None  # nor is the listing's word for its type
     layers = [layer for layer in manifest.layers if layer.digest != mt.OCI_EMPTY_DIGEST]
     if len(layers) != 1:
         raise EvidenceError(
@@ -174,13 +204,14 @@ async def _read(
     async with client.open_blob(repo, layer) as chunks:
         async for chunk in chunks:
             data += chunk
+    accepted, configs = target.binding(subject)
     return Evidence(
         bytes(data),
         source=f"{client.registry}/{repo}@{manifest.digest}",
-        media_type=desc.artifact_type or manifest.artifact_type,
+        media_type=own_type,
         subject=subject,
-        accepted=target.family,
-        config_digests=target.configs,
+        accepted=accepted,
+        config_digests=configs,
         referrer=manifest.digest,
         created=_created(manifest.annotations) or _created(desc.annotations),
     )

@@ -35,7 +35,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -54,7 +54,6 @@ ALL_KINDS: tuple[SignatureKind, ...] = ("cosign", "notation", "sigstore-bundle")
 
 COSIGN_PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
-COSIGN_BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"  # Rekor inclusion proof (keyless)
 COSIGN_CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"  # Fulcio cert (keyless)
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
 NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
@@ -82,7 +81,6 @@ class FoundSignature:
     where: str
     payload: bytes | None = None
     signature: str | None = None
-    bundle: str | None = None  # cosign's Rekor bundle annotation, if any
     certificate: str | None = None  # a Fulcio certificate: the signature is keyless
     manifest: str | None = None
     problem: str | None = None
@@ -154,7 +152,6 @@ async def _cosign_layer(
         "cosign",
         tag,
         signature=annotation(COSIGN_SIGNATURE_ANNOTATION),
-        bundle=annotation(COSIGN_BUNDLE_ANNOTATION),
         certificate=annotation(COSIGN_CERTIFICATE_ANNOTATION),
         manifest=manifest.digest,
     )
@@ -252,14 +249,24 @@ def read_public_keys(paths: Iterable[str | Path]) -> list[str]:
 
 class SignaturePolicy(Policy):
     """require=present: any signature of an allowed kind; require=verified: a cosign signature
-    that verifies with one of `public_keys` (PEM text) and names the digest."""
+    that verifies with one of `public_keys` (PEM text) and names the digest. Giving keys means
+    verified unless `require` says otherwise — and then it is an error, never a key ignored."""
 
     require: Literal["present", "verified"] = "present"
     public_keys: list[str] = Field(default_factory=list)
     kinds: list[SignatureKind] = Field(default_factory=lambda: list(ALL_KINDS), min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_mean_verified(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("require") is None and data.get("public_keys"):
+            return {**data, "require": "verified"}
+        return data
+
     @model_validator(mode="after")
     def _verifiable(self) -> SignaturePolicy:
+        if self.require == "present" and self.public_keys:
+            raise ValueError("public keys are only used with require=verified: drop one of them")
         if self.require == "verified":
             if not self.public_keys:
                 raise ValueError("require=verified needs at least one public key (public_keys)")

@@ -215,3 +215,79 @@ def test_per_platform_evidence_needs_a_report_for_every_platform(registry: Reg) 
     assert airlock("gate", "tests", ref, "--attached", "--per-platform").returncode == 0
     # the index itself still has no report of its own
     assert airlock("gate", "tests", ref, "--attached").returncode == 1
+
+
+def test_flags_that_do_not_apply_and_bad_policy_files_exit_2(tmp_path: Path) -> None:
+    scan = str(CLEAN)
+    assert_one_line_error(
+        airlock("gate", "scan", scan, "--min-tests", "5"), 2, "--min-tests is a tests policy flag"
+    )
+    assert_one_line_error(
+        airlock("gate", "tests", str(FAILING), "--fail-on", "LOW"),
+        2,
+        "--fail-on is a scan policy flag",
+    )
+    assert_one_line_error(airlock("gate", "scan", scan, "--per-platform"), 2, "--attached")
+    duplicated = _policy(tmp_path, "fail_on: LOW\nfail_on: CRITICAL\n")
+    assert_one_line_error(
+        airlock("gate", "scan", scan, "--policy", str(duplicated)), 2, "duplicate key 'fail_on'"
+    )
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    assert_one_line_error(airlock("gate", "scan", scan, "--policy", str(binary)), 2, "not UTF-8")
+    listed = _policy(tmp_path, "- fail_on: LOW\n")
+    assert_one_line_error(
+        airlock("gate", "scan", scan, "--policy", str(listed)), 2, "expected a mapping"
+    )
+
+
+def test_digest_must_match_the_image_read_from_the_registry(registry: Reg) -> None:
+    img = im.image("pinned")
+    registry.pusher.push("dev/app", img, "1.0")
+    ref = f"{registry.host}/dev/app:1.0"
+    assert airlock("attach", ref, str(PASSING), "--kind", "pytest").returncode == 0
+    other = "sha256:" + "b" * 64
+    assert_one_line_error(
+        airlock("gate", "tests", ref, "--attached", "--digest", other),
+        2,
+        f"is {img.digest}, not --digest",
+    )
+    assert airlock("gate", "tests", ref, "--attached", "--digest", img.digest).returncode == 0
+
+
+def test_attach_records_the_producing_tool(registry: Reg, tmp_path: Path) -> None:
+    img = im.image("tool")
+    registry.pusher.push("dev/app", img, "1.0")
+    report = FIXTURES / "grype" / "keycloak-0.66.0.json"
+    proc = airlock("attach", f"{registry.host}/dev/app:1.0", str(report), "--kind", "grype")
+    assert proc.returncode == 0, proc.stderr
+    stored = registry.pusher.manifest("dev/app", proc.stdout.strip())
+    assert stored is not None
+    annotations = json.loads(stored[0])["annotations"]
+    grype = json.loads(report.read_bytes())["descriptor"]
+    assert annotations["vnd.airlock.evidence.tool"] == grype["name"]
+    assert annotations["vnd.airlock.evidence.tool-version"] == grype["version"]
+    assert annotations["org.opencontainers.image.created"].endswith("Z")
+
+
+def test_a_key_means_the_signature_must_verify(registry: Reg, tmp_path: Path) -> None:
+    img = im.image("fake-signed")
+    registry.pusher.push("dev/app", img, "1.0")
+    # cosign-shaped, but its signature value is not a signature by any key
+    registry.pusher.push(
+        "dev/app", im.cosign_signature(img), im.fallback_tag_of(img.digest) + ".sig"
+    )
+    pub = tmp_path / "cosign.pub"
+    pub.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    ref = f"{registry.host}/dev/app:1.0"
+    assert airlock("gate", "signature", ref).returncode == 0  # present, as asked
+    assert airlock("gate", "signature", ref, "--key", str(pub)).returncode == 1
+    assert_one_line_error(
+        airlock("gate", "signature", ref, "--key", str(pub), "--require-signature", "present"),
+        2,
+        "only used with require=verified",
+    )

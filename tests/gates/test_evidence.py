@@ -101,7 +101,9 @@ async def test_per_platform_evidence_for_an_index(registry: Reg) -> None:
         (arm.digest, False),
     ]
     evidence = per_platform[0][1]
-    assert evidence is not None and set(evidence.accepted) == {idx.digest, amd.digest, arm.digest}
+    # a platform's report binds to that platform (and its index), never to a sibling
+    assert evidence is not None and set(evidence.accepted) == {idx.digest, amd.digest}
+    assert evidence.config_digests == (amd.blobs[0].digest,)
     assert for_index == [(idx.digest, None)]
 
 
@@ -167,8 +169,9 @@ def web(tmp_path: Path) -> Iterator[str]:
             pass
 
         def do_GET(self) -> None:
-            body = REPORT if self.path == "/report.json" else b"x" * 100_000
-            status = 404 if self.path == "/missing" else 200
+            path = self.path.split("?", 1)[0]
+            body = REPORT if path == "/report.json" else b"x" * 100_000
+            status = 404 if path == "/missing" else 200
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -201,3 +204,34 @@ async def test_on_a_created_tie_the_report_attached_last_wins(registry: Reg) -> 
         target = await target_of(client, "dev/app", img.digest)
         [(_, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
     assert evidence is not None and evidence.referrer == last
+
+
+async def test_a_listing_that_names_the_wrong_type_is_not_trusted(registry: Reg) -> None:
+    img = im.image("typed")
+    registry.pusher.push("dev/app", img, "1.0")
+    sbom = im.artifact(img, "application/spdx+json", b"{}", "application/spdx+json")
+    registry.pusher.push("dev/app", sbom)
+    # listed as a test report, but the manifest itself says it is an SBOM
+    registry.pusher.push(
+        "dev/app",
+        im.fallback_index([sbom], [mt.TEST_REPORT_PYTEST]),
+        im.fallback_tag_of(img.digest),
+    )
+    async with registry.client() as client:
+        target = await target_of(client, "dev/app", img.digest)
+        assert await from_referrers(client, "dev/app", target, TESTS) == [(img.digest, None)]
+
+
+def test_reading_stops_at_the_cap_even_without_a_size(tmp_path: Path) -> None:
+    with pytest.raises(EvidenceError, match="over the 4096 byte cap"):
+        from_file("/dev/zero", limit=4096)
+
+
+async def test_url_credentials_are_never_shown(web: str) -> None:
+    secret_url = web.replace("http://", "http://bob:Hunter2pw@") + "/report.json?sig=Hunter2sig"
+    evidence = await from_url(secret_url)
+    assert evidence.data == REPORT
+    assert "Hunter2" not in evidence.source and evidence.source.endswith("/report.json")
+    with pytest.raises(EvidenceError) as e:
+        await from_url(secret_url.replace("/report.json", "/missing"))
+    assert "Hunter2" not in str(e.value)
