@@ -319,7 +319,11 @@ async def _evaluate(args: argparse.Namespace, policy: Any) -> Any:
             return evaluate(found, policy, image.digest, now=now)
         target = await target_of(client, ref.repository, image)
         found = await from_referrers(
-            client, ref.repository, target, GATE_TYPES[args.kind], per_platform=args.per_platform
+            client,
+            ref.repository,
+            target,
+            GATE_TYPES[args.kind],
+            per_platform=args.per_platform or policy.per_platform,
         )
     results = [
         _gate_module(args.kind).evaluate(evidence, policy, now=now)

@@ -126,6 +126,14 @@ class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ReportPolicy(Policy):
+    """Policies of gates that read attached reports (tests, scan)."""
+
+    # For an index: False — one report for the index will do; True — every platform image needs
+    # its own report (and each binds to its platform only).
+    per_platform: bool = False
+
+
 def guarded(
     gate: GateKind,
     evidence: Evidence,

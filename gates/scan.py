@@ -3,7 +3,8 @@
     report = parse(evidence)                       # EvidenceError on anything malformed
     result = evaluate(evidence, ScanPolicy(fail_on="CRITICAL"), now=...)
 
-Formats (detected from the content, never from the file name):
+Formats (detected from the content, never from the file name; read by gates/common.load_json,
+which refuses duplicate keys, NaN and anything but UTF-8 or BOM-marked UTF-16):
 
 * **Trivy JSON** (`trivy image -f json`), SchemaVersion 2 only. Findings are
   `Results[].Vulnerabilities[]`, plus `Results[].Secrets[]` and the `Results[].Misconfigurations[]`
@@ -27,29 +28,53 @@ Formats (detected from the content, never from the file name):
   those are bound like Trivy JSON. Report time: the earliest `invocations[].endTimeUtc` (else
   `startTimeUtc`).
 
+What counts as a scan. A report with no findings passes, so it must at least show that a scan of
+something happened; a document that only has the format's marker keys is an EvidenceError:
+
+* Trivy: `ArtifactName` (what was scanned) and either a non-empty `Results` array (one entry per
+  scanned target, OS packages or a lock file, possibly without `Vulnerabilities`) or `Metadata`
+  naming the image by `ImageID` or `RepoDigests`. Trivy writes `Results` with `omitempty`: it is
+  absent, never `[]`, when an image has nothing Trivy can scan (a scratch image), and then the
+  Metadata still names the image.
+* Grype: `source` with a `type` and a non-empty `target` (an image object, or a string such as
+  the snapshot's "unknown"): Grype always records what it was pointed at.
+* SARIF: at least one run; every run names its tool (`tool.driver.name`, required by the spec)
+  and has a `results` array. SARIF 2.1.0 writes `results: []` for an analysis that found
+  nothing and leaves it null/absent when the analysis was not performed, so a run without it is
+  not a clean scan (GitHub code scanning refuses such a run too).
+
 Severity order: UNKNOWN < NEGLIGIBLE < LOW < MEDIUM < HIGH < CRITICAL, case-insensitive (Grype
 writes "Negligible", "Unknown"). Any other severity string in a report is an EvidenceError; in a
-policy, a validation error.
+policy, a validation error. `fail_on: never` turns the severity threshold off (leaving
+`max_counts`); an empty `fail_on` (YAML null) is a validation error, not "never".
 
 Evaluation order (first refusal wins): the evidence must parse; the digests the report names must
-be the image being promoted; the report must be younger than `max_age`; then allow-list,
-`ignore_unfixed`, `fail_on` and `max_counts`. A refusal for a wrong image or a stale report is a
-policy refusal (exit 1, `error` unset); unusable evidence sets `error` (exit 2).
+be the image being promoted; the report must be younger than `max_age` and not dated more than
+5 minutes (clock skew) in the future; then allow-list, `ignore_unfixed`, `fail_on` and
+`max_counts`. Without `max_age` a future date is only reported in a row. A refusal for a wrong
+image or a stale report is a policy refusal (exit 1, `error` unset); unusable evidence sets
+`error` (exit 2).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import re
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, NonNegativeInt, StringConstraints, field_validator
-from pydantic_core import core_schema, from_json
+from pydantic import (
+    BeforeValidator,
+    Field,
+    NonNegativeInt,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
 from gates.base import (
     MAX_EVIDENCE_BYTES,
@@ -58,11 +83,21 @@ from gates.base import (
     EvidenceRef,
     GateResult,
     Policy,
-    age_of,
+    ReportPolicy,
     check_size,
     guarded,
     table_row,
     utcnow,
+)
+from gates.common import (
+    JSONError,
+    as_utc,
+    capped_rows,
+    first_char,
+    gc_paused,
+    load_json,
+    parse_time,
+    plural,
 )
 from registry import mediatypes
 
@@ -75,11 +110,11 @@ MEDIA_TYPES: dict[str, Format] = {
     mediatypes.SARIF: "sarif",
 }
 
-MAX_FINDING_ROWS = 50  # blocking findings listed in the rows; the rest are summarised
+CLOCK_SKEW = dt.timedelta(minutes=5)  # a report dated further ahead than this is in the future
 
 
 class Severity(IntEnum):
-    """Ordered severities; compare with < and >=. Parses names case-insensitively."""
+    """Ordered severities; compare with < and >=. `parse` reads names in any case."""
 
     UNKNOWN = 0
     NEGLIGIBLE = 1
@@ -95,36 +130,27 @@ class Severity(IntEnum):
         return format(self.name, spec)
 
     @classmethod
-    def _missing_(cls, value: object) -> Severity | None:
-        if isinstance(value, str):
-            return _SEVERITY_NAMES.get(value.strip().upper())
-        return None
-
-    @classmethod
     def parse(cls, value: object) -> Severity:
         """A Severity from its name in any case; ValueError for anything else."""
         if isinstance(value, Severity):
             return value
-        if isinstance(value, str):
-            found = _SEVERITY_NAMES.get(value.strip().upper())
-            if found is not None:
-                return found
-        names = ", ".join(s.name for s in cls)
-        raise ValueError(f"unknown severity {value!r} (expected one of {names})")
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            cls.parse,
-            json_schema_input_schema=core_schema.literal_schema([s.name for s in cls]),
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda s: s.name, when_used="json"
-            ),
-        )
+        found = _SEVERITY_NAMES.get(value.strip().upper()) if isinstance(value, str) else None
+        if found is None:
+            names = ", ".join(s.name for s in cls)
+            raise ValueError(f"unknown severity {value!r} (expected one of {names})")
+        return found
 
 
 _SEVERITY_NAMES: dict[str, Severity] = {s.name: s for s in Severity}
 _DESCENDING = sorted(Severity, reverse=True)
+
+# A Severity in a policy: its name in any case in, its name out (in JSON).
+SeverityName = Annotated[
+    Severity,
+    BeforeValidator(Severity.parse),
+    PlainSerializer(lambda s: s.name, when_used="json"),
+    WithJsonSchema({"enum": [s.name for s in Severity]}),
+]
 
 
 # -- policy ----------------------------------------------------------------------------------
@@ -138,7 +164,37 @@ def _short_duration(value: object) -> object:
     if isinstance(value, str):
         m = _SHORT_DURATION.fullmatch(value)
         if m:
-            return dt.timedelta(seconds=float(m[1]) * _UNITS[m[2].lower()])
+            try:
+                return dt.timedelta(seconds=float(m[1]) * _UNITS[m[2].lower()])
+            except OverflowError:
+                raise ValueError(f"{value.strip()!r} is too long a duration") from None
+    return value
+
+
+def _fail_on(value: object) -> object:
+    if value is None:
+        raise ValueError(
+            "is empty; write `fail_on: never` to refuse on no severity, or name one "
+            "(CRITICAL, HIGH, MEDIUM, LOW, NEGLIGIBLE, UNKNOWN)"
+        )
+    if isinstance(value, str) and value.strip().lower() == "never":
+        return "never"
+    try:
+        return Severity.parse(value)
+    except ValueError as e:
+        raise ValueError(f"{e}, or never") from None
+
+
+def _one_key_per_severity(value: object) -> object:
+    """{HIGH: 0, high: 100} names HIGH twice: which limit was meant is a guess, so refuse."""
+    if not isinstance(value, dict):
+        return value
+    seen: dict[Severity, object] = {}
+    for key in value:
+        sev = Severity.parse(key)
+        if sev in seen:
+            raise ValueError(f"{sev} is given twice ({seen[sev]!r} and {key!r})")
+        seen[sev] = key
     return value
 
 
@@ -159,7 +215,7 @@ class AllowEntry(Policy):
     package: NonEmpty | None = None
 
     def expired(self, now: dt.datetime) -> bool:
-        return _as_utc(now).date() >= self.expires
+        return as_utc(now).date() >= self.expires
 
     def covers(self, finding: Finding) -> bool:
         return finding.id.upper() == self.id.upper() and (
@@ -167,11 +223,14 @@ class AllowEntry(Policy):
         )
 
 
-class ScanPolicy(Policy):
+class ScanPolicy(ReportPolicy):
     """What the scan gate refuses. The default refuses any finding at HIGH or above."""
 
-    fail_on: Severity | None = Severity.HIGH  # refuse any finding at or above; None: never
-    max_counts: dict[Severity, NonNegativeInt] = Field(default_factory=dict)  # per severity
+    # refuse any finding at or above; "never": no severity threshold (max_counts still apply)
+    fail_on: Annotated[SeverityName | Literal["never"], BeforeValidator(_fail_on)] = Severity.HIGH
+    max_counts: Annotated[
+        dict[SeverityName, NonNegativeInt], BeforeValidator(_one_key_per_severity)
+    ] = Field(default_factory=dict)  # per severity
     ignore_unfixed: bool = False  # drop findings the report says have no fixed version
     allow: list[AllowEntry] = Field(default_factory=list)
     max_age: Duration | None = None  # of the report (its own time, else the referrer's)
@@ -182,6 +241,12 @@ class ScanPolicy(Policy):
         if value is not None and value <= dt.timedelta(0):
             raise ValueError("max_age must be positive")
         return value
+
+    @property
+    def threshold(self) -> Severity | None:
+        """`fail_on` as a Severity; None for "never" only (a policy built without validation,
+        e.g. by model_copy, with anything else raises rather than refusing nothing)."""
+        return None if self.fail_on == "never" else Severity.parse(self.fail_on)
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -212,47 +277,9 @@ class ScanReport:
     findings: tuple[Finding, ...]
     manifest_digests: tuple[str, ...] = ()  # manifest digests the report names
     config_digests: tuple[str, ...] = ()  # config blob digests (Trivy ImageID, Grype imageID)
-    artifact: str | None = None  # what the scanner was pointed at (name, tag, path)
-
-    def counts(self) -> dict[Severity, int]:
-        counts = dict.fromkeys(Severity, 0)
-        for f in self.findings:
-            counts[f.severity] += 1
-        return counts
 
 
 # -- detection and parsing -------------------------------------------------------------------
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building a big acyclic tree: halves the parse of a 60 MB report
-    (each allocation burst otherwise triggers collections that scan every object built so far)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _load_json(data: bytes, source: str) -> Any:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # PowerShell 5 `>` writes UTF-16
-        try:
-            data = data.decode("utf-16").encode()
-        except UnicodeDecodeError as e:
-            raise EvidenceError(f"{source}: not valid UTF-16 text ({e.reason})") from None
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    try:
-        # pydantic-core's parser (jiter): about twice as fast as json.loads on big reports.
-        return from_json(data, allow_inf_nan=False)
-    except ValueError as e:
-        if data.lstrip()[:1] == b"<":
-            raise EvidenceError(
-                f"{source}: XML, not a scan report (Trivy, Grype and SARIF reports are JSON)"
-            ) from None
-        raise EvidenceError(f"{source}: not valid JSON: {e}") from None
 
 
 def _detect_doc(doc: Any) -> Format | None:
@@ -273,11 +300,12 @@ def _detect_doc(doc: Any) -> Format | None:
 
 
 def detect(data: bytes) -> Format | None:
-    """Which scan report format `data` holds, from its content; None if none (or not JSON)."""
+    """Which scan report format `data` holds, from its content; None if none (or not JSON).
+
+    Duplicate keys do not hide the format: `parse` refuses them, naming the key."""
     try:
-        with _gc_paused():
-            return _detect_doc(_load_json(data, "<data>"))
-    except EvidenceError:
+        return _detect_doc(load_json(data, unique_keys=False))
+    except JSONError:
         return None
 
 
@@ -299,28 +327,32 @@ def parse(evidence: Evidence, *, limit: int = MAX_EVIDENCE_BYTES) -> ScanReport:
     One JSON parse and one pass over the findings; `limit` caps the size of the evidence."""
     src = evidence.source
     check_size(evidence, limit)
-    with _gc_paused():
-        return _parse(evidence, src)
-
-
-def _parse(evidence: Evidence, src: str) -> ScanReport:
-    doc = _load_json(evidence.data, src)
-    fmt = _detect_doc(doc)
-    if fmt is None:
-        raise EvidenceError(f"{src}: not a Trivy, Grype or SARIF report{_what_it_is(doc)}")
-    mt = evidence.media_type
-    if mt in MEDIA_TYPES and MEDIA_TYPES[mt] != fmt:
-        raise EvidenceError(f"{src}: the artifact type says {MEDIA_TYPES[mt]} but it holds {fmt}")
-    if mt is not None and mt not in MEDIA_TYPES and mt.startswith("application/vnd.airlock."):
-        raise EvidenceError(f"{src}: artifact type {mt} is not a scan report")
-    parser = _PARSERS[fmt]
-    try:
-        return parser(doc, src)
-    except EvidenceError:
-        raise
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
-        # Backstop for shapes the explicit checks below missed: refuse, never crash or pass.
-        raise EvidenceError(f"{src}: malformed {fmt} report ({type(e).__name__}: {e})") from None
+    if first_char(evidence.data) == "<":
+        raise EvidenceError(f"{src}: XML, not a scan report (Trivy, Grype and SARIF are JSON)")
+    with gc_paused():
+        try:
+            doc = load_json(evidence.data)
+        except JSONError as e:
+            raise EvidenceError(f"{src}: invalid JSON: {e}") from None
+        fmt = _detect_doc(doc)
+        if fmt is None:
+            raise EvidenceError(f"{src}: not a Trivy, Grype or SARIF report{_what_it_is(doc)}")
+        mt = evidence.media_type
+        if mt in MEDIA_TYPES and MEDIA_TYPES[mt] != fmt:
+            raise EvidenceError(
+                f"{src}: the artifact type says {MEDIA_TYPES[mt]} but it holds {fmt}"
+            )
+        if mt is not None and mt not in MEDIA_TYPES and mt.startswith("application/vnd.airlock."):
+            raise EvidenceError(f"{src}: artifact type {mt} is not a scan report")
+        try:
+            return _PARSERS[fmt](doc, src)
+        except EvidenceError:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+            # Backstop for shapes the explicit checks missed: refuse, never crash or pass.
+            raise EvidenceError(
+                f"{src}: malformed {fmt} report ({type(e).__name__}: {e})"
+            ) from None
 
 
 def _severity(value: object, src: str, where: str) -> Severity:
@@ -333,12 +365,16 @@ def _severity(value: object, src: str, where: str) -> Severity:
     return sev
 
 
-def _str(value: object, src: str, where: str, *, required: bool = True) -> str | None:
-    if isinstance(value, str) and (value or not required):
-        return value or None
-    if value is None and not required:
-        return None
+def _str(value: object, src: str, where: str) -> str:
+    """A required, non-empty string."""
+    if isinstance(value, str) and value:
+        return value
     raise EvidenceError(f"{src}: {where} must be a non-empty string, not {value!r}")
+
+
+def _opt_str(value: object, src: str, where: str) -> str | None:
+    """An optional string; "" and null are None."""
+    return _str(value, src, where) if value not in (None, "") else None
 
 
 def _list(value: object, src: str, where: str) -> list[Any]:
@@ -380,18 +416,16 @@ def _repo_digests(values: object, src: str, where: str) -> list[str]:
 def _time(value: object, src: str, where: str) -> dt.datetime | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str):
-        try:
-            t = dt.datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return _as_utc(t)
+    try:
+        if isinstance(value, str):
+            return parse_time(value)
+    except ValueError:
+        pass
     raise EvidenceError(f"{src}: {where} is not an ISO 8601 time: {value!r}")
 
 
-def _as_utc(t: dt.datetime) -> dt.datetime:
-    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+def _not_a_scan(src: str, why: str) -> EvidenceError:
+    return EvidenceError(f"{src}: not a scan: {why}")
 
 
 def _parse_trivy(doc: Any, src: str) -> ScanReport:
@@ -407,12 +441,18 @@ def _parse_trivy(doc: Any, src: str) -> ScanReport:
     manifests = _repo_digests(meta.get("RepoDigests"), src, "Metadata.RepoDigests")
     image_id = meta.get("ImageID")
     configs = [_digest(image_id, src, "Metadata.ImageID")] if image_id else []
-    tool = _obj(doc.get("Trivy"), src, "Trivy")
+    results = _list(doc.get("Results"), src, "Results")
+    if not isinstance(doc.get("ArtifactName"), str) or not doc["ArtifactName"]:
+        raise _not_a_scan(src, "the Trivy report has no ArtifactName (what was scanned)")
+    if not results and not (manifests or configs):
+        raise _not_a_scan(
+            src, "the Trivy report has no Results and its Metadata names no image (ImageID)"
+        )
 
     findings: list[Finding] = []
     add = findings.append
     names = _SEVERITY_NAMES
-    for i, result in enumerate(_list(doc.get("Results"), src, "Results")):
+    for i, result in enumerate(results):
         if not isinstance(result, dict):
             raise EvidenceError(f"{src}: Results[{i}] must be an object")
         vulns = result.get("Vulnerabilities")
@@ -439,60 +479,38 @@ def _parse_trivy(doc: Any, src: str) -> ScanReport:
                         f"{src}: Results[{i}].Vulnerabilities[{j}] has a non-string"
                         " VulnerabilityID or PkgName"
                     )
-                add(
-                    Finding(
-                        vid,
-                        pkg,
-                        v.get("InstalledVersion") or None,
-                        v.get("FixedVersion") or None,
-                        sev,
-                    )
-                )
-        target = result.get("Target")
-        for j, s in enumerate(_list(result.get("Secrets"), src, f"Results[{i}].Secrets")):
-            where = f"Results[{i}].Secrets[{j}]"
-            s = _obj(s, src, where)
-            add(
-                Finding(
-                    _str(s.get("RuleID"), src, f"{where}.RuleID") or "",
-                    target if isinstance(target, str) else None,
-                    None,
-                    None,
-                    _severity(s.get("Severity"), src, f"{where}.Severity"),
-                    fix_known=False,
-                    kind="secret",
-                )
-            )
-        misconfs = _list(result.get("Misconfigurations"), src, f"Results[{i}].Misconfigurations")
-        for j, m in enumerate(misconfs):
-            where = f"Results[{i}].Misconfigurations[{j}]"
-            m = _obj(m, src, where)
-            if m.get("Status", "FAIL") != "FAIL":
-                continue
-            add(
-                Finding(
-                    _str(m.get("AVDID") or m.get("ID"), src, f"{where}.ID") or "",
-                    target if isinstance(target, str) else None,
-                    None,
-                    None,
-                    _severity(m.get("Severity"), src, f"{where}.Severity"),
-                    fix_known=False,
-                    kind="misconfiguration",
-                )
-            )
+                fixed = v.get("FixedVersion") or None
+                add(Finding(vid, pkg, v.get("InstalledVersion") or None, fixed, sev))
+        target = result.get("Target") if isinstance(result.get("Target"), str) else None
+        for key, kind in (("Secrets", "secret"), ("Misconfigurations", "misconfiguration")):
+            for j, x in enumerate(_list(result.get(key), src, f"Results[{i}].{key}")):
+                where = f"Results[{i}].{key}[{j}]"
+                x = _obj(x, src, where)
+                if kind == "secret":
+                    rule = _str(x.get("RuleID"), src, f"{where}.RuleID")
+                elif x.get("Status", "FAIL") != "FAIL":
+                    continue
+                else:
+                    rule = _str(x.get("AVDID") or x.get("ID"), src, f"{where}.ID")
+                sev = _severity(x.get("Severity"), src, f"{where}.Severity")
+                add(Finding(rule, target, None, None, sev, fix_known=False, kind=kind))
+    tool = _obj(doc.get("Trivy"), src, "Trivy")
     return ScanReport(
         format="trivy",
         tool="trivy",
-        tool_version=_str(tool.get("Version"), src, "Trivy.Version", required=False),
+        tool_version=_opt_str(tool.get("Version"), src, "Trivy.Version"),
         created=_time(doc.get("CreatedAt"), src, "CreatedAt"),
         findings=tuple(findings),
         manifest_digests=tuple(manifests),
         config_digests=tuple(configs),
-        artifact=_str(doc.get("ArtifactName"), src, "ArtifactName", required=False),
     )
 
 
 def _parse_grype(doc: dict[str, Any], src: str) -> ScanReport:
+    source = _obj(doc.get("source"), src, "source")
+    target = source.get("target")
+    if not (isinstance(source.get("type"), str) and source["type"] and target):
+        raise _not_a_scan(src, "the Grype report has no source type and target (what was scanned)")
     findings: list[Finding] = []
     for i, m in enumerate(_list(doc.get("matches"), src, "matches")):
         where = f"matches[{i}]"
@@ -503,38 +521,31 @@ def _parse_grype(doc: dict[str, Any], src: str) -> ScanReport:
         versions = _list(fix.get("versions"), src, f"{where}.vulnerability.fix.versions")
         findings.append(
             Finding(
-                _str(vuln.get("id"), src, f"{where}.vulnerability.id") or "",
+                _str(vuln.get("id"), src, f"{where}.vulnerability.id"),
                 _str(art.get("name"), src, f"{where}.artifact.name"),
-                _str(art.get("version"), src, f"{where}.artifact.version", required=False),
+                _opt_str(art.get("version"), src, f"{where}.artifact.version"),
                 ", ".join(str(v) for v in versions) or None,
                 _severity(vuln.get("severity"), src, f"{where}.vulnerability.severity"),
             )
         )
-    source = _obj(doc.get("source"), src, "source")
-    target = source.get("target")
     manifests: list[str] = []
     configs: list[str] = []
-    artifact = None
-    if source.get("type") == "image" and isinstance(target, dict):
+    if source["type"] == "image" and isinstance(target, dict):
         if target.get("manifestDigest"):
             manifests.append(_digest(target["manifestDigest"], src, "source.target.manifestDigest"))
         manifests += _repo_digests(target.get("repoDigests"), src, "source.target.repoDigests")
         if target.get("imageID"):
             configs.append(_digest(target["imageID"], src, "source.target.imageID"))
-        artifact = target.get("userInput")
-    elif isinstance(target, str):
-        artifact = target
     descriptor = _obj(doc.get("descriptor"), src, "descriptor")
     version = descriptor.get("version")
     return ScanReport(
         format="grype",
-        tool=_str(descriptor.get("name"), src, "descriptor.name", required=False) or "grype",
+        tool=_opt_str(descriptor.get("name"), src, "descriptor.name") or "grype",
         tool_version=version if isinstance(version, str) and version else None,
         created=_time(descriptor.get("timestamp"), src, "descriptor.timestamp"),
         findings=tuple(findings),
         manifest_digests=tuple(dict.fromkeys(manifests)),
         config_digests=tuple(configs),
-        artifact=artifact if isinstance(artifact, str) else None,
     )
 
 
@@ -584,19 +595,27 @@ def _parse_sarif(doc: dict[str, Any], src: str) -> ScanReport:
     version = doc.get("version")
     if version != "2.1.0":
         raise EvidenceError(f"{src}: SARIF version {version!r} is not supported (need 2.1.0)")
+    runs = _list(doc.get("runs"), src, "runs")
+    if not runs:
+        raise _not_a_scan(src, "the SARIF report has no runs")
     findings: list[Finding] = []
     manifests: list[str] = []
     configs: list[str] = []
     times: list[dt.datetime] = []
-    tools: list[tuple[str | None, str | None]] = []
-    for r, run in enumerate(_list(doc.get("runs"), src, "runs")):
+    tools: list[tuple[object, object]] = []
+    for r, run in enumerate(runs):
         rw = f"runs[{r}]"
         run = _obj(run, src, rw)
-        driver = _obj(_obj(run.get("tool"), src, f"{rw}.tool").get("driver"), src, "driver")
-        tools.append((driver.get("name"), driver.get("semanticVersion") or driver.get("version")))
+        tool = _obj(run.get("tool"), src, f"{rw}.tool")
+        driver = _obj(tool.get("driver"), src, f"{rw}.tool.driver")
+        if not isinstance(driver.get("name"), str) or not driver["name"]:
+            raise _not_a_scan(src, f"{rw}.tool.driver.name is missing (which tool ran)")
+        if run.get("results") is None:
+            raise _not_a_scan(src, f"{rw}.results is absent: the analysis was not performed")
+        tools.append((driver["name"], driver.get("semanticVersion") or driver.get("version")))
         rules = [_obj(x, src, f"{rw}.rules") for x in _list(driver.get("rules"), src, "rules")]
         by_id = {x["id"]: x for x in rules if isinstance(x.get("id"), str)}
-        for ext in _list(_obj(run.get("tool"), src, "tool").get("extensions"), src, "extensions"):
+        for ext in _list(tool.get("extensions"), src, "extensions"):
             for x in _list(_obj(ext, src, "extension").get("rules"), src, "extension rules"):
                 if isinstance(x, dict) and isinstance(x.get("id"), str):
                     by_id.setdefault(x["id"], x)
@@ -613,7 +632,7 @@ def _parse_sarif(doc: dict[str, Any], src: str) -> ScanReport:
         for i, res in enumerate(_list(run.get("results"), src, f"{rw}.results")):
             where = f"{rw}.results[{i}]"
             findings.append(_sarif_finding(_obj(res, src, where), rules, by_id, src, where))
-    name, tool_version = tools[0] if tools else (None, None)
+    name, tool_version = tools[0]
     return ScanReport(
         format="sarif",
         tool=name if isinstance(name, str) else None,
@@ -689,7 +708,7 @@ def evaluate(
     """Judge a scan report against `policy` (default: refuse HIGH and above). Never raises for
     bad evidence: it refuses with `error` set (fail closed)."""
     policy = policy if policy is not None else ScanPolicy()
-    when = _as_utc(now) if now is not None else utcnow()
+    when = as_utc(now) if now is not None else utcnow()
     return guarded(
         "scan", evidence, lambda: evaluate_report(parse(evidence), evidence, policy, when), when
     )
@@ -711,10 +730,6 @@ def _row(
         fixed=fixed,
         status=status,
     )
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _short(d: Iterable[str]) -> str:
@@ -740,26 +755,84 @@ def _binding(report: ScanReport, evidence: Evidence) -> tuple[bool, str]:
         return True, f"report names {hit}"
     if configs and evidence.config_digests:
         return True, f"report names config {configs[0]}"
-    if configs:
-        return True, f"report names only config {configs[0]}, no config digest known to check"
+    if configs:  # fail closed: an image ID that cannot be checked is no binding at all
+        return False, (
+            f"report names only an image ID ({configs[0]}), which cannot be checked against"
+            f" {evidence.subject} without the image's config: gate the attached report instead"
+        )
     return True, "report names no image digest"
 
 
 def _duration_text(td: dt.timedelta) -> str:
+    """ "7d", "1d 2h", "5m 3s", "-2m": the largest unit and the next one, if not zero."""
     seconds = int(td.total_seconds())
     sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        text = f"{days}d {hours}h" if hours else f"{days}d"
-    elif hours:
-        text = f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    elif minutes:
-        text = f"{minutes}m {secs}s" if secs else f"{minutes}m"
-    else:
-        text = f"{secs}s"
-    return sign + text
+    units = [(seconds // 86400, "d"), (seconds // 3600 % 24, "h"), (seconds // 60 % 60, "m")]
+    units.append((seconds % 60, "s"))
+    first = next((i for i, (n, _) in enumerate(units) if n), len(units) - 1)
+    return sign + (" ".join(f"{n}{u}" for n, u in units[first : first + 2] if n) or "0s")
+
+
+def _freshness(
+    report: ScanReport, evidence: Evidence, max_age: dt.timedelta | None, now: dt.datetime
+) -> tuple[dict[str, str] | None, str | None]:
+    """The "report age" row (None: nothing to say) and why it refuses (None: it does not)."""
+    created, origin = report.created, "report"
+    if created is None:
+        created, origin = evidence.created, "referrer"
+    if created is None:
+        if max_age is None:
+            return None, None
+        limit = _duration_text(max_age)
+        return (
+            _row("report age", "unknown: the report states no time"),
+            f"report states no time, and max_age is {limit}",
+        )
+    age = now - as_utc(created)
+    if age < -CLOCK_SKEW:
+        ahead = f"{_duration_text(-age)} ahead, by the {origin}"
+        if max_age is None:
+            return _row("report age", f"dated in the future ({ahead}); no max_age"), None
+        status = f"dated in the future ({ahead}; max {_duration_text(max_age)})"
+        return _row("report age", status), f"report is dated in the future ({ahead})"
+    if max_age is None:
+        return None, None
+    limit = _duration_text(max_age)
+    row = _row("report age", f"{_duration_text(age)} by the {origin} (max {limit})")
+    return row, (f"report is {_duration_text(age)} old (max {limit})" if age > max_age else None)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """The findings that count after the allow-list and `ignore_unfixed`, and what was dropped."""
+
+    counts: list[int]  # by Severity value
+    kept: list[Finding]
+    allowed: Counter[int]  # index of a live allow entry -> findings it suppressed
+    revived: Counter[int]  # index of an expired allow entry -> findings that count again
+    unfixed: int
+
+
+def _tally(findings: Iterable[Finding], policy: ScanPolicy, now: dt.datetime) -> _Tally:
+    entries: dict[str, list[tuple[int, AllowEntry]]] = {}
+    for i, entry in enumerate(policy.allow):
+        entries.setdefault(entry.id.upper(), []).append((i, entry))
+    expired = {i for i, entry in enumerate(policy.allow) if entry.expired(now)}
+    t = _Tally([0] * len(Severity), [], Counter(), Counter(), 0)
+    for f in findings:
+        if entries and (candidates := entries.get(f.id.upper())):
+            covering = [i for i, entry in candidates if entry.covers(f)]
+            live = next((i for i in covering if i not in expired), None)
+            if live is not None:
+                t.allowed[live] += 1
+                continue
+            t.revived.update(covering)
+        if policy.ignore_unfixed and f.unfixed:
+            t.unfixed += 1
+            continue
+        t.counts[f.severity] += 1
+        t.kept.append(f)
+    return t
 
 
 def evaluate_report(
@@ -770,20 +843,19 @@ def evaluate_report(
 ) -> GateResult:
     """`evaluate` for a report already parsed from `evidence` (parse once, e.g. to show it)."""
     policy = policy if policy is not None else ScanPolicy()
-    now = _as_utc(now) if now is not None else utcnow()
-    used = [EvidenceRef.of(evidence)]
+    now = as_utc(now) if now is not None else utcnow()
     tool = " ".join(x for x in (report.tool, report.tool_version) if x)
     # "trivy dev", "grype 0.65.1", "sarif (Trivy dev)"
     what = tool if tool.lower().startswith(report.format) else f"{report.format} ({tool or '?'})"
-    rows = [_row("report", f"{what}: {_n(len(report.findings), 'finding')}")]
+    rows = [_row("report", f"{what}: {plural(len(report.findings), 'finding')}")]
 
-    def refuse(reason: str) -> GateResult:
+    def result(passed: bool, summary: str) -> GateResult:
         return GateResult(
             gate="scan",
-            passed=False,
-            summary=f"refused: {reason}",
+            passed=passed,
+            summary=summary,
             rows=rows,
-            evidence=used,
+            evidence=[EvidenceRef.of(evidence)],
             evaluated_at=now,
         )
 
@@ -791,63 +863,24 @@ def evaluate_report(
     bound, status = _binding(report, evidence)
     rows.append(_row("digest binding", status))
     if not bound:
-        return refuse(status)
+        return result(False, f"refused: {status}")
 
-    # 2. Is it fresh enough?
-    if policy.max_age is not None:
-        created, origin = report.created, "report"
-        if created is None:
-            created, origin = evidence.created, "referrer"
-        age = age_of(created, now)
-        if age is None:
-            rows.append(_row("report age", "unknown: the report states no time"))
-            return refuse(f"report states no time, and max_age is {_duration_text(policy.max_age)}")
-        limit = _duration_text(policy.max_age)
-        rows.append(_row("report age", f"{_duration_text(age)} by the {origin} (max {limit})"))
-        if age > policy.max_age:
-            return refuse(f"report is {_duration_text(age)} old (max {limit})")
+    # 2. Is it fresh enough, and not from the future?
+    age_row, stale = _freshness(report, evidence, policy.max_age, now)
+    if age_row is not None:
+        rows.append(age_row)
+    if stale is not None:
+        return result(False, f"refused: {stale}")
 
     # 3. Allow-list and unfixed findings; count what is left.
-    active: dict[str, list[AllowEntry]] = {}
-    expired: list[AllowEntry] = []
-    for entry in policy.allow:
-        if entry.expired(now):
-            expired.append(entry)
-        else:
-            active.setdefault(entry.id.upper(), []).append(entry)
-    expired_by_id: dict[str, list[AllowEntry]] = {}
-    for entry in expired:
-        expired_by_id.setdefault(entry.id.upper(), []).append(entry)
-    allowed: dict[int, int] = {}  # id(entry) -> findings it suppressed
-    revived: dict[int, int] = {}  # id(expired entry) -> findings that count again
-    unfixed = 0
-    counts = [0] * len(Severity)
-    kept: list[Finding] = []
-    check_allow = bool(active or expired_by_id)
-    ignore_unfixed = policy.ignore_unfixed
-    for f in report.findings:
-        if check_allow:
-            key = f.id.upper()
-            entry = next((e for e in active.get(key, ()) if e.covers(f)), None)
-            if entry is not None:
-                allowed[id(entry)] = allowed.get(id(entry), 0) + 1
-                continue
-            for e in expired_by_id.get(key, ()):
-                if e.covers(f):
-                    revived[id(e)] = revived.get(id(e), 0) + 1
-        if ignore_unfixed and f.fixed is None and f.fix_known:
-            unfixed += 1
-            continue
-        counts[f.severity] += 1
-        kept.append(f)
+    t = _tally(report.findings, policy, now)
+    counts = t.counts
 
     # 4. Thresholds.
-    fail_on = policy.fail_on
+    fail_on = policy.threshold
     over = {s: m for s, m in policy.max_counts.items() if counts[s] > m}
-    at_or_above = sum(counts[s] for s in Severity if fail_on is not None and s >= fail_on)
-    blocking = {s for s in Severity if (fail_on is not None and s >= fail_on) or s in over}
-    blocking = {s for s in blocking if counts[s]}
-    passed = not blocking
+    at_or_above = {s for s in Severity if fail_on is not None and s >= fail_on and counts[s]}
+    blocking = at_or_above | set(over)
 
     for s in _DESCENDING:
         if not counts[s] and s not in policy.max_counts:
@@ -856,61 +889,52 @@ def evaluate_report(
         if fail_on is not None and counts[s]:
             notes.append(f"fail at {fail_on}" if s >= fail_on else f"below {fail_on}")
         if s in policy.max_counts:
-            limit_text = f"max {policy.max_counts[s]}"
-            notes.append(f"over {limit_text}" if s in over else f"within {limit_text}")
-        rows.append(_row(_n(counts[s], "finding"), "; ".join(notes) or "no limit", s))
-    for entry in policy.allow:
+            limit = f"max {policy.max_counts[s]}"
+            notes.append(f"over {limit}" if s in over else f"within {limit}")
+        rows.append(_row(plural(counts[s], "finding"), "; ".join(notes) or "no limit", s))
+    for i, entry in enumerate(policy.allow):
         if entry.expired(now):
-            n = revived.get(id(entry), 0)
-            again = f"; {_n(n, 'finding')} count again" if n else ""
+            again = f"; {plural(t.revived[i], 'finding')} count again" if t.revived[i] else ""
             status = f"allow-list entry {entry.id} expired {entry.expires}{again}"
-        elif allowed.get(id(entry)):
-            status = (
-                f"allowed until {entry.expires}: {entry.reason}"
-                f" ({_n(allowed[id(entry)], 'finding')})"
-            )
+        elif t.allowed[i]:
+            n = plural(t.allowed[i], "finding")
+            status = f"allowed until {entry.expires}: {entry.reason} ({n})"
         else:
             continue
         rows.append(_row(entry.id, status, package=entry.package))
-    if unfixed:
-        rows.append(_row(_n(unfixed, "finding"), "ignored: no fixed version"))
+    if t.unfixed:
+        rows.append(_row(plural(t.unfixed, "finding"), "ignored: no fixed version"))
 
-    if blocking:
-        shown = sorted(
-            (f for f in kept if f.severity in blocking),
-            key=lambda f: (-f.severity, f.id, f.package or ""),
-        )
-        for f in shown[:MAX_FINDING_ROWS]:
-            status = "blocks" if f.kind == "vulnerability" else f"blocks ({f.kind})"
-            rows.append(_row(f.id, status, f.severity, f.package, f.installed, f.fixed))
-        if len(shown) > MAX_FINDING_ROWS:
-            rows.append(_row(f"… {len(shown) - MAX_FINDING_ROWS} more", "blocks"))
+    shown = sorted(
+        (f for f in t.kept if f.severity in blocking),
+        key=lambda f: (-f.severity, f.id, f.package or ""),
+    )
+    rows += capped_rows(
+        shown,
+        lambda f: _row(
+            f.id,
+            "blocks" if f.kind == "vulnerability" else f"blocks ({f.kind})",
+            f.severity,
+            f.package,
+            f.installed,
+            f.fixed,
+        ),
+        lambda more: _row(more, "blocks"),
+    )
 
     counted = ", ".join(f"{counts[s]} {s}" for s in _DESCENDING if counts[s])
     extras = []
-    if allowed:
-        extras.append(f"{sum(allowed.values())} allow-listed")
-    if unfixed:
-        extras.append(f"{unfixed} unfixed ignored")
-    if expired:
-        extras.append(f"allow-list: {len(expired)} expired")
-    if passed:
+    if t.allowed:
+        extras.append(f"{t.allowed.total()} allow-listed")
+    if t.unfixed:
+        extras.append(f"{t.unfixed} unfixed ignored")
+    if n_expired := sum(entry.expired(now) for entry in policy.allow):
+        extras.append(f"allow-list: {n_expired} expired")
+    if not blocking:
         inner = "; ".join([counted or "no findings", *extras])
-        if fail_on is not None:
-            summary = f"passed: 0 at or above {fail_on} ({inner})"
-        else:
-            summary = f"passed: {inner}"
-    else:
-        reasons = []
-        if at_or_above:
-            reasons.append(f"fail at {fail_on}")
-        reasons += [f"max {m} {s}" for s, m in sorted(over.items(), reverse=True)]
-        summary = f"refused: {counted} ({'; '.join(reasons + extras)})"
-    return GateResult(
-        gate="scan",
-        passed=passed,
-        summary=summary,
-        rows=rows,
-        evidence=used,
-        evaluated_at=now,
-    )
+        if fail_on is None:
+            return result(True, f"passed: {inner}")
+        return result(True, f"passed: 0 at or above {fail_on} ({inner})")
+    reasons = [f"fail at {fail_on}"] if at_or_above else []
+    reasons += [f"max {m} {s}" for s, m in sorted(over.items(), reverse=True)]
+    return result(False, f"refused: {counted} ({'; '.join(reasons + extras)})")

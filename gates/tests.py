@@ -37,6 +37,16 @@ Test ids:
   (error > failed > skipped > passed); the counts still count every testcase element, as the
   file's own `tests=` attribute does.
 
+Required tests (`required`): each entry is a test id, matched exactly (a pytest node id is also
+tried in its JUnit form, above), or, only when it contains `*` or `?`, a pattern: `*` is any run
+of characters and `?` any one character. Everything else is literal, `[` and `]` included:
+`tests/test_a.py::test_x[1]` is that one parametrisation (never the fnmatch character class that
+would match `test_x1`), and `test_x[*]` is every parametrisation of `test_x`.
+
+JSON is read by gates/common.load_json, like the scan gate's reports: UTF-8 (BOM or not) or
+UTF-16 with a BOM; a key repeated in one object (a second `summary`/`tests` pair would decide
+the verdict) and NaN are invalid JSON.
+
 XML is parsed with defusedxml and refuses any DOCTYPE (no JUnit writer emits one): entity
 bombs, external entities and external DTDs are refused before anything is expanded or fetched.
 
@@ -46,8 +56,9 @@ children (surefire's `<flakyFailure>`/`<rerunFailure>` are ignored: the final ou
 skip. A suite that declares more tests than it lists is inconsistent (refused); a suite that
 declares more failures or errors than its testcases show (gotestsum puts a package's build error
 only into the root's `errors=`) has the excess counted as failures/errors — fail closed — and a
-note says so. Timestamps are read leniently (TestNG writes `2021-03-07T10:36:56 UTC`; Go's zero
-time means "unknown"); an unreadable timestamp is simply unknown.
+note says so. Timestamps are read leniently (gates/common.parse_time: a naive one is UTC, TestNG
+writes `2021-03-07T10:36:56 UTC`; Go's zero time means "unknown"); an unreadable timestamp is
+simply unknown.
 
 pytest-json-report: the `tests` list when present (its counts must agree with `summary`), else
 `summary` alone (`--json-report-summary`: counts but no per-test outcomes, so required tests are
@@ -58,9 +69,7 @@ error) mean the run did not complete, whatever the counts say.
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import io
-import json
 import math
 import re
 from collections import Counter
@@ -79,26 +88,19 @@ from gates.base import (
     EvidenceError,
     EvidenceRef,
     GateResult,
-    Policy,
+    ReportPolicy,
     check_size,
     guarded,
     table_row,
     utcnow,
 )
+from gates.common import JSONError, capped_rows, first_char, load_json, parse_time, plural
 from registry import mediatypes
 
 ReportFormat = Literal["pytest", "junit"]
 
-MAX_FAILING_ROWS = 50  # failing-test rows in a result; the rest are summed up in one row
-
-PASSED, FAILED, ERROR, SKIPPED, XFAILED, XPASSED = (
-    "passed",
-    "failed",
-    "error",
-    "skipped",
-    "xfailed",
-    "xpassed",
-)
+PASSED, FAILED, ERROR = "passed", "failed", "error"
+SKIPPED, XFAILED, XPASSED = "skipped", "xfailed", "xpassed"
 # What each per-test outcome counts as (see the module docstring).
 COUNTS_AS = {
     PASSED: PASSED,
@@ -120,7 +122,6 @@ _PYTEST_EXIT_NAMES = {2: "interrupted", 3: "internal error", 4: "usage error"}
 _SUITES = frozenset({"testsuite", "testsuites"})
 _JUNIT_COUNT_ATTRS = ("tests", "failures", "errors", "skipped", "skip", "skips", "disabled")
 _XSI_SCHEMA = "{http://www.w3.org/2001/XMLSchema-instance}noNamespaceSchemaLocation"
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 _OTHER_KINDS = {
     mediatypes.SCAN_REPORT_TRIVY: "a Trivy scan report",
@@ -134,7 +135,7 @@ _KIND_OF_TYPE: dict[str, ReportFormat] = {
 }
 
 
-class TestsPolicy(Policy):
+class TestsPolicy(ReportPolicy):
     """What a test report must show for the gate to pass. Defaults: ≥ 1 test, no failures/errors."""
 
     __test__ = False  # not a pytest test class
@@ -147,7 +148,7 @@ class TestsPolicy(Policy):
     )
     required: list[str] = Field(
         default_factory=list,
-        description="test ids or fnmatch patterns that must be present and passed",
+        description="test ids, or patterns with * and ?, that must be present and passed",
     )
     min_pass_rate: float | None = Field(
         default=None, ge=0, le=1, description="passed / (total - skipped)"
@@ -201,14 +202,6 @@ class TestReport:
 # --- detection -------------------------------------------------------------------------------
 
 
-_FIRST_BYTE = re.compile(rb"(?:\xef\xbb\xbf)?\s*(\S)")  # after a UTF-8 BOM and whitespace
-
-
-def _first_byte(data: bytes) -> bytes:
-    m = _FIRST_BYTE.match(data)
-    return m.group(1) if m else b""
-
-
 def _looks_like_pytest(doc: Any) -> bool:
     return (
         isinstance(doc, dict)
@@ -220,14 +213,14 @@ def _looks_like_pytest(doc: Any) -> bool:
 def detect(data: bytes) -> ReportFormat | None:
     """Which test report `data` is, from its content: "pytest" (pytest-json-report JSON),
     "junit" (XML whose root is <testsuites> or <testsuite>), or None."""
-    first = _first_byte(data)
-    if first in (b"{", b"["):
+    first = first_char(data)
+    if first in ("{", "["):
         try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError):
+            doc = load_json(data, unique_keys=False)  # `parse` names a repeated key
+        except JSONError:
             return None
         return "pytest" if _looks_like_pytest(doc) else None
-    if first == b"<":
+    if first == "<":
         try:
             events = SafeET.iterparse(io.BytesIO(data), events=("start",), forbid_dtd=True)
             for _event, elem in events:
@@ -252,10 +245,10 @@ def _fail(evidence: Evidence, message: str) -> EvidenceError:
 def parse(evidence: Evidence) -> TestReport:
     """Read pytest-json-report JSON or JUnit XML; EvidenceError (one line) if malformed."""
     check_size(evidence)
-    first = _first_byte(evidence.data)
-    if first in (b"{", b"["):
+    first = first_char(evidence.data)
+    if first in ("{", "["):
         kind: ReportFormat = "pytest"
-    elif first == b"<":
+    elif first == "<":
         kind = "junit"
     else:
         raise _fail(evidence, "not a test report: expected pytest-json-report JSON or JUnit XML")
@@ -310,10 +303,8 @@ def _pytest_outcome(evidence: Evidence, where: str, word: Any) -> str:
 
 def _parse_pytest(evidence: Evidence) -> TestReport:
     try:
-        doc = json.loads(evidence.data)
-    except RecursionError:
-        raise _fail(evidence, "invalid JSON: nested too deeply") from None
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, int too large
+        doc = load_json(evidence.data)
+    except JSONError as e:
         raise _fail(evidence, f"invalid JSON: {e}") from None
     if not _looks_like_pytest(doc):
         raise _fail(evidence, _json_shape_hint(doc))
@@ -446,12 +437,31 @@ def _local(tag: Any) -> str:
 @dataclass(slots=True)
 class _Suite:
     label: str
-    declared_tests: int | None
-    declared_failures: int | None
-    declared_errors: int | None
+    declared: dict[str, int]  # its count attributes (tests=, failures=, errors=, …)
     tests: int = 0  # testcases listed inside (nested suites included)
     failed: int = 0  # failures inside, each nested suite counted at max(declared, listed)
     errors: int = 0
+
+    def add(self, tests: int, failed: int, errors: int) -> None:
+        self.tests += tests
+        self.failed += failed
+        self.errors += errors
+
+    def close(self, evidence: Evidence) -> tuple[int, int, str | None]:
+        """Its failures and errors, each the larger of declared and listed, and a note when
+        the declared ones are more; refuses a suite that declares more tests than it lists."""
+        tests = self.declared.get("tests")
+        if tests is not None and tests > self.tests:
+            raise _fail(
+                evidence,
+                f"inconsistent totals: {self.label} declares {tests} tests but lists {self.tests}",
+            )
+        failed = max(self.failed, self.declared.get("failures", 0))
+        errors = max(self.errors, self.declared.get("errors", 0))
+        excess = [(failed - self.failed, "failure"), (errors - self.errors, "error")]
+        unlisted = " and ".join(plural(n, word) for n, word in excess if n)
+        note = f"{self.label} declares {unlisted} that no testcase shows: counted (fail closed)"
+        return failed, errors, note if unlisted else None
 
 
 def _junit_counts(evidence: Evidence, label: str, attrs: Mapping[str, str]) -> dict[str, int]:
@@ -471,16 +481,12 @@ def _junit_counts(evidence: Evidence, label: str, attrs: Mapping[str, str]) -> d
 
 
 def _junit_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    text = value.strip()
-    if text.endswith(" UTC"):  # TestNG
-        text = text[:-4] + "+00:00"
+    """A suite's timestamp; None when absent, unreadable, or Go's zero time (unknown)."""
     try:
-        when = dt.datetime.fromisoformat(text)
+        when = parse_time(value) if value else None
     except ValueError:
         return None
-    return None if when.year <= 1 else when  # Go's zero time: unknown
+    return None if when is None or when.year <= 1 else when
 
 
 def junit_id_for_nodeid(nodeid: str) -> str:
@@ -559,15 +565,7 @@ def _parse_junit(evidence: Evidence) -> TestReport:
                 if tag in _SUITES:
                     name = elem.get("name")
                     label = f'<{tag} name="{_one_line(name, 80)}">' if name else f"<{tag}>"
-                    declared = _junit_counts(evidence, label, elem.attrib)
-                    stack.append(
-                        _Suite(
-                            label,
-                            declared.get("tests"),
-                            declared.get("failures"),
-                            declared.get("errors"),
-                        )
-                    )
+                    stack.append(_Suite(label, _junit_counts(evidence, label, elem.attrib)))
                     if created is None:
                         created = _junit_time(elem.get("timestamp"))
                     if tool is None:
@@ -586,54 +584,25 @@ def _parse_junit(evidence: Evidence) -> TestReport:
                 outcome = _testcase_outcome(elem)
                 counts[outcome] += 1
                 _record(outcomes, test_id, outcome)
-                suite = stack[-1]
-                suite.tests += 1
-                if outcome == FAILED:
-                    suite.failed += 1
-                elif outcome == ERROR:
-                    suite.errors += 1
+                stack[-1].add(1, outcome == FAILED, outcome == ERROR)
                 elem.clear()
             elif tag == "property" and tool is None and elem.get("name") == "go.version":
                 tool, version = "go", elem.get("value")
             elif tag in _SUITES:
                 suite = stack.pop()
-                if suite.declared_tests is not None and suite.declared_tests > suite.tests:
-                    raise _fail(
-                        evidence,
-                        f"inconsistent totals: {suite.label} declares {suite.declared_tests} "
-                        f"tests but lists {suite.tests}",
-                    )
-                failed = max(suite.failed, suite.declared_failures or 0)
-                errors = max(suite.errors, suite.declared_errors or 0)
-                unlisted = [
-                    _plural(n, word)
-                    for n, word in (
-                        (failed - suite.failed, "failure"),
-                        (errors - suite.errors, "error"),
-                    )
-                    if n
-                ]
-                if unlisted:
-                    notes.append(
-                        f"{suite.label} declares {' and '.join(unlisted)} that no testcase "
-                        "shows: counted (fail closed)"
-                    )
+                failed, errors, note = suite.close(evidence)
+                if note:
+                    notes.append(note)
                 if stack:
-                    parent = stack[-1]
-                    parent.tests += suite.tests
-                    parent.failed += failed
-                    parent.errors += errors
-                else:  # the root: add what was declared but never listed
-                    counts[FAILED] += failed - counts[FAILED]
-                    counts[ERROR] += errors - counts[ERROR]
+                    stack[-1].add(suite.tests, failed, errors)
+                else:  # the root: what it declares but never lists counts too
+                    counts[FAILED], counts[ERROR] = failed, errors
                 elem.clear()
     except EvidenceError:
         raise
     except defusedxml.DefusedXmlException as e:
         raise _fail(evidence, f"refused XML: {_defused_reason(e)}") from None
-    except ParseError as e:
-        raise _fail(evidence, f"invalid XML: {e}") from None
-    except (ValueError, RecursionError) as e:
+    except (ParseError, ValueError, RecursionError) as e:
         raise _fail(evidence, f"invalid XML: {e}") from None
 
     return TestReport(
@@ -648,10 +617,6 @@ def _parse_junit(evidence: Evidence) -> TestReport:
 
 
 # --- evaluation ----------------------------------------------------------------------------------
-
-
-def _plural(n: int, word: str, words: str | None = None) -> str:
-    return f"{n} {word if n == 1 else words or word + 's'}"
 
 
 def _rate(num: int, den: int) -> str:
@@ -675,6 +640,14 @@ class _Check:
         return table_row(check=self.check, actual=self.actual, limit=self.limit, ok=ok)
 
 
+def _pattern(entry: str) -> re.Pattern[str] | None:
+    """A required entry with `*` or `?` as a regex (`*` any run, `?` one character; the rest,
+    brackets included, literal); None for a plain test id."""
+    if "*" not in entry and "?" not in entry:
+        return None
+    return re.compile(re.escape(entry).replace(r"\*", ".*").replace(r"\?", "."), re.DOTALL)
+
+
 def _required(report: TestReport, entry: str) -> _Check:
     candidates = [entry]
     if report.format == "junit" and ".py::" in entry:
@@ -684,11 +657,10 @@ def _required(report: TestReport, entry: str) -> _Check:
         if candidate in report.outcomes:
             matched = [candidate]
             break
-        if _GLOB_CHARS.search(candidate):
-            rx = re.compile(fnmatch.translate(candidate))
-            matched = [i for i in report.outcomes if rx.match(i)]
-            if matched:
-                break
+        rx = _pattern(candidate)
+        matched = [i for i in report.outcomes if rx.fullmatch(i)] if rx else []
+        if matched:
+            break
     label = f"required {entry}"
     if not matched:
         actual = "missing" if report.per_test else "missing (summary-only report)"
@@ -730,7 +702,7 @@ def _checks(report: TestReport, policy: TestsPolicy) -> list[_Check]:
             str(r.errors),
             f"<= {p.max_errors}",
             r.errors <= p.max_errors,
-            f"{_plural(r.errors, 'error')} (max {p.max_errors})",
+            f"{plural(r.errors, 'error')} (max {p.max_errors})",
         ),
     ]
     if p.max_skipped_ratio is not None:
@@ -782,8 +754,8 @@ def _summary(report: TestReport, failing: list[_Check]) -> str:
         return "refused: " + "; ".join(reasons)
     r = report
     return (
-        f"passed: {_plural(r.total, 'test')}, {r.failed} failed, "
-        f"{_plural(r.errors, 'error')}, {r.skipped} skipped"
+        f"passed: {plural(r.total, 'test')}, {r.failed} failed, "
+        f"{plural(r.errors, 'error')}, {r.skipped} skipped"
     )
 
 
@@ -795,13 +767,16 @@ def judge(
     failing = [c for c in checks if not c.ok]
     rows = [c.row() for c in checks]
     rows.extend(table_row(check="note", actual=n, limit="", ok="") for n in report.notes)
-    bad = report.failing
-    for test_id, outcome in bad[:MAX_FAILING_ROWS]:
-        what = "failed test" if outcome == FAILED else "errored test"
-        rows.append(table_row(check=what, actual=test_id, limit="", ok="no"))
-    if len(bad) > MAX_FAILING_ROWS:
-        more = len(bad) - MAX_FAILING_ROWS
-        rows.append(table_row(check=f"… {more} more", actual="", limit="", ok="no"))
+    rows += capped_rows(
+        report.failing,
+        lambda bad: table_row(
+            check="failed test" if bad[1] == FAILED else "errored test",
+            actual=bad[0],
+            limit="",
+            ok="no",
+        ),
+        lambda more: table_row(check=more, actual="", limit="", ok="no"),
+    )
     return GateResult(
         gate="tests",
         passed=not failing,

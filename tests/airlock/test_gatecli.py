@@ -70,7 +70,7 @@ def test_attach_then_gate_reads_the_evidence_back(registry: Reg, tmp_path: Path)
     at_critical = airlock("gate", "scan", ref, "--attached", "--fail-on", "CRITICAL", "--json")
     assert at_critical.returncode == 1
     assert json.loads(at_critical.stdout)["gate"] == "scan"
-    counted = _policy(tmp_path, "fail_on: null\nmax_counts: {CRITICAL: 2, MEDIUM: 4}\n")
+    counted = _policy(tmp_path, "fail_on: never\nmax_counts: {CRITICAL: 2, MEDIUM: 4}\n")
     assert airlock("gate", "scan", ref, "--attached", "--policy", str(counted)).returncode == 0
 
 
@@ -215,6 +215,10 @@ def test_per_platform_evidence_needs_a_report_for_every_platform(registry: Reg) 
     assert airlock("gate", "tests", ref, "--attached", "--per-platform").returncode == 0
     # the index itself still has no report of its own
     assert airlock("gate", "tests", ref, "--attached").returncode == 1
+    # the same choice as a policy option
+    policy = Path(registry.server.root.parent / "policy.yaml")
+    policy.write_text("per_platform: true\n")
+    assert airlock("gate", "tests", ref, "--attached", "--policy", str(policy)).returncode == 0
 
 
 def test_flags_that_do_not_apply_and_bad_policy_files_exit_2(tmp_path: Path) -> None:
@@ -291,3 +295,13 @@ def test_a_key_means_the_signature_must_verify(registry: Reg, tmp_path: Path) ->
         2,
         "only used with require=verified",
     )
+
+
+def test_an_image_id_that_cannot_be_checked_offline_is_no_binding() -> None:
+    # this real report names its image only by ImageID (a config digest)
+    doc = json.loads(CLEAN.read_bytes())
+    assert doc["Metadata"].get("ImageID") and not doc["Metadata"].get("RepoDigests")
+    proc = airlock("gate", "scan", str(CLEAN), "--digest", "sha256:" + "a" * 64)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "cannot be checked against" in proc.stdout
+    assert airlock("gate", "scan", str(CLEAN)).returncode == 0  # no digest asked: nothing to bind

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from gates.base import Evidence, GateResult
 from gates.scan import (
     AllowEntry,
     ScanPolicy,
+    ScanReport,
     Severity,
     cvss_severity,
     detect,
@@ -58,6 +60,10 @@ def as_evidence(doc: Any, **kw: Any) -> Evidence:
     return raw(json.dumps(doc), **kw)
 
 
+def severities(report: ScanReport) -> Counter[Severity]:
+    return Counter(f.severity for f in report.findings)
+
+
 def blocked_ids(result: GateResult) -> list[tuple[str, str]]:
     return [(r["finding"], r["package"]) for r in result.rows if r["status"].startswith("blocks")]
 
@@ -70,7 +76,7 @@ def test_trivy_alpine_39_findings() -> None:
     assert report.format == "trivy"
     assert (report.tool, report.tool_version) == ("trivy", "dev")
     assert report.created == TRIVY_CREATED
-    counts = report.counts()
+    counts = severities(report)
     assert counts[Severity.CRITICAL] == 2
     assert counts[Severity.MEDIUM] == 4
     assert sum(counts.values()) == 6
@@ -92,7 +98,7 @@ def test_trivy_registry_report_names_its_digests() -> None:
     assert report.manifest_digests == (ALPINE_310_DIGEST,)
     assert report.config_digests == (ALPINE_310_IMAGE_ID,)
     assert report.tool_version is None  # this older golden has no Trivy.Version
-    assert report.counts()[Severity.MEDIUM] == 4
+    assert severities(report)[Severity.MEDIUM] == 4
 
 
 def test_trivy_result_without_vulnerabilities_key_is_zero_findings() -> None:
@@ -295,8 +301,8 @@ def test_max_counts() -> None:
 
 def test_max_counts_alone_without_fail_on() -> None:
     ev = fixture("trivy/photon-30.json")  # 1 HIGH, 2 CRITICAL
-    assert evaluate(ev, ScanPolicy(fail_on=None, max_counts={"CRITICAL": 2})).passed
-    result = evaluate(ev, ScanPolicy(fail_on=None, max_counts={"CRITICAL": 1, "HIGH": 5}))
+    assert evaluate(ev, ScanPolicy(fail_on="never", max_counts={"CRITICAL": 2})).passed
+    result = evaluate(ev, ScanPolicy(fail_on="never", max_counts={"CRITICAL": 1, "HIGH": 5}))
     assert not result.passed
     assert result.summary == "refused: 2 CRITICAL, 1 HIGH (max 1 CRITICAL)"
 
@@ -304,8 +310,8 @@ def test_max_counts_alone_without_fail_on() -> None:
 def test_ignore_unfixed() -> None:
     ev = fixture("grype/chainguard-ruby-0.61.1.json")  # 3 HIGH, one (uri CVE-2023-28755) unfixed
     policy = ScanPolicy(fail_on="HIGH", max_counts={"HIGH": 2})
-    assert not evaluate(ev, ScanPolicy(fail_on=None, max_counts={"HIGH": 2})).passed
-    result = evaluate(ev, policy.model_copy(update={"fail_on": None, "ignore_unfixed": True}))
+    assert not evaluate(ev, ScanPolicy(fail_on="never", max_counts={"HIGH": 2})).passed
+    result = evaluate(ev, policy.model_copy(update={"fail_on": "never", "ignore_unfixed": True}))
     assert result.passed, result.summary
     assert "1 unfixed ignored" in result.summary
     keycloak = fixture("grype/keycloak-0.66.0.json")  # 6 LOW, all wont-fix
@@ -449,7 +455,7 @@ def test_binding_other_subject_refuses() -> None:
 def test_binding_is_checked_before_thresholds() -> None:
     # Even a permissive policy does not pass a report about another image.
     ev = fixture("trivy/alpine-310-registry.json", subject=OTHER)
-    result = evaluate(ev, ScanPolicy(fail_on=None))
+    result = evaluate(ev, ScanPolicy(fail_on="never"))
     assert not result.passed
     assert "report is for another image" in result.summary
 
@@ -467,9 +473,9 @@ def test_binding_grype_any_named_digest_may_match() -> None:
     # Grype names the platform manifest and the repo digest (e.g. an index); either binds.
     for subject in (RUBY_MANIFEST, RUBY_REPO_DIGEST):
         ev = fixture("grype/chainguard-ruby-0.61.1.json", subject=subject)
-        assert evaluate(ev, ScanPolicy(fail_on=None)).passed
+        assert evaluate(ev, ScanPolicy(fail_on="never")).passed
     ev = fixture("grype/chainguard-ruby-0.61.1.json", subject=OTHER)
-    result = evaluate(ev, ScanPolicy(fail_on=None))
+    result = evaluate(ev, ScanPolicy(fail_on="never"))
     assert not result.passed
     assert result.summary.startswith(f"refused: report is for another image (names {RUBY_MANIFEST}")
 
@@ -493,9 +499,9 @@ def test_binding_config_digest_alone() -> None:
     # alpine-39 names no manifest digest, only its ImageID: that alone binds when configs are known.
     image_id = "sha256:055936d3920576da37aa9bc460d70c5f212028bda1c08c0879aedf03d7a66ea1"
     ok = fixture("trivy/alpine-39.json", subject=OTHER, config_digests=(image_id,))
-    assert evaluate(ok, ScanPolicy(fail_on=None)).passed
+    assert evaluate(ok, ScanPolicy(fail_on="never")).passed
     wrong = fixture("trivy/alpine-39.json", subject=OTHER, config_digests=(OTHER_CONFIG,))
-    assert "report is for another image" in evaluate(wrong, ScanPolicy(fail_on=None)).summary
+    assert "report is for another image" in evaluate(wrong, ScanPolicy(fail_on="never")).summary
 
 
 def test_binding_sarif_from_trivy_uses_image_id() -> None:
@@ -566,6 +572,9 @@ def test_policy_parses_case_insensitive_severities_and_durations() -> None:
         {"max_counts": {"HIGH": -1}},
         {"max_age": "-1d"},
         {"max_age": "soon"},
+        {"max_age": "99999999999999d"},  # too long for a timedelta: not an OverflowError
+        {"fail_on": None},  # an empty YAML value: `never` must be said
+        {"max_counts": {"HIGH": 0, "high": 100}},
         {"unknown_key": True},
         {"allow": [{"id": "CVE-1", "reason": "  ", "expires": "2030-01-01"}]},
         {"allow": [{"id": "CVE-1", "reason": "r"}]},  # no expiry
@@ -586,7 +595,7 @@ def test_severity_order() -> None:
         < Severity.HIGH
         < Severity.CRITICAL
     )
-    assert Severity("negligible") is Severity.NEGLIGIBLE
+    assert Severity.parse(" negligible") is Severity.NEGLIGIBLE
     assert f"{Severity.HIGH}" == "HIGH"
 
 
@@ -595,7 +604,7 @@ def test_severity_order() -> None:
 
 def refuses_with_error(ev: Evidence, policy: ScanPolicy | None = None) -> GateResult:
     # The most permissive policy: anything that passes here would pass anywhere.
-    result = evaluate(ev, policy or ScanPolicy(fail_on=None))
+    result = evaluate(ev, policy or ScanPolicy(fail_on="never"))
     assert not result.passed
     assert result.error, result.summary
     assert "\n" not in result.error
@@ -606,7 +615,7 @@ def refuses_with_error(ev: Evidence, policy: ScanPolicy | None = None) -> GateRe
 def test_truncated_json() -> None:
     data = (FIXTURES / "trivy/alpine-39.json").read_bytes()
     result = refuses_with_error(raw(data[: len(data) // 2]))
-    assert result.error.startswith("report.json: not valid JSON")
+    assert result.error.startswith("report.json: invalid JSON")
 
 
 def test_empty_file() -> None:
@@ -706,7 +715,7 @@ def test_utf8_bom_and_utf16_are_read() -> None:
     data = (FIXTURES / "trivy/alpine-39.json").read_bytes()
     assert evaluate(raw(b"\xef\xbb\xbf" + data)).summary.startswith("refused: 2 CRITICAL")
     utf16 = data.decode().encode("utf-16")  # with a BOM, as PowerShell 5 writes
-    assert parse(raw(utf16)).counts()[Severity.CRITICAL] == 2
+    assert severities(parse(raw(utf16)))[Severity.CRITICAL] == 2
 
 
 def test_over_the_size_cap() -> None:
@@ -734,3 +743,140 @@ def test_trivy_secrets_and_failed_misconfigurations_count() -> None:
     result = evaluate(as_evidence(doc), ScanPolicy(ignore_unfixed=True))
     assert result.summary == "refused: 1 CRITICAL, 1 LOW (fail at HIGH)"
     assert any(r["status"] == "blocks (secret)" for r in result.rows)
+
+
+# -- review fixes: each of these passed a report or a policy it should not have -------------------
+
+
+def trivy_text(name: str = "alpine-39.json") -> str:
+    return (FIXTURES / "trivy" / name).read_text()
+
+
+def test_report_dated_in_the_future_refuses_with_max_age() -> None:
+    doc = trivy_doc("alpine-310-registry.json")  # 4 MEDIUM: passes the default policy
+    doc["CreatedAt"] = "2099-01-01T00:00:00Z"
+    result = evaluate(as_evidence(doc), ScanPolicy(max_age="1h"), now=NOW)
+    assert not result.passed
+    assert result.error is None  # a policy refusal, like a stale report
+    assert result.summary.startswith("refused: report is dated in the future (")
+    age = next(r for r in result.rows if r["finding"] == "report age")
+    assert "in the future" in age["status"]
+
+
+def test_clock_skew_of_up_to_five_minutes_is_allowed() -> None:
+    doc = trivy_doc("alpine-310-registry.json")
+    policy = ScanPolicy(max_age="1h")
+    doc["CreatedAt"] = (NOW + dt.timedelta(minutes=5)).isoformat()
+    assert evaluate(as_evidence(doc), policy, now=NOW).passed
+    doc["CreatedAt"] = (NOW + dt.timedelta(minutes=5, seconds=1)).isoformat()
+    assert "dated in the future" in evaluate(as_evidence(doc), policy, now=NOW).summary
+
+
+def test_future_referrer_time_refuses_when_the_report_has_none() -> None:
+    ev = fixture("grype/presenter-empty-snapshot.json", created=NOW + dt.timedelta(days=1))
+    result = evaluate(ev, ScanPolicy(max_age="7d"), now=NOW)
+    assert result.summary == "refused: report is dated in the future (1d ahead, by the referrer)"
+
+
+def test_future_report_without_max_age_passes_but_says_so() -> None:
+    doc = trivy_doc("alpine-310-registry.json")
+    doc["CreatedAt"] = "2099-01-01T00:00:00Z"
+    result = evaluate(as_evidence(doc), now=NOW)
+    assert result.passed
+    age = next(r for r in result.rows if r["finding"] == "report age")
+    assert age["status"].startswith("dated in the future")
+    # a report in the past without max_age gets no age row
+    past = evaluate(fixture("trivy/alpine-310-registry.json"), now=NOW)
+    assert not [r for r in past.rows if r["finding"] == "report age"]
+
+
+EMPTY_REPORTS = {
+    "trivy without Results or Metadata": {"SchemaVersion": 2},
+    "trivy with empty Results": {"SchemaVersion": 2, "ArtifactName": "app", "Results": []},
+    "trivy without ArtifactName": {
+        "SchemaVersion": 2,
+        "Metadata": {"ImageID": ALPINE_310_IMAGE_ID},
+        "Results": [{"Target": "app"}],
+    },
+    "trivy with Metadata naming no image": {
+        "SchemaVersion": 2,
+        "ArtifactName": "app",
+        "Metadata": {"OS": {"Family": "alpine"}},
+    },
+    "sarif without runs": {"version": "2.1.0", "runs": []},
+    "sarif run without tool.driver": {"version": "2.1.0", "runs": [{"results": []}]},
+    "sarif driver without name": {"version": "2.1.0", "runs": [{"tool": {"driver": {}}}]},
+    "sarif run that did not analyse (results absent)": {
+        "version": "2.1.0",
+        "runs": [{"tool": {"driver": {"name": "x"}}}],
+    },
+    "grype without a source target": {"matches": [], "source": {}},
+    "grype without source": {"matches": [], "descriptor": {"name": "grype"}},
+    "grype with an empty target": {"matches": [], "source": {"type": "image", "target": {}}},
+}
+
+
+@pytest.mark.parametrize("doc", EMPTY_REPORTS.values(), ids=EMPTY_REPORTS.keys())
+def test_a_report_that_shows_no_scan_refuses(doc: dict[str, Any]) -> None:
+    result = refuses_with_error(as_evidence(doc))
+    assert "not a scan" in result.error
+
+
+def test_trivy_without_results_but_naming_the_image_is_a_clean_scan() -> None:
+    # Trivy omits Results when it found nothing to scan (json:",omitempty"), e.g. a scratch image.
+    doc = trivy_doc("sl-micro-rancher5.4-no-vulns.json")
+    del doc["Results"]
+    report = parse(as_evidence(doc))
+    assert report.findings == ()
+    assert evaluate(as_evidence(doc), ScanPolicy(fail_on="LOW")).passed
+
+
+def test_fail_on_null_is_a_validation_error() -> None:
+    with pytest.raises(pydantic.ValidationError, match="fail_on: never"):
+        ScanPolicy.model_validate({"fail_on": None})
+    policy = ScanPolicy.model_validate({"fail_on": "Never", "max_counts": {"CRITICAL": 2}})
+    assert policy.fail_on == "never"
+    assert policy.model_dump(mode="json")["fail_on"] == "never"
+    result = evaluate(fixture("trivy/photon-30.json"), policy)  # 1 HIGH, 2 CRITICAL
+    assert result.passed
+    assert result.summary == "passed: 2 CRITICAL, 1 HIGH"
+
+
+def test_an_unvalidated_null_fail_on_does_not_mean_never() -> None:
+    # model_copy skips validation: None must not quietly turn the threshold off there either
+    policy = ScanPolicy().model_copy(update={"fail_on": None})
+    with pytest.raises(ValueError, match="unknown severity None"):
+        evaluate(fixture("trivy/photon-30.json"), policy)
+
+
+def test_max_counts_key_repeated_in_another_case_is_a_validation_error() -> None:
+    with pytest.raises(pydantic.ValidationError, match="HIGH"):
+        ScanPolicy.model_validate({"max_counts": {"HIGH": 0, "high": 100}})
+
+
+def test_huge_max_age_is_a_validation_error() -> None:
+    with pytest.raises(pydantic.ValidationError, match="max_age"):
+        ScanPolicy.model_validate({"max_age": "99999999999999d"})
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # a second Results drops every finding
+        ('"SchemaVersion": 2,', '"SchemaVersion": 2, "Results": [],'),
+        # a second Severity inside one vulnerability
+        ('"Severity": "CRITICAL",', '"Severity": "CRITICAL", "Severity": "LOW",'),
+    ],
+    ids=["top level", "nested"],
+)
+def test_duplicate_keys_in_a_scan_report_refuse(old: str, new: str) -> None:
+    text = trivy_text()
+    assert old in text
+    result = refuses_with_error(raw(text.replace(old, new, 1)))
+    assert "duplicate key" in result.error
+    assert "\n" not in result.error
+
+
+def test_duplicate_keys_still_detect_the_format() -> None:
+    text = trivy_text().replace('"SchemaVersion": 2,', '"SchemaVersion": 2, "Results": [],', 1)
+    assert detect(text.encode()) == "trivy"  # so `attach` names the real problem

@@ -18,8 +18,8 @@ import pytest
 from pydantic import ValidationError
 
 from gates.base import MAX_EVIDENCE_BYTES, Evidence, EvidenceError
+from gates.common import MAX_ROWS
 from gates.tests import (
-    MAX_FAILING_ROWS,
     TestReport,
     TestsPolicy,
     detect,
@@ -135,7 +135,8 @@ def test_junit_ids_are_classname_and_name() -> None:
         "python.test_sample::test_which_fails": "failed",
         "python.test_sample::test_with_error": "failed",  # an AttributeError, but a <failure>
     }
-    assert report.created == dt.datetime(2020, 10, 12, 18, 46, 11, 226119)
+    # pytest writes local time without an offset; like every naive time, it is read as UTC
+    assert report.created == dt.datetime(2020, 10, 12, 18, 46, 11, 226119, tzinfo=dt.UTC)
 
 
 def test_junit_surefire_errors_and_non_ascii() -> None:
@@ -577,15 +578,16 @@ def test_required_exact_ids_and_patterns() -> None:
 
 def test_required_rows_say_what_happened() -> None:
     evidence = ev(junit(("m::a", "passed"), ("m::b", "passed"), ("m::c", "skipped")))
-    result = evaluate(evidence, TestsPolicy(required=["m::*", "m::[ab]", "m::z"]))
+    result = evaluate(evidence, TestsPolicy(required=["m::*", "m::?", "m::[ab]", "m::z"]))
     rows = {r["check"]: r for r in result.rows}
     assert rows["required m::*"]["actual"] == "skipped: m::c"
     assert rows["required m::*"]["ok"] == "no"
-    assert rows["required m::[ab]"] == {
+    assert rows["required m::?"]["actual"] == "skipped: m::c"
+    assert rows["required m::[ab]"] == {  # brackets are literal, not a character class
         "check": "required m::[ab]",
-        "actual": "passed (2 tests)",
+        "actual": "missing",
         "limit": "present, passed",
-        "ok": "yes",
+        "ok": "no",
     }
     assert rows["required m::z"]["actual"] == "missing"
 
@@ -594,10 +596,10 @@ def test_rows_are_capped() -> None:
     evidence = suite(passed=1, failed=120)
     result = evaluate(evidence, TestsPolicy())
     failing = [r for r in result.rows if r["check"] == "failed test"]
-    assert len(failing) == MAX_FAILING_ROWS
+    assert len(failing) == MAX_ROWS
     assert failing[0]["actual"] == "m::test_fail_0"
-    assert result.rows[-1]["check"] == f"… {120 - MAX_FAILING_ROWS} more"
-    assert len(result.rows) == 3 + MAX_FAILING_ROWS + 1
+    assert result.rows[-1]["check"] == f"… {120 - MAX_ROWS} more"
+    assert len(result.rows) == 3 + MAX_ROWS + 1
 
 
 def test_evaluate_is_pure_and_records_the_evidence() -> None:
@@ -841,3 +843,62 @@ def test_the_audit_hook_would_see_a_read(secret: Path) -> None:
     secret.read_text()
     opened = list(_OPENED)
     assert opened == [str(secret)]
+
+
+# --- review fixes ------------------------------------------------------------------------------
+
+
+def test_duplicate_summary_and_tests_pair_refuses() -> None:
+    failing = pytest_json([("t.py::a", "failed")]).decode()
+    second = ', "summary": {"passed": 1, "total": 1}, "tests": [{"nodeid": "t.py::a", '
+    second += '"outcome": "passed"}]}'
+    evidence = ev(failing[:-1] + second)
+    assert detect(evidence.data) == "pytest"  # so `attach --kind pytest` reports the real problem
+    with pytest.raises(EvidenceError, match="duplicate key 'summary'"):
+        parse(evidence)
+    result = evaluate(evidence, TestsPolicy())
+    assert not result.passed and result.error
+
+
+def test_utf16_pytest_report_is_read() -> None:
+    data = (PYJSON / "all-passed.report.json").read_bytes()
+    utf16 = data.decode().encode("utf-16")  # with a BOM, as PowerShell 5 `>` writes
+    assert detect(utf16) == "pytest"
+    assert counts(parse(ev(utf16))) == counts(parse(ev(data)))
+
+
+def test_utf16_junit_report_is_read() -> None:
+    text = (
+        (JUNIT / "pytest-failures.xml").read_text().replace('encoding="utf-8"', 'encoding="utf-16"')
+    )
+    utf16 = text.encode("utf-16")
+    assert detect(utf16) == "junit"
+    assert counts(parse(ev(utf16))) == (3, 1, 2, 0, 0)
+
+
+def test_nan_in_a_pytest_report_is_invalid_json() -> None:
+    with pytest.raises(EvidenceError, match="invalid JSON"):
+        parse(ev(pytest_json([("t.py::a", "passed")], duration=float("nan"))))
+
+
+def test_required_parametrised_id_is_literal() -> None:
+    evidence = ev(pytest_json([("tests/test_a.py::test_x1", "passed")]))
+    result = evaluate(evidence, TestsPolicy(required=["tests/test_a.py::test_x[1]"]))
+    assert result.summary == "refused: required tests/test_a.py::test_x[1] missing"
+
+
+def test_required_pattern_brackets_are_literal() -> None:
+    evidence = ev(
+        pytest_json(
+            [
+                ("t.py::test_x[1]", "passed"),
+                ("t.py::test_x[2]", "passed"),
+                ("t.py::test_x*", "failed"),  # would match "test_x[*]" as a character class
+            ]
+        )
+    )
+    policy = TestsPolicy(max_failed=1, required=["t.py::test_x[*]"])
+    result = evaluate(evidence, policy)
+    assert result.passed, result.summary
+    row = next(r for r in result.rows if r["check"] == "required t.py::test_x[*]")
+    assert row["actual"] == "passed (2 tests)"
