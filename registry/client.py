@@ -16,7 +16,9 @@ import hashlib
 import json
 import random
 import ssl
+import sys
 import time
+import types
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +27,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpcore
+
+if "httpx" not in sys.modules:
+    # httpx imports its optional command line (click, rich, pygments: ~45 ms here) whenever they
+    # are installed — and Prefect installs them. airlock never uses it; a stub keeps it out.
+    _cli = types.ModuleType("httpx._main")
+    _cli.main = lambda: None  # type: ignore[attr-defined]
+    sys.modules.setdefault("httpx._main", _cli)
 import httpx
 
 from registry import mediatypes as mt
