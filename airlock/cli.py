@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     from airlock import gatecli  # argparse wiring only; the gates load when a command runs
 
     gatecli.add_parsers(sub, connection_flags)
+    from airlock import flowcli  # Prefect loads only when one of these commands runs
+
+    flowcli.add_parsers(sub)
     return parser
 
 

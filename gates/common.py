@@ -19,12 +19,16 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BeforeValidator
 
 T = TypeVar("T")
 
+CLOCK_SKEW = dt.timedelta(minutes=5)  # a report dated further ahead than this is in the future
 MAX_ROWS = 50  # per-item rows (blocking findings, failing tests) in a result; then "… N more"
 
 _BOMS_UTF16 = (b"\xff\xfe", b"\xfe\xff")
@@ -144,3 +148,32 @@ def capped_rows(
     if len(items) > limit:
         rows.append(more(f"… {len(items) - limit} more"))
     return rows
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SHORT_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", re.IGNORECASE)
+
+
+def _short_duration(value: object) -> object:
+    """Accept "7d", "24h", "90m", "30s", "2w" besides what pydantic reads (ISO 8601, seconds)."""
+    if isinstance(value, str):
+        m = _SHORT_DURATION.fullmatch(value)
+        if m:
+            try:
+                return dt.timedelta(seconds=float(m[1]) * _UNITS[m[2].lower()])
+            except OverflowError:
+                raise ValueError(f"{value.strip()!r} is too long a duration") from None
+    return value
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(_short_duration)]
+
+
+def duration_text(td: dt.timedelta) -> str:
+    """ "7d", "1d 2h", "5m 3s", "-2m": the largest unit and the next one, if not zero."""
+    seconds = int(td.total_seconds())
+    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
+    units = [(seconds // 86400, "d"), (seconds // 3600 % 24, "h"), (seconds // 60 % 60, "m")]
+    units.append((seconds % 60, "s"))
+    first = next((i for i, (n, _) in enumerate(units) if n), len(units) - 1)
+    return sign + (" ".join(f"{n}{u}" for n, u in units[first : first + 2] if n) or "0s")

@@ -90,9 +90,12 @@ from gates.base import (
     utcnow,
 )
 from gates.common import (
+    CLOCK_SKEW,
+    Duration,
     JSONError,
     as_utc,
     capped_rows,
+    duration_text,
     first_char,
     gc_paused,
     load_json,
@@ -109,8 +112,6 @@ MEDIA_TYPES: dict[str, Format] = {
     mediatypes.SCAN_REPORT_GRYPE: "grype",
     mediatypes.SARIF: "sarif",
 }
-
-CLOCK_SKEW = dt.timedelta(minutes=5)  # a report dated further ahead than this is in the future
 
 
 class Severity(IntEnum):
@@ -155,21 +156,6 @@ SeverityName = Annotated[
 
 # -- policy ----------------------------------------------------------------------------------
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_SHORT_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", re.IGNORECASE)
-
-
-def _short_duration(value: object) -> object:
-    """Accept "7d", "24h", "90m", "30s", "2w" besides what pydantic reads (ISO 8601, seconds)."""
-    if isinstance(value, str):
-        m = _SHORT_DURATION.fullmatch(value)
-        if m:
-            try:
-                return dt.timedelta(seconds=float(m[1]) * _UNITS[m[2].lower()])
-            except OverflowError:
-                raise ValueError(f"{value.strip()!r} is too long a duration") from None
-    return value
-
 
 def _fail_on(value: object) -> object:
     if value is None:
@@ -199,7 +185,6 @@ def _one_key_per_severity(value: object) -> object:
 
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-Duration = Annotated[dt.timedelta, BeforeValidator(_short_duration)]
 
 
 class AllowEntry(Policy):
@@ -763,16 +748,6 @@ def _binding(report: ScanReport, evidence: Evidence) -> tuple[bool, str]:
     return True, "report names no image digest"
 
 
-def _duration_text(td: dt.timedelta) -> str:
-    """ "7d", "1d 2h", "5m 3s", "-2m": the largest unit and the next one, if not zero."""
-    seconds = int(td.total_seconds())
-    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
-    units = [(seconds // 86400, "d"), (seconds // 3600 % 24, "h"), (seconds // 60 % 60, "m")]
-    units.append((seconds % 60, "s"))
-    first = next((i for i, (n, _) in enumerate(units) if n), len(units) - 1)
-    return sign + (" ".join(f"{n}{u}" for n, u in units[first : first + 2] if n) or "0s")
-
-
 def _freshness(
     report: ScanReport, evidence: Evidence, max_age: dt.timedelta | None, now: dt.datetime
 ) -> tuple[dict[str, str] | None, str | None]:
@@ -783,23 +758,23 @@ def _freshness(
     if created is None:
         if max_age is None:
             return None, None
-        limit = _duration_text(max_age)
+        limit = duration_text(max_age)
         return (
             _row("report age", "unknown: the report states no time"),
             f"report states no time, and max_age is {limit}",
         )
     age = now - as_utc(created)
     if age < -CLOCK_SKEW:
-        ahead = f"{_duration_text(-age)} ahead, by the {origin}"
+        ahead = f"{duration_text(-age)} ahead, by the {origin}"
         if max_age is None:
             return _row("report age", f"dated in the future ({ahead}); no max_age"), None
-        status = f"dated in the future ({ahead}; max {_duration_text(max_age)})"
+        status = f"dated in the future ({ahead}; max {duration_text(max_age)})"
         return _row("report age", status), f"report is dated in the future ({ahead})"
     if max_age is None:
         return None, None
-    limit = _duration_text(max_age)
-    row = _row("report age", f"{_duration_text(age)} by the {origin} (max {limit})")
-    return row, (f"report is {_duration_text(age)} old (max {limit})" if age > max_age else None)
+    limit = duration_text(max_age)
+    row = _row("report age", f"{duration_text(age)} by the {origin} (max {limit})")
+    return row, (f"report is {duration_text(age)} old (max {limit})" if age > max_age else None)
 
 
 @dataclass(slots=True)

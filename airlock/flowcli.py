@@ -1,0 +1,190 @@
+"""`airlock promote`, `pipeline`, `rollback`, `approve`: the Prefect flows from the command line.
+
+Flows run in this process against `PREFECT_API_URL` when it is set, else against Prefect's
+embedded (ephemeral, SQLite) server. Approvals need a server that `airlock approve` (or a person in
+the UI) can reach too, so a promotion into a stage with an approval gate wants PREFECT_API_URL.
+Exit codes: 0 promoted, 1 refused (a gate, an immutable tag, a skipped stage), 2 bad input,
+3 registry or network failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from typing import Any
+
+from registry.errors import BadInputError
+
+
+def add_parsers(sub: Any) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--pipeline",
+            metavar="FILE",
+            help="pipeline.yaml (default: $AIRLOCK_PIPELINE or ./pipeline.yaml)",
+        )
+        p.add_argument("--by", metavar="NAME", help="who asks (recorded; may not self-approve)")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser(
+        "promote",
+        help="promote an image one hop, through the stage's gates",
+        description="Run the target stage's gates on the image's digest in the"
+        " previous stage; copy it only if they pass. Prints the promoted digest.",
+    )
+    p.add_argument("ref", metavar="REF", help="the image, e.g. localhost:5000/dev/app:1.0")
+    p.add_argument("--to", required=True, metavar="STAGE", help="the stage to promote into")
+    common(p)
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser(
+        "pipeline",
+        help="promote images through every stage, in order",
+        description="Every hop in order for each image; an image stops at its first refusal.",
+    )
+    p.add_argument("refs", nargs="+", metavar="REF")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="images promoted at once (default 4)",
+    )
+    common(p)
+    p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser(
+        "rollback",
+        help="re-point a stage's tag to the previously promoted digest",
+        description="Only digests that passed the stage before are allowed.",
+    )
+    p.add_argument("stage", metavar="STAGE")
+    p.add_argument(
+        "--image",
+        default="",
+        metavar="NAME",
+        help="the image's name in the pipeline ({name} in repositories)",
+    )
+    p.add_argument("--to", metavar="DIGEST", help="roll to this digest (it must have passed)")
+    p.add_argument("--tag", metavar="TAG", help="the tag to move (default: the last promoted)")
+    common(p)
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser(
+        "approve",
+        help="approve (or reject) a promotion waiting for approval",
+        description="Resume a paused promotion flow run with a decision.",
+    )
+    p.add_argument("run_id", metavar="RUN_ID", help="the flow run id (shown by the run and UI)")
+    p.add_argument("--by", required=True, metavar="NAME", help="who decides")
+    p.add_argument("--reject", action="store_true", help="reject instead of approving")
+    p.add_argument("--comment", default="", metavar="TEXT")
+    p.set_defaults(func=cmd_approve)
+
+
+def _requester(args: argparse.Namespace) -> str:
+    return args.by or os.environ.get("AIRLOCK_REQUESTER") or getpass.getuser()
+
+
+def _print(args: argparse.Namespace, value: Any, text: str) -> None:
+    print(json.dumps(value, default=str) if args.json else text)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from flows.config import load
+    from flows.promote import promote
+
+    load(args.pipeline)  # a bad pipeline.yaml is bad input before Prefect starts
+    done = asyncio.run(
+        promote(
+            image=args.ref,
+            to_stage=args.to,
+            pipeline_file=args.pipeline,
+            requester=_requester(args),
+        )
+    )
+    _print(args, done, done["digest"])
+    if not args.json:
+        print(f"{done['target']}: {done['status']}", file=sys.stderr)
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from flows.config import load
+    from flows.promote import pipeline
+
+    if not 1 <= args.concurrency <= 64:
+        raise BadInputError("--concurrency expects 1-64")
+    load(args.pipeline)
+    outcomes = asyncio.run(
+        pipeline(
+            images=args.refs,
+            until=args.until,
+            pipeline_file=args.pipeline,
+            requester=_requester(args),
+            max_concurrency=args.concurrency,
+        )
+    )
+    _print(
+        args,
+        outcomes,
+        "\n".join(f"{o['image']}: reached {o['reached']} {o.get('digest', '')}" for o in outcomes),
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from flows.config import load
+    from flows.promote import rollback
+
+    load(args.pipeline)
+    if args.to:
+        from registry.reference import validate_digest
+
+        validate_digest(args.to)
+    done = asyncio.run(
+        rollback(
+            stage=args.stage,
+            image=args.image,
+            to=args.to,
+            tag=args.tag,
+            pipeline_file=args.pipeline,
+            requester=_requester(args),
+        )
+    )
+    _print(args, done, f"{done['target']} -> {done['digest']} (was {done['from']})")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    import uuid
+
+    from prefect.exceptions import NotPausedError, ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+    from pydantic import ValidationError
+
+    from gates.approval import ApprovalInput
+
+    try:
+        run_id = uuid.UUID(args.run_id)
+    except ValueError:
+        raise BadInputError(f"{args.run_id!r} is not a flow run id (a UUID)") from None
+    try:
+        decision = ApprovalInput(
+            decision="reject" if args.reject else "approve", approver=args.by, comment=args.comment
+        )
+    except ValidationError as e:
+        raise BadInputError(f"approval: {e.errors()[0]['msg']}") from None
+    try:
+        asyncio.run(resume_flow_run(run_id, run_input=decision.model_dump()))
+    except ObjectNotFound:
+        raise BadInputError(f"no flow run {run_id} on this Prefect server") from None
+    except NotPausedError:
+        raise BadInputError(f"flow run {run_id} is not waiting for an approval") from None
+    print(f"{decision.decision} given for {run_id} by {decision.approver}")
+    return 0

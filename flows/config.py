@@ -1,0 +1,265 @@
+"""pipeline.yaml: the registries and the ordered stages an image is promoted through.
+
+    registries:
+      local: {url: localhost:5000}
+    stages:
+      - {name: dev, registry: local, repository: dev/{name}}
+      - name: qa
+        registry: local
+        repository: qa/{name}
+        gates:
+          - {kind: tests, policy: {min_tests: 1}}
+          - {kind: scan, policy: {fail_on: HIGH}}
+      - name: prod
+        registry: local
+        repository: prod/{name}
+        immutable: true
+        gates:
+          - {kind: approval, policy: {required: 1}, timeout: 1h}
+
+`{name}` in a repository stands for the image's name, so one pipeline serves many images; the
+first stage is where CI pushes. Each stage's tag rule (default `{tag}`: keep the tag) may use
+{tag}, {stage} and {short} (12 hex of the digest). Validation errors name the file, the path inside
+it and what is allowed (exit 2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gates.approval import ApprovalPolicy
+from gates.common import Duration
+from gates.scan import ScanPolicy
+from gates.signature import SignaturePolicy
+from gates.soak import SoakPolicy
+from gates.tests import TestsPolicy
+from gates.yamlfile import read_mapping
+from registry.auth import Credentials
+from registry.errors import BadInputError
+from registry.reference import InvalidReference, Reference, parse, validate_tag
+
+DEFAULT_PIPELINE = "pipeline.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvCredentials(_Strict):
+    """Names of environment variables holding the username and password (never the values)."""
+
+    username: str
+    password: str
+
+
+class CredentialSource(_Strict):
+    env: EnvCredentials | None = None
+    block: str | None = None  # name of a RegistryCredentials Prefect block
+
+    @model_validator(mode="after")
+    def _one(self) -> CredentialSource:
+        if (self.env is None) == (self.block is None):
+            raise ValueError("give exactly one of env or block")
+        return self
+
+
+class RegistrySettings(_Strict):
+    url: str  # host[:port], as in image references
+    insecure: bool = False
+    ca_bundle: str | None = None
+    credentials: CredentialSource | None = None  # None: ~/.docker/config.json
+
+    @field_validator("url")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        value = value.removeprefix("https://").removeprefix("http://").rstrip("/")
+        try:
+            parse(f"{value}/probe")
+        except InvalidReference:
+            raise ValueError(f"{value!r} is not a registry host[:port]") from None
+        return value
+
+    def resolve_credentials(self) -> Credentials | None:
+        """The credentials to use, read now (environment or Prefect block); never logged."""
+        source = self.credentials
+        if source is None:
+            return None
+        if source.env is not None:
+            user = os.environ.get(source.env.username)
+            password = os.environ.get(source.env.password)
+            if not user or not password:
+                raise BadInputError(
+                    f"registry {self.url}: set the environment variables {source.env.username}"
+                    f" and {source.env.password}"
+                )
+            return Credentials(user, password)
+        from flows.blocks import RegistryCredentials
+
+        assert source.block is not None
+        block = RegistryCredentials.load(source.block)
+        return Credentials(block.username, block.password.get_secret_value())
+
+
+class GateConfig(_Strict):
+    kind: Literal["tests", "scan", "signature", "approval", "soak"]
+    policy: dict[str, Any] = Field(default_factory=dict)
+    timeout: Duration = dt.timedelta(hours=1)  # approval: how long to wait before refusing
+
+    @model_validator(mode="after")
+    def _policy_valid(self) -> GateConfig:
+        try:
+            self.policy_model()
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise ValueError(
+                f"{self.kind} policy{'.' + key if key else ''}: {_message(err)}"
+            ) from None
+        return self
+
+    def policy_model(self) -> Any:
+        model = {
+            "tests": TestsPolicy,
+            "scan": ScanPolicy,
+            "signature": SignaturePolicy,
+            "approval": ApprovalPolicy,
+            "soak": SoakPolicy,
+        }[self.kind]
+        return model.model_validate(self.policy)
+
+
+class Stage(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    registry: str
+    repository: str  # may contain {name}
+    tag: str = "{tag}"
+    immutable: bool = False  # never move a tag that points at another digest
+    gates: list[GateConfig] = Field(default_factory=list)
+    publish: str | None = None  # a virtual repository customers pull from (issue #7)
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        probe = value.replace("{name}", "app")
+        try:
+            parse(f"localhost/{probe}")
+        except InvalidReference as e:
+            raise ValueError(str(e).replace("localhost/", "")) from None
+        return value
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        validate_tag(value.format(tag="t", stage="s", short="0" * 12))
+        return value
+
+    def repository_for(self, name: str) -> str:
+        return self.repository.replace("{name}", name)
+
+    def name_in(self, repository: str) -> str | None:
+        """The image name if `repository` is one of this stage's, else None."""
+        pattern = "^" + re.escape(self.repository).replace(r"\{name\}", "(?P<name>.+)") + "$"
+        m = re.match(pattern, repository)
+        if m is None:
+            return None
+        return m.groupdict().get("name") or ""
+
+    def tag_for(self, tag: str | None, digest: str) -> str:
+        return self.tag.format(tag=tag or "latest", stage=self.name, short=digest[7:19])
+
+
+class Pipeline(_Strict):
+    registries: dict[str, RegistrySettings]
+    stages: list[Stage] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Pipeline:
+        names = [s.name for s in self.stages]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"stage names must be unique: {', '.join(duplicates)} repeated")
+        for stage in self.stages:
+            if stage.registry not in self.registries:
+                known = ", ".join(sorted(self.registries)) or "none"
+                raise ValueError(
+                    f"stage {stage.name}: unknown registry {stage.registry!r} (defined: {known})"
+                )
+        if self.stages[0].gates:
+            raise ValueError(
+                f"stage {self.stages[0].name}: the first stage cannot have gates"
+                " (images arrive there by push)"
+            )
+        return self
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise BadInputError(
+            f"unknown stage {name!r}; stages: {', '.join(s.name for s in self.stages)}"
+        )
+
+    def previous(self, stage: Stage) -> Stage:
+        index = self.stages.index(stage)
+        if index == 0:
+            raise BadInputError(f"{stage.name} is the first stage: images arrive there by push")
+        return self.stages[index - 1]
+
+    def locate(self, ref: Reference) -> tuple[Stage, str]:
+        """The stage whose repository holds `ref`, and the image name."""
+        for stage in self.stages:
+            settings = self.registries[stage.registry]
+            if settings.url != ref.registry:
+                continue
+            name = stage.name_in(ref.repository)
+            if name is not None:
+                return stage, name
+        known = ", ".join(f"{self.registries[s.registry].url}/{s.repository}" for s in self.stages)
+        raise BadInputError(f"{ref.name} is not in any stage of the pipeline ({known})")
+
+    def reference(self, stage: Stage, name: str) -> Reference:
+        return Reference(self.registries[stage.registry].url, stage.repository_for(name))
+
+
+def load(path: str | Path | None = None) -> Pipeline:
+    """Read and validate pipeline.yaml; BadInputError (one line, exit 2) on any problem."""
+    path = Path(path or os.environ.get("AIRLOCK_PIPELINE") or DEFAULT_PIPELINE)
+    doc = read_mapping(path, "pipeline")
+    try:
+        return Pipeline.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = _path(err["loc"], doc)
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise BadInputError(f"{path}: {where}: {_message(err)}{more}") from None
+
+
+def _path(loc: tuple[Any, ...], doc: Any) -> str:
+    """`stages[2: prod].gates[0].policy` — where in the file a problem is, with stage names."""
+    out, node = "", doc
+    for part in loc:
+        if isinstance(part, int):
+            item = node[part] if isinstance(node, list) and part < len(node) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            out += f"[{part}]" if name is None else f"[{part}: {name}]"
+        elif not str(part).startswith(("function", "model")):  # pydantic validator frames
+            out += f".{part}" if out else str(part)
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return out or "pipeline"
+
+
+def _message(err: dict[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key (not allowed here)"
+    if err["type"] == "literal_error":
+        return f"{err['msg'].replace('Input should be', 'must be')}"
+    return str(err["msg"]).removeprefix("Value error, ")

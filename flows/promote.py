@@ -1,0 +1,529 @@
+"""The Prefect flows: promote one hop, run the whole pipeline, roll a stage back.
+
+A hop resolves the digest in the previous stage's repository (no skipping stages), runs the
+target stage's gates on evidence bound to that digest — concurrently, approval last — and only
+then copies that digest with registry/, verifies it, and writes the promotion record. Promotions to
+the same repository and tag are serialised by a Prefect global concurrency limit. Re-promoting a
+digest already there is an idempotent success; an immutable stage never has a tag moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.asyncio import concurrency
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+
+import gates.approval
+import gates.scan
+import gates.signature
+import gates.soak
+import gates.tests
+from airlock import __version__
+from flows.config import GateConfig, Pipeline, Stage, load
+from flows.records import Approval, PromotionRecord, history, records_for, write_record
+from gates.approval import ApprovalInput
+from gates.base import GateResult, combine
+from gates.evidence import GATE_TYPES, from_referrers, target_of
+from registry.client import RegistryClient
+from registry.copy import copy_image
+from registry.errors import NotFound, RefusedError
+from registry.manifest import Descriptor, Manifest
+from registry.reference import Reference, parse
+
+APPROVAL_POLL_SECONDS = 2
+BOARD_KEY = "airlock-stage-board"
+
+
+class PromotionRefused(RefusedError):
+    """A gate, an immutable tag or a missing image stopped the hop (exit code 1)."""
+
+
+class ApprovalRunInput(RunInput, ApprovalInput):
+    """What the Prefect UI's Resume form asks for (and `airlock approve` sends)."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    pipeline: Pipeline
+    name: str  # the image's name in the pipeline
+    previous: Stage
+    stage: Stage
+    source: Reference  # previous stage, with the digest
+    target: Reference  # this stage, with the tag
+    manifest: Manifest  # of the digest being promoted
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+
+# ---------------------------------------------------------------------------- clients
+
+
+@asynccontextmanager
+async def _clients(pipeline: Pipeline, *stages: Stage) -> AsyncIterator[dict[str, RegistryClient]]:
+    """One client per registry the stages use (one pool, one token cache each)."""
+    clients: dict[str, RegistryClient] = {}
+    try:
+        for stage in stages:
+            if stage.registry not in clients:
+                settings = pipeline.registries[stage.registry]
+                clients[stage.registry] = RegistryClient(
+                    settings.url,
+                    credentials=settings.resolve_credentials(),
+                    insecure=settings.insecure,
+                    ca_bundle=settings.ca_bundle,
+                )
+        yield clients
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+# ---------------------------------------------------------------------------- gates
+
+
+@task(name="gate", cache_policy=NO_CACHE, task_run_name="gate-{config.kind}")
+async def evaluate_gate(config: GateConfig, hop: Hop, client: RegistryClient) -> GateResult:
+    """One gate of the hop's stage, on evidence read from the previous stage's repository."""
+    policy = config.policy_model()
+    repo = hop.source.repository
+    if config.kind in ("tests", "scan"):
+        target = await target_of(client, repo, hop.manifest)
+        found = await from_referrers(
+            client, repo, target, GATE_TYPES[config.kind], per_platform=policy.per_platform
+        )
+        module = gates.tests if config.kind == "tests" else gates.scan
+        results = [
+            module.evaluate(evidence, policy)
+            if evidence
+            else GateResult(
+                gate=config.kind,
+                passed=False,
+                summary=f"refused: no {config.kind} report is attached to {digest}",
+            )
+            for digest, evidence in found
+        ]
+        return results[0] if len(results) == 1 else combine(config.kind, results)
+    if config.kind == "signature":
+        signatures = await gates.signature.collect(client, repo, hop.digest)
+        return gates.signature.evaluate(signatures, policy, hop.digest)
+    if config.kind == "soak":
+        entered, source = await _entered(hop, client)
+        return gates.soak.evaluate(
+            entered, policy, subject=hop.digest, stage=hop.previous.name, source=source
+        )
+    raise ValueError(f"gate {config.kind} is not evaluated as a task")
+
+
+async def _entered(hop: Hop, client: RegistryClient) -> tuple[dt.datetime | None, str]:
+    """When the digest entered the previous stage: its promotion record there, or — for the
+    first stage, where images arrive by push — the image config's `created`."""
+    repo = hop.source.repository
+    records = await records_for(client, repo, hop.digest)
+    if records:
+        return records[-1].finished_at, f"{hop.source.name}@{hop.digest} promotion record"
+    if hop.pipeline.stages.index(hop.previous) != 0 or hop.manifest.config is None:
+        return None, f"{hop.source.name}@{hop.digest}"
+    import json
+
+    async with client.open_blob(repo, hop.manifest.config) as chunks:
+        config = json.loads(b"".join([c async for c in chunks]))
+    created = config.get("created") if isinstance(config, dict) else None
+    try:
+        when = dt.datetime.fromisoformat(created) if isinstance(created, str) else None
+    except ValueError:
+        when = None
+    return when, f"{hop.source.name}@{hop.digest} image config (created)"
+
+
+async def _approve(
+    config: GateConfig, hop: Hop, results: list[GateResult], requester: str | None
+) -> tuple[GateResult, list[Approval]]:
+    """Pause the flow run until the approval policy is met, refused, or the timeout passes."""
+    policy = config.policy_model()
+    inputs: list[ApprovalInput] = []
+    approvals: list[Approval] = []
+    deadline = dt.datetime.now(dt.UTC) + config.timeout
+    while True:
+        verdict = gates.approval.evaluate(inputs, policy, requester)
+        if verdict.passed or any(a.decision == "reject" for a in inputs):
+            return verdict, approvals
+        left = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
+        if left <= 0:
+            break
+        form = ApprovalRunInput.with_initial_data(
+            description=_approval_request(hop, results, verdict), decision="approve"
+        )
+        try:
+            given = await pause_flow_run(
+                wait_for_input=form,
+                timeout=max(int(left), 1),
+                poll_interval=APPROVAL_POLL_SECONDS,
+                key=f"approval-{len(inputs)}",
+            )
+        except FlowPauseTimeout:
+            break
+        inputs.append(given)
+        approvals.append(
+            Approval(
+                decision=given.decision,
+                approver=given.approver,
+                comment=given.comment,
+                at=dt.datetime.now(dt.UTC),
+            )
+        )
+        get_run_logger().info("%s by %s", given.decision, given.approver)
+    waited = gates.approval.evaluate(inputs, policy, requester)
+    return (
+        GateResult(
+            gate="approval",
+            passed=False,
+            summary=f"refused: approval timed out after {config.timeout} ({waited.summary})",
+            rows=waited.rows,
+            evidence=waited.evidence,
+        ),
+        approvals,
+    )
+
+
+def _approval_request(hop: Hop, results: list[GateResult], verdict: GateResult) -> str:
+    lines = [
+        f"### Approve {hop.name} into **{hop.stage.name}**?",
+        "",
+        f"- digest: `{hop.digest}`",
+        f"- from: `{hop.source}`",
+        f"- to: `{hop.target}`",
+        f"- so far: {verdict.summary}",
+        "",
+        "| gate | verdict | evidence |",
+        "|---|---|---|",
+    ]
+    for r in results:
+        evidence = ", ".join(f"`{e.source}`" for e in r.evidence) or "—"
+        lines.append(f"| {r.gate} | {r.summary} | {evidence} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- promote
+
+
+def _limit_name(target: Reference) -> str:
+    """A global concurrency limit per target repository and tag (no '/' allowed in names)."""
+    readable = re.sub(r"[^a-zA-Z0-9_-]+", "_", f"{target.repository}_{target.tag}")[:60]
+    return f"airlock-{readable}-{hashlib.sha256(str(target).encode()).hexdigest()[:10]}"
+
+
+async def _ensure_limit(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    async with get_client() as client:
+        with suppress(ObjectAlreadyExists):  # created by an earlier promotion: fine
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=1)
+            )
+
+
+async def _resolve(pipeline: Pipeline, image: str, to_stage: str, src: RegistryClient) -> Hop:
+    ref = parse(image)
+    stage = pipeline.stage(to_stage)
+    previous = pipeline.previous(stage)
+    _, name = pipeline.locate(ref)
+    source = pipeline.reference(previous, name)
+    source = Reference(source.registry, source.repository, ref.tag, ref.digest)
+    try:
+        manifest = await src.get_manifest(source.repository, source.reference)
+    except NotFound:
+        raise PromotionRefused(
+            f"{stage.name}: {source} is not in {previous.name}; promote it there first"
+            " (stages are never skipped)"
+        ) from None
+    tag = stage.tag_for(ref.tag, manifest.digest)
+    target = pipeline.reference(stage, name).with_tag(tag)
+    return Hop(
+        pipeline, name, previous, stage, source.with_digest(manifest.digest), target, manifest
+    )
+
+
+@flow(name="airlock-promote", flow_run_name="promote {image} to {to_stage}")
+async def promote(
+    image: str,
+    to_stage: str,
+    pipeline_file: str | None = None,
+    requester: str | None = None,
+) -> dict[str, Any]:
+    """Promote one image one hop, into `to_stage`, through that stage's gates."""
+    started = dt.datetime.now(dt.UTC)
+    logger = get_run_logger()
+    pipeline = load(pipeline_file)
+    stage = pipeline.stage(to_stage)
+    async with _clients(pipeline, pipeline.previous(stage), stage) as clients:
+        src, dst = clients[pipeline.previous(stage).registry], clients[stage.registry]
+        hop = await _resolve(pipeline, image, to_stage, src)
+        logger.info("%s: %s -> %s", stage.name, hop.source, hop.target)
+
+        current = await dst.head_manifest(hop.target.repository, hop.target.reference)
+        if current is not None and current.digest == hop.digest:
+            logger.info("%s already holds %s: nothing to do", hop.target, hop.digest)
+            return _summary(hop, "already there", None)
+        _refuse_immutable(hop, current)
+
+        task_gates = [g for g in stage.gates if g.kind != "approval"]
+        results = list(await asyncio.gather(*(evaluate_gate(g, hop, src) for g in task_gates)))
+        approvals: list[Approval] = []
+        if all(r.passed for r in results):
+            for g in (g for g in stage.gates if g.kind == "approval"):
+                verdict, approvals = await _approve(g, hop, results, requester)
+                results.append(verdict)
+        await _gate_table(hop, results)
+        refused = [r for r in results if not r.passed]
+        if refused:
+            r = refused[0]
+            raise PromotionRefused(f"{stage.name}: {r.gate} gate {r.summary}")
+
+        limit = _limit_name(hop.target)
+        await _ensure_limit(limit)
+        async with concurrency(limit, occupy=1, strict=True):
+            current = await dst.head_manifest(hop.target.repository, hop.target.reference)
+            if current is not None and current.digest == hop.digest:
+                return _summary(hop, "already there", None)
+            _refuse_immutable(hop, current)
+            await copy_image(src, hop.source, dst, hop.target, no_clobber=stage.immutable)
+            record = PromotionRecord(
+                stage=stage.name,
+                image=hop.name,
+                digest=hop.digest,
+                source=str(hop.source),
+                target=str(hop.target.with_digest(hop.digest)),
+                tags=[hop.target.tag or ""],
+                gates=results,
+                approvals=approvals,
+                requester=requester,
+                flow_run_id=flow_run.id,
+                flow_run_url=flow_run.ui_url,
+                airlock_version=__version__,
+                started_at=started,
+                finished_at=dt.datetime.now(dt.UTC),
+            )
+            subject = Descriptor(hop.manifest.media_type, hop.digest, len(hop.manifest.raw))
+            record_digest = await write_record(dst, hop.target.repository, subject, record)
+        await _summary_artifact(hop, record, record_digest)
+        await _board(pipeline, hop, clients)
+        return _summary(hop, "promoted", record_digest)
+
+
+def _refuse_immutable(hop: Hop, current: Descriptor | None) -> None:
+    if current is not None and current.digest != hop.digest and hop.stage.immutable:
+        raise PromotionRefused(
+            f"{hop.stage.name}: {hop.target} already points at {current.digest} and the stage is"
+            " immutable; tags there never move (promote under a new tag)"
+        )
+
+
+def _summary(hop: Hop, status: str, record: str | None) -> dict[str, Any]:
+    return {
+        "status": status,
+        "stage": hop.stage.name,
+        "image": hop.name,
+        "digest": hop.digest,
+        "source": str(hop.source),
+        "target": str(hop.target.with_digest(hop.digest)),
+        "record": record,
+    }
+
+
+async def _gate_table(hop: Hop, results: list[GateResult]) -> None:
+    if not results:
+        return
+    await create_table_artifact(
+        table=[
+            {
+                "gate": r.gate,
+                "passed": r.passed,
+                "summary": r.summary,
+                "evidence": ", ".join(e.source for e in r.evidence),
+            }
+            for r in results
+        ],
+        description=f"Gates for {hop.name} into {hop.stage.name} ({hop.digest[:19]})",
+    )
+
+
+async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: str) -> None:
+    gates_md = "\n".join(f"- **{r.gate}**: {r.summary}" for r in record.gates) or "- (no gates)"
+    approvals = ", ".join(f"{a.approver} ({a.decision})" for a in record.approvals) or "—"
+    await create_markdown_artifact(
+        markdown="\n".join(
+            [
+                f"## {hop.name} promoted into {hop.stage.name}",
+                "",
+                f"- digest: `{hop.digest}` (identical bytes: copied, never rebuilt)",
+                f"- from `{hop.source}`",
+                f"- to `{record.target}`",
+                f"- promotion record: `{hop.target.name}@{record_digest}`",
+                f"- approvals: {approvals}",
+                "",
+                "### Gates",
+                gates_md,
+            ]
+        ),
+        description=f"{hop.name} into {hop.stage.name}",
+    )
+
+
+async def _board(pipeline: Pipeline, hop: Hop, clients: dict[str, RegistryClient]) -> None:
+    """The stage board: where this image's tag points in every stage (a stable artifact key)."""
+    rows = []
+    async with _clients(pipeline, *pipeline.stages) as all_clients:
+        for stage in pipeline.stages:
+            client = clients.get(stage.registry) or all_clients[stage.registry]
+            ref = pipeline.reference(stage, hop.name)
+            tag = stage.tag_for(hop.source.tag, hop.digest)
+            current = await client.head_manifest(ref.repository, tag)
+            rows.append(
+                {
+                    "image": hop.name,
+                    "stage": stage.name,
+                    "tag": tag,
+                    "digest": current.digest if current else "—",
+                }
+            )
+    await create_table_artifact(
+        table=rows, key=BOARD_KEY, description="Where each stage's tag points, per image"
+    )
+
+
+# ---------------------------------------------------------------------------- pipeline
+
+
+@flow(name="airlock-pipeline")
+async def pipeline(
+    images: list[str],
+    until: str | None = None,
+    pipeline_file: str | None = None,
+    requester: str | None = None,
+    max_concurrency: int = 4,
+) -> list[dict[str, Any]]:
+    """Every hop in order for each image (several at once); an image stops at its first refusal
+    and the run fails naming the stage, gate and reason."""
+    config = load(pipeline_file)
+    if until is not None:
+        config.stage(until)
+    for image in images:
+        config.locate(parse(image))  # bad input fails before any hop runs
+    limit = asyncio.Semaphore(max_concurrency)
+
+    async def one(image: str) -> dict[str, Any]:
+        async with limit:
+            ref = parse(image)
+            here, _ = config.locate(ref)
+            reached: dict[str, Any] = {"image": image, "reached": here.name, "refused": None}
+            for stage in config.stages[config.stages.index(here) + 1 :]:
+                try:
+                    done = await promote(
+                        image=image,
+                        to_stage=stage.name,
+                        pipeline_file=pipeline_file,
+                        requester=requester,
+                    )
+                except PromotionRefused as e:
+                    reached["refused"] = str(e)
+                    return reached
+                reached.update(reached=stage.name, digest=done["digest"])
+                image = done["target"].split("@", 1)[0]  # the next hop starts here
+                if stage.name == until:
+                    break
+            return reached
+
+    outcomes = list(await asyncio.gather(*(one(i) for i in images)))
+    refusals = [f"{o['image']}: {o['refused']}" for o in outcomes if o["refused"]]
+    if refusals:
+        raise PromotionRefused("; ".join(refusals))
+    return outcomes
+
+
+# ---------------------------------------------------------------------------- rollback
+
+
+@flow(name="airlock-rollback", flow_run_name="rollback {stage}")
+async def rollback(
+    stage: str,
+    image: str = "",
+    to: str | None = None,
+    tag: str | None = None,
+    pipeline_file: str | None = None,
+    requester: str | None = None,
+) -> dict[str, Any]:
+    """Re-point the stage's tag to the digest promoted there before the current one (or to `to`,
+    if it ever passed this stage), and record the rollback."""
+    started = dt.datetime.now(dt.UTC)
+    config = load(pipeline_file)
+    st = config.stage(stage)
+    ref = config.reference(st, image)
+    async with _clients(config, st) as clients:
+        client = clients[st.registry]
+        records = [r for r in await history(client, ref.repository) if r.stage == st.name]
+        promoted = [r for r in records if r.kind == "promotion"]
+        if not records:
+            raise PromotionRefused(f"{st.name}: nothing was ever promoted into {ref}")
+        tag = tag or (records[-1].tags[0] if records[-1].tags else None)
+        if not tag:
+            raise PromotionRefused(f"{st.name}: no tag known to roll back; pass --tag")
+        current = await client.head_manifest(ref.repository, tag)
+        now_at = current.digest if current else None
+        if to is None:
+            earlier = [r.digest for r in promoted if r.digest != now_at]
+            if not earlier:
+                raise PromotionRefused(
+                    f"{st.name}: {ref}:{tag} has no earlier promotion to return to"
+                )
+            to = earlier[-1]
+        elif to not in {r.digest for r in promoted}:
+            raise PromotionRefused(
+                f"{st.name}: {to} never passed {st.name}'s gates into {ref}; refusing to roll to it"
+            )
+        target = ref.with_tag(tag)
+        source = ref.with_digest(to)
+        await copy_image(client, source, client, target)
+        manifest = await client.get_manifest(ref.repository, to)
+        record = PromotionRecord(
+            kind="rollback",
+            stage=st.name,
+            image=image,
+            digest=to,
+            source=str(source),
+            target=str(target.with_digest(to)),
+            tags=[tag],
+            requester=requester,
+            flow_run_id=flow_run.id,
+            flow_run_url=flow_run.ui_url,
+            airlock_version=__version__,
+            started_at=started,
+            finished_at=dt.datetime.now(dt.UTC),
+        )
+        subject = Descriptor(manifest.media_type, to, len(manifest.raw))
+        record_digest = await write_record(client, ref.repository, subject, record)
+    return {
+        "status": "rolled back",
+        "stage": st.name,
+        "target": str(target),
+        "digest": to,
+        "from": now_at,
+        "record": record_digest,
+    }

@@ -1,0 +1,161 @@
+"""Promotion records: the answer to "what is in prod, who let it in, on what evidence".
+
+A record (`application/vnd.airlock.promotion.v1+json`) is attached as an OCI referrer of the
+digest in the target repository, so it travels with the image and is read back from the registry
+itself. Each repository also keeps its history under the tag `airlock.history`: an OCI index of
+its records in order, which rollback reads. Prefect artifacts show the same facts in the UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gates.base import GateResult
+from registry import mediatypes as mt
+from registry.client import RegistryClient
+from registry.errors import NotFound, RegistryError
+from registry.manifest import Descriptor, Manifest, digest_of, referrer_descriptor
+from registry.referrers import CREATED, artifact, index_doc, list_referrers, push_referrer
+
+HISTORY_TAG = "airlock.history"
+DIGEST_ANNOTATION = "vnd.airlock.record.digest"
+KIND_ANNOTATION = "vnd.airlock.record.kind"
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+
+class Approval(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    decision: Literal["approve", "reject"]
+    approver: str
+    comment: str = ""
+    at: dt.datetime
+
+
+class PromotionRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["promotion", "rollback"] = "promotion"
+    stage: str
+    image: str  # the pipeline's name for it
+    digest: str
+    source: str  # registry/repository@digest it came from
+    target: str  # registry/repository:tag@digest
+    tags: list[str] = Field(default_factory=list)
+    gates: list[GateResult] = Field(default_factory=list)
+    approvals: list[Approval] = Field(default_factory=list)
+    requester: str | None = None
+    flow_run_id: str | None = None
+    flow_run_url: str | None = None
+    airlock_version: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+
+    @property
+    def evidence_digests(self) -> list[str]:
+        return [e.referrer or e.digest for g in self.gates for e in g.evidence]
+
+
+async def write_record(
+    client: RegistryClient, repo: str, subject: Descriptor, record: PromotionRecord
+) -> str:
+    """Attach the record to the digest and append it to the repository's history; returns the
+    record's own digest. Warnings (e.g. a fallback tag in the way) are errors here: a record that
+    readers cannot find is no record."""
+    payload = record.model_dump_json(indent=2).encode()
+    manifest, blobs = artifact(
+        subject,
+        mt.PROMOTION_RECORD,
+        payload,
+        title=f"{record.kind}-{record.stage}.json",
+        annotations={DIGEST_ANNOTATION: record.digest, KIND_ANNOTATION: record.kind},
+        created=record.finished_at,
+    )
+    problems = await push_referrer(client, repo, manifest, blobs)
+    if problems:
+        raise RegistryError(f"promotion record written but not listed: {problems[0]}")
+    await _append_history(client, repo, manifest)
+    return manifest.digest
+
+
+async def _append_history(client: RegistryClient, repo: str, record: Manifest) -> None:
+    entry = referrer_descriptor(record)
+    for _ in range(4):  # optimistic: re-read after writing, in case another writer raced us
+        doc = await index_doc(client, repo, HISTORY_TAG)
+        if isinstance(doc, str):
+            raise RegistryError(f"{repo}:{HISTORY_TAG} holds something else ({doc}); remove it")
+        doc = doc or {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+        if any(e.get("digest") == entry.digest for e in doc["manifests"] if isinstance(e, dict)):
+            return
+        doc["manifests"].append(entry.to_json())
+        raw = json.dumps(doc, separators=(",", ":")).encode()
+        await client.put_manifest(repo, HISTORY_TAG, Manifest(raw, mt.OCI_INDEX, digest_of(raw)))
+    raise RegistryError(f"could not append to {repo}:{HISTORY_TAG}: it keeps changing; retry")
+
+
+async def history(client: RegistryClient, repo: str) -> list[PromotionRecord]:
+    """Every record in the repository's history, oldest first."""
+    doc = await index_doc(client, repo, HISTORY_TAG)
+    if not isinstance(doc, dict):
+        return []
+    out = []
+    for entry in doc["manifests"]:
+        if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
+            record = await _read(client, repo, entry["digest"])
+            if record is not None:
+                out.append(record)
+    return out
+
+
+async def records_for(client: RegistryClient, repo: str, digest: str) -> list[PromotionRecord]:
+    """The records attached to `digest` in `repo`, oldest first."""
+    listing = await list_referrers(client, repo, digest)
+    found = [
+        r
+        for d in listing.descriptors
+        if d.artifact_type == mt.PROMOTION_RECORD
+        and (r := await _read(client, repo, d.digest, subject=digest)) is not None
+    ]
+    return sorted(found, key=lambda r: r.finished_at)
+
+
+async def _read(
+    client: RegistryClient, repo: str, digest: str, subject: str | None = None
+) -> PromotionRecord | None:
+    try:
+        manifest = await client.get_manifest(repo, digest)
+    except NotFound:
+        return None
+    if manifest.artifact_type != mt.PROMOTION_RECORD or manifest.subject is None:
+        return None
+    if subject is not None and manifest.subject.digest != subject:
+        return None
+    layers = [d for d in manifest.layers if d.media_type == mt.PROMOTION_RECORD]
+    if len(layers) != 1 or layers[0].size > MAX_RECORD_BYTES:
+        return None
+    data = bytearray()
+    async with client.open_blob(repo, layers[0]) as chunks:
+        async for chunk in chunks:
+            data += chunk
+    try:
+        record = PromotionRecord.model_validate_json(bytes(data))
+    except ValueError:
+        return None
+    return record if record.digest == manifest.subject.digest else None
+
+
+def entered_at(records: list[PromotionRecord]) -> dt.datetime | None:
+    """When the digest last entered the stage, per its records."""
+    return records[-1].finished_at if records else None
+
+
+def created_of(annotations: dict[str, str] | None) -> dt.datetime | None:
+    value = (annotations or {}).get(CREATED)
+    try:
+        return dt.datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None

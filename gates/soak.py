@@ -1,0 +1,73 @@
+"""The soak gate: a digest must have spent at least `min` in the previous stage.
+
+The time is measured from when the digest entered that stage — its promotion record there, or,
+for the first stage (where images arrive by push, with no record), the image config's `created`
+time. Loading that time is the caller's job (flows/records.py); evaluation is pure. No time at all,
+or a time in the future, refuses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from gates.base import EvidenceRef, GateResult, Policy, table_row, utcnow
+from gates.common import CLOCK_SKEW, Duration, as_utc, duration_text
+
+
+class SoakPolicy(Policy):
+    min: Duration  # e.g. "30m", "24h", "7d"
+
+
+def evaluate(
+    entered: dt.datetime | None,
+    policy: SoakPolicy,
+    *,
+    subject: str,
+    stage: str,
+    source: str,
+    now: dt.datetime | None = None,
+) -> GateResult:
+    """`entered`: when `subject` entered `stage`, per `source` (a record or the image config)."""
+    at = now or utcnow()
+    evidence = [EvidenceRef(source=source, digest=subject, subject=subject, created=entered)]
+
+    def result(passed: bool, summary: str, soaked: str) -> GateResult:
+        row = table_row(
+            check=f"time in {stage}",
+            actual=soaked,
+            limit=f">= {duration_text(policy.min)}",
+            ok="yes" if passed else "no",
+        )
+        return GateResult(
+            gate="soak",
+            passed=passed,
+            summary=summary,
+            rows=[row],
+            evidence=evidence,
+            evaluated_at=at,
+        )
+
+    if entered is None:
+        return result(
+            False, f"refused: no record of when {subject[:19]} entered {stage}", "unknown"
+        )
+    soaked = at - as_utc(entered)
+    if soaked < -CLOCK_SKEW:
+        return result(
+            False,
+            f"refused: {stage} entry is dated in the future ({source})",
+            duration_text(soaked),
+        )
+    if soaked < policy.min:
+        wait = duration_text(policy.min - soaked)
+        return result(
+            False,
+            f"refused: {duration_text(soaked)} in {stage}, needs"
+            f" {duration_text(policy.min)} (another {wait})",
+            duration_text(soaked),
+        )
+    return result(
+        True,
+        f"passed: {duration_text(soaked)} in {stage} (min {duration_text(policy.min)})",
+        duration_text(soaked),
+    )
