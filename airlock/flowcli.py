@@ -10,9 +10,6 @@ Exit codes: 0 promoted, 1 refused (a gate, an immutable tag, a skipped stage), 2
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
-import json
 import os
 import sys
 from typing import Any
@@ -88,14 +85,20 @@ def add_parsers(sub: Any) -> None:
 
 
 def _requester(args: argparse.Namespace) -> str:
+    import getpass
+
     return args.by or os.environ.get("AIRLOCK_REQUESTER") or getpass.getuser()
 
 
 def _print(args: argparse.Namespace, value: Any, text: str) -> None:
+    import json
+
     print(json.dumps(value, default=str) if args.json else text)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    import asyncio
+
     from flows.config import load
     from flows.promote import promote
 
@@ -115,6 +118,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    import asyncio
+
     from flows.config import load
     from flows.promote import pipeline
 
@@ -139,6 +144,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    import asyncio
+
     from flows.config import load
     from flows.promote import rollback
 
@@ -162,6 +169,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    import asyncio
     import uuid
 
     from prefect.exceptions import NotPausedError, ObjectNotFound

@@ -12,9 +12,6 @@ a policy with an unknown key, …), 3 registry failure.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,6 +101,9 @@ def add_parsers(sub: Any, connection_flags: Any) -> None:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
     from gates.evidence import FORMATS, from_file
     from registry.reference import parse
 
@@ -168,6 +168,8 @@ def detect_format(data: bytes) -> str | None:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    import asyncio
+
     policy = _policy(args)
     result = asyncio.run(_evaluate(args, policy))
     if args.json:
@@ -291,6 +293,8 @@ def _keys(paths: list[str] | None) -> list[str] | None:
 
 
 async def _evaluate(args: argparse.Namespace, policy: Any) -> Any:
+    import datetime as dt
+
     from gates.base import GateResult, combine
     from gates.evidence import GATE_TYPES, from_file, from_referrers, from_url, target_of
 
