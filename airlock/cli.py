@@ -119,11 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "plan",
-        help="dry run of copy: what would be mounted, streamed, pushed",
-        description="Walk SRC and look at DST; write nothing.",
+        help="dry run: what a copy or a promotion hop would do",
+        description="Walk SRC and look at DST; or, with --to STAGE, show the hop into STAGE: the"
+        " gates that would run with their verdicts on the evidence there now, and the copy."
+        " Writes nothing.",
     )
     p.add_argument("src", metavar="SRC")
-    p.add_argument("dst", metavar="DST")
+    p.add_argument("dst", metavar="DST", nargs="?", help="the copy's target (not with --to)")
+    p.add_argument("--to", metavar="STAGE", help="plan the promotion of SRC into STAGE")
+    p.add_argument("--pipeline", metavar="FILE", help="pipeline.yaml (with --to)")
     connection_flags(p, two_sided=True)
     p.set_defaults(func=cmd_plan)
 
@@ -263,6 +267,14 @@ def cmd_copy(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     import asyncio
 
+    if args.to:
+        if args.dst:
+            raise BadInputError("plan takes SRC DST, or SRC --to STAGE: not both")
+        from airlock.flowcli import plan_hop
+
+        return plan_hop(args)
+    if not args.dst:
+        raise BadInputError("plan needs SRC DST (a copy), or SRC --to STAGE (a promotion hop)")
     source, target = _references(args)
 
     async def run() -> Any:

@@ -196,3 +196,90 @@ def cmd_approve(args: argparse.Namespace) -> int:
         raise BadInputError(f"flow run {run_id} is not waiting for an approval") from None
     print(f"{decision.decision} given for {run_id} by {decision.approver}")
     return 0
+
+
+def plan_hop(args: argparse.Namespace) -> int:
+    """`airlock plan REF --to STAGE`: the hop's gates judged on today's evidence, and the copy;
+    no Prefect, no writes. Exit 0 whatever the verdicts (it is a plan)."""
+    import asyncio
+    import json
+
+    from flows.config import load
+    from flows.hops import PromotionRefused, clients, evaluate, resolve
+    from gates.common import duration_text
+    from registry.copy import human_size, plan_copy
+
+    pipeline = load(args.pipeline)
+    stage = pipeline.stage(args.to)
+    previous = pipeline.previous(stage)
+
+    async def run() -> dict[str, Any]:
+        async with clients(pipeline, previous, stage) as opened:
+            src, dst = opened[previous.registry], opened[stage.registry]
+            try:
+                hop = await resolve(pipeline, args.src, args.to, src)
+            except PromotionRefused as e:
+                return {"refused": str(e)}
+            gates = []
+            for config in stage.gates:
+                if config.kind == "approval":
+                    policy = config.policy_model()
+                    gates.append(
+                        {
+                            "gate": "approval",
+                            "passed": None,
+                            "summary": f"would wait up to {duration_text(config.timeout)}"
+                            f" for {policy.required} approval(s)",
+                        }
+                    )
+                    continue
+                result = await evaluate(config, hop, src)
+                gates.append(
+                    {"gate": result.gate, "passed": result.passed, "summary": result.summary}
+                )
+            copy = await plan_copy(src, hop.source, dst, hop.target)
+            return {
+                "stage": stage.name,
+                "source": str(hop.source),
+                "target": str(hop.target),
+                "digest": hop.digest,
+                "gates": gates,
+                "target_state": "already there"
+                if copy.root.exists
+                else ("moves from " + copy.tag_conflict)
+                if copy.tag_conflict
+                else "new",
+                "immutable": stage.immutable,
+                "copy": {
+                    "mount": copy.count("mount"),
+                    "stream": copy.count("stream"),
+                    "skip": copy.count("skip"),
+                    "bytes_to_stream": copy.bytes_to_stream(),
+                },
+            }
+
+    plan = asyncio.run(run())
+    if args.json:
+        print(json.dumps(plan))
+        return 0
+    if "refused" in plan:
+        print(f"refused: {plan['refused']}")
+        return 0
+    print(f"{plan['source']} -> {plan['target']}")
+    print(
+        f"digest {plan['digest']}; target tag: {plan['target_state']}"
+        + (
+            " (immutable stage: refused)"
+            if plan["immutable"] and plan["target_state"].startswith("moves")
+            else ""
+        )
+    )
+    for g in plan["gates"]:
+        mark = {True: "pass", False: "REFUSE", None: "wait"}[g["passed"]]
+        print(f"  {mark:<6} {g['gate']:<9} {g['summary']}")
+    c = plan["copy"]
+    print(
+        f"copy: {c['mount']} to mount, {c['stream']} to stream"
+        f" ({human_size(c['bytes_to_stream'])}), {c['skip']} already there"
+    )
+    return 0

@@ -13,9 +13,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from contextlib import suppress
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -33,122 +31,29 @@ import gates.signature
 import gates.soak
 import gates.tests
 from airlock import __version__
-from flows.config import GateConfig, Pipeline, Stage, load
-from flows.records import Approval, PromotionRecord, history, records_for, write_record
+from flows import hops
+from flows.config import GateConfig, Pipeline, load
+from flows.hops import Hop, PromotionRefused, clients, resolve
+from flows.records import Approval, PromotionRecord, history, write_record
 from gates.approval import ApprovalInput
-from gates.base import GateResult, combine
-from gates.evidence import GATE_TYPES, from_referrers, target_of
+from gates.base import GateResult
 from registry.client import RegistryClient
 from registry.copy import copy_image
-from registry.errors import NotFound, RefusedError
-from registry.manifest import Descriptor, Manifest
+from registry.manifest import Descriptor
 from registry.reference import Reference, parse
 
 APPROVAL_POLL_SECONDS = 2
 BOARD_KEY = "airlock-stage-board"
 
 
-class PromotionRefused(RefusedError):
-    """A gate, an immutable tag or a missing image stopped the hop (exit code 1)."""
-
-
 class ApprovalRunInput(RunInput, ApprovalInput):
     """What the Prefect UI's Resume form asks for (and `airlock approve` sends)."""
 
 
-@dataclass(frozen=True)
-class Hop:
-    pipeline: Pipeline
-    name: str  # the image's name in the pipeline
-    previous: Stage
-    stage: Stage
-    source: Reference  # previous stage, with the digest
-    target: Reference  # this stage, with the tag
-    manifest: Manifest  # of the digest being promoted
-
-    @property
-    def digest(self) -> str:
-        return self.manifest.digest
-
-
-# ---------------------------------------------------------------------------- clients
-
-
-@asynccontextmanager
-async def _clients(pipeline: Pipeline, *stages: Stage) -> AsyncIterator[dict[str, RegistryClient]]:
-    """One client per registry the stages use (one pool, one token cache each)."""
-    clients: dict[str, RegistryClient] = {}
-    try:
-        for stage in stages:
-            if stage.registry not in clients:
-                settings = pipeline.registries[stage.registry]
-                clients[stage.registry] = RegistryClient(
-                    settings.url,
-                    credentials=settings.resolve_credentials(),
-                    insecure=settings.insecure,
-                    ca_bundle=settings.ca_bundle,
-                )
-        yield clients
-    finally:
-        for client in clients.values():
-            await client.aclose()
-
-
-# ---------------------------------------------------------------------------- gates
-
-
-@task(name="gate", cache_policy=NO_CACHE, task_run_name="gate-{config.kind}")
-async def evaluate_gate(config: GateConfig, hop: Hop, client: RegistryClient) -> GateResult:
-    """One gate of the hop's stage, on evidence read from the previous stage's repository."""
-    policy = config.policy_model()
-    repo = hop.source.repository
-    if config.kind in ("tests", "scan"):
-        target = await target_of(client, repo, hop.manifest)
-        found = await from_referrers(
-            client, repo, target, GATE_TYPES[config.kind], per_platform=policy.per_platform
-        )
-        module = gates.tests if config.kind == "tests" else gates.scan
-        results = [
-            module.evaluate(evidence, policy)
-            if evidence
-            else GateResult(
-                gate=config.kind,
-                passed=False,
-                summary=f"refused: no {config.kind} report is attached to {digest}",
-            )
-            for digest, evidence in found
-        ]
-        return results[0] if len(results) == 1 else combine(config.kind, results)
-    if config.kind == "signature":
-        signatures = await gates.signature.collect(client, repo, hop.digest)
-        return gates.signature.evaluate(signatures, policy, hop.digest)
-    if config.kind == "soak":
-        entered, source = await _entered(hop, client)
-        return gates.soak.evaluate(
-            entered, policy, subject=hop.digest, stage=hop.previous.name, source=source
-        )
-    raise ValueError(f"gate {config.kind} is not evaluated as a task")
-
-
-async def _entered(hop: Hop, client: RegistryClient) -> tuple[dt.datetime | None, str]:
-    """When the digest entered the previous stage: its promotion record there, or — for the
-    first stage, where images arrive by push — the image config's `created`."""
-    repo = hop.source.repository
-    records = await records_for(client, repo, hop.digest)
-    if records:
-        return records[-1].finished_at, f"{hop.source.name}@{hop.digest} promotion record"
-    if hop.pipeline.stages.index(hop.previous) != 0 or hop.manifest.config is None:
-        return None, f"{hop.source.name}@{hop.digest}"
-    import json
-
-    async with client.open_blob(repo, hop.manifest.config) as chunks:
-        config = json.loads(b"".join([c async for c in chunks]))
-    created = config.get("created") if isinstance(config, dict) else None
-    try:
-        when = dt.datetime.fromisoformat(created) if isinstance(created, str) else None
-    except ValueError:
-        when = None
-    return when, f"{hop.source.name}@{hop.digest} image config (created)"
+# Each gate is a task of its own in the UI; results are not cached (evidence may change).
+evaluate_gate = task(name="gate", cache_policy=NO_CACHE, task_run_name="gate-{config.kind}")(
+    hops.evaluate
+)
 
 
 async def _approve(
@@ -193,7 +98,8 @@ async def _approve(
         GateResult(
             gate="approval",
             passed=False,
-            summary=f"refused: approval timed out after {config.timeout} ({waited.summary})",
+            summary=f"refused: approval timed out after {duration_text(config.timeout)}"
+            f" ({waited.summary})",
             rows=waited.rows,
             evidence=waited.evidence,
         ),
@@ -240,27 +146,6 @@ async def _ensure_limit(name: str) -> None:
             )
 
 
-async def _resolve(pipeline: Pipeline, image: str, to_stage: str, src: RegistryClient) -> Hop:
-    ref = parse(image)
-    stage = pipeline.stage(to_stage)
-    previous = pipeline.previous(stage)
-    _, name = pipeline.locate(ref)
-    source = pipeline.reference(previous, name)
-    source = Reference(source.registry, source.repository, ref.tag, ref.digest)
-    try:
-        manifest = await src.get_manifest(source.repository, source.reference)
-    except NotFound:
-        raise PromotionRefused(
-            f"{stage.name}: {source} is not in {previous.name}; promote it there first"
-            " (stages are never skipped)"
-        ) from None
-    tag = stage.tag_for(ref.tag, manifest.digest)
-    target = pipeline.reference(stage, name).with_tag(tag)
-    return Hop(
-        pipeline, name, previous, stage, source.with_digest(manifest.digest), target, manifest
-    )
-
-
 @flow(name="airlock-promote", flow_run_name="promote {image} to {to_stage}")
 async def promote(
     image: str,
@@ -273,9 +158,9 @@ async def promote(
     logger = get_run_logger()
     pipeline = load(pipeline_file)
     stage = pipeline.stage(to_stage)
-    async with _clients(pipeline, pipeline.previous(stage), stage) as clients:
-        src, dst = clients[pipeline.previous(stage).registry], clients[stage.registry]
-        hop = await _resolve(pipeline, image, to_stage, src)
+    async with clients(pipeline, pipeline.previous(stage), stage) as opened:
+        src, dst = opened[pipeline.previous(stage).registry], opened[stage.registry]
+        hop = await resolve(pipeline, image, to_stage, src)
         logger.info("%s: %s -> %s", stage.name, hop.source, hop.target)
 
         current = await dst.head_manifest(hop.target.repository, hop.target.reference)
@@ -324,7 +209,7 @@ async def promote(
             subject = Descriptor(hop.manifest.media_type, hop.digest, len(hop.manifest.raw))
             record_digest = await write_record(dst, hop.target.repository, subject, record)
         await _summary_artifact(hop, record, record_digest)
-        await _board(pipeline, hop, clients)
+        await _board(pipeline, hop, opened)
         return _summary(hop, "promoted", record_digest)
 
 
@@ -387,12 +272,12 @@ async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: st
     )
 
 
-async def _board(pipeline: Pipeline, hop: Hop, clients: dict[str, RegistryClient]) -> None:
+async def _board(pipeline: Pipeline, hop: Hop, opened: dict[str, RegistryClient]) -> None:
     """The stage board: where this image's tag points in every stage (a stable artifact key)."""
     rows = []
-    async with _clients(pipeline, *pipeline.stages) as all_clients:
+    async with clients(pipeline, *pipeline.stages) as all_clients:
         for stage in pipeline.stages:
-            client = clients.get(stage.registry) or all_clients[stage.registry]
+            client = opened.get(stage.registry) or all_clients[stage.registry]
             ref = pipeline.reference(stage, hop.name)
             tag = stage.tag_for(hop.source.tag, hop.digest)
             current = await client.head_manifest(ref.repository, tag)
@@ -476,8 +361,8 @@ async def rollback(
     config = load(pipeline_file)
     st = config.stage(stage)
     ref = config.reference(st, image)
-    async with _clients(config, st) as clients:
-        client = clients[st.registry]
+    async with clients(config, st) as opened:
+        client = opened[st.registry]
         records = [r for r in await history(client, ref.repository) if r.stage == st.name]
         promoted = [r for r in records if r.kind == "promotion"]
         if not records:

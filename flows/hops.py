@@ -1,0 +1,143 @@
+"""One hop of the pipeline, without Prefect: resolve it, open its clients, judge its gates.
+
+flows/promote.py runs these inside Prefect (gates as tasks); `airlock plan REF --to STAGE` runs
+them as a dry run, so a plan costs no Prefect start-up and writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import gates.scan
+import gates.signature
+import gates.soak
+import gates.tests
+from flows.config import GateConfig, Pipeline, Stage
+from flows.records import records_for
+from gates.base import GateResult, combine
+from gates.evidence import GATE_TYPES, from_referrers, target_of
+from registry.client import RegistryClient
+from registry.errors import NotFound, RefusedError
+from registry.manifest import Manifest
+from registry.reference import Reference, parse
+
+
+class PromotionRefused(RefusedError):
+    """A gate, an immutable tag or a missing image stopped the hop (exit code 1)."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    pipeline: Pipeline
+    name: str  # the image's name in the pipeline
+    previous: Stage
+    stage: Stage
+    source: Reference  # previous stage, with the digest
+    target: Reference  # this stage, with the tag
+    manifest: Manifest  # of the digest being promoted
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+
+# ---------------------------------------------------------------------------- clients
+
+
+@asynccontextmanager
+async def clients(pipeline: Pipeline, *stages: Stage) -> AsyncIterator[dict[str, RegistryClient]]:
+    """One client per registry the stages use (one pool, one token cache each)."""
+    clients: dict[str, RegistryClient] = {}
+    try:
+        for stage in stages:
+            if stage.registry not in clients:
+                settings = pipeline.registries[stage.registry]
+                clients[stage.registry] = RegistryClient(
+                    settings.url,
+                    credentials=settings.resolve_credentials(),
+                    insecure=settings.insecure,
+                    ca_bundle=settings.ca_bundle,
+                )
+        yield clients
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+# ---------------------------------------------------------------------------- gates
+
+
+async def evaluate(config: GateConfig, hop: Hop, client: RegistryClient) -> GateResult:
+    """One gate of the hop's stage, on evidence read from the previous stage's repository."""
+    policy = config.policy_model()
+    repo = hop.source.repository
+    if config.kind in ("tests", "scan"):
+        target = await target_of(client, repo, hop.manifest)
+        found = await from_referrers(
+            client, repo, target, GATE_TYPES[config.kind], per_platform=policy.per_platform
+        )
+        module = gates.tests if config.kind == "tests" else gates.scan
+        results = [
+            module.evaluate(evidence, policy)
+            if evidence
+            else GateResult(
+                gate=config.kind,
+                passed=False,
+                summary=f"refused: no {config.kind} report is attached to {digest}",
+            )
+            for digest, evidence in found
+        ]
+        return results[0] if len(results) == 1 else combine(config.kind, results)
+    if config.kind == "signature":
+        signatures = await gates.signature.collect(client, repo, hop.digest)
+        return gates.signature.evaluate(signatures, policy, hop.digest)
+    if config.kind == "soak":
+        entered_at, source = await entered(hop, client)
+        return gates.soak.evaluate(
+            entered_at, policy, subject=hop.digest, stage=hop.previous.name, source=source
+        )
+    raise ValueError(f"gate {config.kind} is not evaluated as a task")
+
+
+async def entered(hop: Hop, client: RegistryClient) -> tuple[dt.datetime | None, str]:
+    """When the digest entered the previous stage: its promotion record there, or — for the
+    first stage, where images arrive by push — the image config's `created`."""
+    repo = hop.source.repository
+    records = await records_for(client, repo, hop.digest)
+    if records:
+        return records[-1].finished_at, f"{hop.source.name}@{hop.digest} promotion record"
+    if hop.pipeline.stages.index(hop.previous) != 0 or hop.manifest.config is None:
+        return None, f"{hop.source.name}@{hop.digest}"
+    async with client.open_blob(repo, hop.manifest.config) as chunks:
+        config = json.loads(b"".join([c async for c in chunks]))
+    created = config.get("created") if isinstance(config, dict) else None
+    try:
+        when = dt.datetime.fromisoformat(created) if isinstance(created, str) else None
+    except ValueError:
+        when = None
+    return when, f"{hop.source.name}@{hop.digest} image config (created)"
+
+
+async def resolve(pipeline: Pipeline, image: str, to_stage: str, src: RegistryClient) -> Hop:
+    ref = parse(image)
+    stage = pipeline.stage(to_stage)
+    previous = pipeline.previous(stage)
+    _, name = pipeline.locate(ref)
+    source = pipeline.reference(previous, name)
+    source = Reference(source.registry, source.repository, ref.tag, ref.digest)
+    try:
+        manifest = await src.get_manifest(source.repository, source.reference)
+    except NotFound:
+        raise PromotionRefused(
+            f"{stage.name}: {source} is not in {previous.name}; promote it there first"
+            " (stages are never skipped)"
+        ) from None
+    tag = stage.tag_for(ref.tag, manifest.digest)
+    target = pipeline.reference(stage, name).with_tag(tag)
+    return Hop(
+        pipeline, name, previous, stage, source.with_digest(manifest.digest), target, manifest
+    )
