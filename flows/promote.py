@@ -37,6 +37,7 @@ from flows.hops import Hop, PromotionRefused, clients, resolve
 from flows.records import Approval, PromotionRecord, history, write_record
 from gates.approval import ApprovalInput
 from gates.base import GateResult
+from gates.common import duration_text
 from registry.client import RegistryClient
 from registry.copy import copy_image
 from registry.manifest import Descriptor
