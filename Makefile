@@ -25,3 +25,4 @@ bench: bootstrap
 	uv run --frozen python bench/copy_bench.py
 	uv run --frozen python bench/gates_bench.py
 	uv run --frozen python bench/scan_bench.py
+	uv run --frozen python bench/promote_bench.py
