@@ -84,6 +84,33 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_approve)
 
 
+def _quiet_tracebacks() -> None:
+    """Prefect logs a flow's exception with its traceback; for airlock's own errors (a refusal,
+    bad input) the one-line message is the whole story, so drop the traceback."""
+    import logging
+
+    from registry.errors import AirlockError
+
+    class NoAirlockTracebacks(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info and isinstance(record.exc_info[1], AirlockError):
+                record.exc_info, record.exc_text = None, None
+            return True
+
+    quiet = NoAirlockTracebacks()
+    loggers = [
+        logging.getLogger(),
+        *(
+            logging.getLogger(name)
+            for name in list(logging.root.manager.loggerDict)
+            if name.startswith("prefect")
+        ),
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            handler.addFilter(quiet)
+
+
 def _requester(args: argparse.Namespace) -> str:
     import getpass
 
@@ -101,6 +128,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     from flows.config import load
     from flows.promote import promote
+
+    _quiet_tracebacks()
 
     load(args.pipeline)  # a bad pipeline.yaml is bad input before Prefect starts
     done = asyncio.run(
@@ -122,6 +151,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     from flows.config import load
     from flows.promote import pipeline
+
+    _quiet_tracebacks()
 
     if not 1 <= args.concurrency <= 64:
         raise BadInputError("--concurrency expects 1-64")
@@ -149,6 +180,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from flows.config import load
     from flows.promote import rollback
 
+    _quiet_tracebacks()
+
     load(args.pipeline)
     if args.to:
         from registry.reference import validate_digest
@@ -169,10 +202,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    import asyncio
     import uuid
 
-    from prefect.exceptions import NotPausedError, ObjectNotFound
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
     from prefect.flow_runs import resume_flow_run
     from pydantic import ValidationError
 
@@ -189,11 +221,15 @@ def cmd_approve(args: argparse.Namespace) -> int:
     except ValidationError as e:
         raise BadInputError(f"approval: {e.errors()[0]['msg']}") from None
     try:
-        asyncio.run(resume_flow_run(run_id, run_input=decision.model_dump()))
+        resume_flow_run(run_id, run_input=decision.model_dump())  # sync here (async_dispatch)
     except ObjectNotFound:
         raise BadInputError(f"no flow run {run_id} on this Prefect server") from None
     except NotPausedError:
         raise BadInputError(f"flow run {run_id} is not waiting for an approval") from None
+    except FlowPauseTimeout:
+        raise BadInputError(f"flow run {run_id} waited too long; it cannot be resumed") from None
+    except RuntimeError as e:  # the server rejected the resume (e.g. an input it will not take)
+        raise BadInputError(f"flow run {run_id} was not resumed: {e}") from None
     print(f"{decision.decision} given for {run_id} by {decision.approver}")
     return 0
 
@@ -214,10 +250,10 @@ def plan_hop(args: argparse.Namespace) -> int:
     previous = pipeline.previous(stage)
 
     async def run() -> dict[str, Any]:
-        async with clients(pipeline, previous, stage) as opened:
+        async with clients(pipeline, *pipeline.stages) as opened:
             src, dst = opened[previous.registry], opened[stage.registry]
             try:
-                hop = await resolve(pipeline, args.src, args.to, src)
+                hop = await resolve(pipeline, args.src, args.to, opened)
             except PromotionRefused as e:
                 return {"refused": str(e)}
             gates = []

@@ -111,6 +111,13 @@ class GateConfig(_Strict):
     policy: dict[str, Any] = Field(default_factory=dict)
     timeout: Duration = dt.timedelta(hours=1)  # approval: how long to wait before refusing
 
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: dt.timedelta) -> dt.timedelta:
+        if value <= dt.timedelta(0):
+            raise ValueError("timeout must be positive, e.g. 30m or 24h")
+        return value
+
     @model_validator(mode="after")
     def _policy_valid(self) -> GateConfig:
         try:
@@ -148,15 +155,23 @@ class Stage(_Strict):
     def _repository(cls, value: str) -> str:
         probe = value.replace("{name}", "app")
         try:
-            parse(f"localhost/{probe}")
+            ref = parse(f"localhost/{probe}", default_tag=None)
         except InvalidReference as e:
             raise ValueError(str(e).replace("localhost/", "")) from None
+        if ref.tag or ref.digest:
+            raise ValueError("a repository has no tag or digest (the tag rule is `tag:`)")
         return value
 
     @field_validator("tag")
     @classmethod
     def _tag(cls, value: str) -> str:
-        validate_tag(value.format(tag="t", stage="s", short="0" * 12))
+        try:
+            validate_tag(value.format(tag="t", stage="s", short="0" * 12))
+        except (InvalidReference, KeyError, IndexError, ValueError):
+            raise ValueError(
+                f"{value!r} is not a tag rule: a valid tag, optionally with {{tag}}, {{stage}}"
+                " and {short}"
+            ) from None
         return value
 
     def repository_for(self, name: str) -> str:

@@ -18,7 +18,7 @@ import gates.soak
 import gates.tests
 from flows.config import GateConfig, Pipeline, Stage
 from flows.records import records_for
-from gates.base import GateResult, combine
+from gates.base import EvidenceError, GateResult, combine
 from gates.evidence import GATE_TYPES, from_referrers, target_of
 from registry.client import RegistryClient
 from registry.errors import NotFound, RefusedError
@@ -72,6 +72,16 @@ async def clients(pipeline: Pipeline, *stages: Stage) -> AsyncIterator[dict[str,
 
 
 async def evaluate(config: GateConfig, hop: Hop, client: RegistryClient) -> GateResult:
+    """One gate of the hop's stage, on evidence read from the previous stage's repository.
+    Evidence that cannot be read (a referrer without its report, one too large…) refuses the
+    gate — naming it — rather than failing the whole hop."""
+    try:
+        return await _evaluate(config, hop, client)
+    except EvidenceError as e:
+        return GateResult.refused_for(config.kind, str(e))
+
+
+async def _evaluate(config: GateConfig, hop: Hop, client: RegistryClient) -> GateResult:
     """One gate of the hop's stage, on evidence read from the previous stage's repository."""
     policy = config.policy_model()
     repo = hop.source.repository
@@ -122,22 +132,28 @@ async def entered(hop: Hop, client: RegistryClient) -> tuple[dt.datetime | None,
     return when, f"{hop.source.name}@{hop.digest} image config (created)"
 
 
-async def resolve(pipeline: Pipeline, image: str, to_stage: str, src: RegistryClient) -> Hop:
+async def resolve(
+    pipeline: Pipeline, image: str, to_stage: str, opened: dict[str, RegistryClient]
+) -> Hop:
+    """The hop that promotes `image` into `to_stage`: the digest `image` names — read where
+    `image` is — must already be in the previous stage (stages are never skipped, not even via
+    a tag that was rebuilt since)."""
     ref = parse(image)
     stage = pipeline.stage(to_stage)
     previous = pipeline.previous(stage)
-    _, name = pipeline.locate(ref)
-    source = pipeline.reference(previous, name)
-    source = Reference(source.registry, source.repository, ref.tag, ref.digest)
+    here, name = pipeline.locate(ref)
+    repo = pipeline.reference(previous, name)
     try:
-        manifest = await src.get_manifest(source.repository, source.reference)
+        named = await opened[here.registry].get_manifest(ref.repository, ref.reference)
+        manifest = named
+        if here is not previous:
+            manifest = await opened[previous.registry].get_manifest(repo.repository, named.digest)
     except NotFound:
+        where = previous.name if here is not previous else f"{here.name} ({ref})"
         raise PromotionRefused(
-            f"{stage.name}: {source} is not in {previous.name}; promote it there first"
+            f"{stage.name}: {ref} is not in {where}; promote it there first"
             " (stages are never skipped)"
         ) from None
-    tag = stage.tag_for(ref.tag, manifest.digest)
-    target = pipeline.reference(stage, name).with_tag(tag)
-    return Hop(
-        pipeline, name, previous, stage, source.with_digest(manifest.digest), target, manifest
-    )
+    source = Reference(repo.registry, repo.repository, ref.tag, manifest.digest)
+    target = pipeline.reference(stage, name).with_tag(stage.tag_for(ref.tag, manifest.digest))
+    return Hop(pipeline, name, previous, stage, source, target, manifest)

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
+import math
 import re
+import uuid
 from contextlib import suppress
 from typing import Any
 
@@ -40,10 +43,12 @@ from gates.base import GateResult
 from gates.common import duration_text
 from registry.client import RegistryClient
 from registry.copy import copy_image
+from registry.errors import BadInputError
 from registry.manifest import Descriptor
 from registry.reference import Reference, parse
 
 APPROVAL_POLL_SECONDS = 2
+PAUSE_MARGIN_SECONDS = 30
 BOARD_KEY = "airlock-stage-board"
 
 
@@ -76,13 +81,17 @@ async def _approve(
             description=_approval_request(hop, results, verdict), decision="approve"
         )
         try:
-            given = await pause_flow_run(
-                wait_for_input=form,
-                timeout=max(int(left), 1),
-                poll_interval=APPROVAL_POLL_SECONDS,
-                key=f"approval-{len(inputs)}",
-            )
-        except FlowPauseTimeout:
+            # airlock keeps the deadline; the server's pause lasts a little longer, so the run is
+            # never failed by the server behind our back (which would lose the refusal message)
+            async with asyncio.timeout(left):
+                given = await pause_flow_run(
+                    wait_for_input=form,
+                    timeout=math.ceil(left) + PAUSE_MARGIN_SECONDS,
+                    poll_interval=APPROVAL_POLL_SECONDS,
+                    key=f"approval-{len(inputs)}",
+                )
+        except (TimeoutError, FlowPauseTimeout):
+            await _running_again()
             break
         inputs.append(given)
         approvals.append(
@@ -108,6 +117,16 @@ async def _approve(
     )
 
 
+async def _running_again() -> None:
+    """Take a run that is still paused on the server back to Running, so it can fail with the
+    refusal as its message."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    async with get_client() as client:
+        await client.set_flow_run_state(uuid.UUID(flow_run.id), Running(), force=True)
+
+
 def _approval_request(hop: Hop, results: list[GateResult], verdict: GateResult) -> str:
     lines = [
         f"### Approve {hop.name} into **{hop.stage.name}**?",
@@ -130,18 +149,28 @@ def _approval_request(hop: Hop, results: list[GateResult], verdict: GateResult) 
 
 
 def _limit_name(target: Reference) -> str:
-    """A global concurrency limit per target repository and tag (no '/' allowed in names)."""
-    readable = re.sub(r"[^a-zA-Z0-9_-]+", "_", f"{target.repository}_{target.tag}")[:60]
-    return f"airlock-{readable}-{hashlib.sha256(str(target).encode()).hexdigest()[:10]}"
+    """A global concurrency limit per target repository (no '/' allowed in names).
+
+    Per repository, not only per tag: a repository's history and its referrers' fallback indexes
+    are read-modify-write, and registries offer no conditional writes, so two promotions into one
+    repository — even under different tags — must not interleave their writes.
+    """
+    readable = re.sub(r"[^a-zA-Z0-9_-]+", "_", target.repository)[:60]
+    return f"airlock-{readable}-{hashlib.sha256(target.name.encode()).hexdigest()[:10]}"
 
 
 async def _ensure_limit(name: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     async with get_client() as client:
-        with suppress(ObjectAlreadyExists):  # created by an earlier promotion: fine
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+            return
+        except ObjectNotFound:
+            pass
+        with suppress(ObjectAlreadyExists):  # another promotion created it meanwhile: fine
             await client.create_global_concurrency_limit(
                 GlobalConcurrencyLimitCreate(name=name, limit=1)
             )
@@ -159,9 +188,9 @@ async def promote(
     logger = get_run_logger()
     pipeline = load(pipeline_file)
     stage = pipeline.stage(to_stage)
-    async with clients(pipeline, pipeline.previous(stage), stage) as opened:
+    async with clients(pipeline, *pipeline.stages) as opened:  # clients connect lazily
         src, dst = opened[pipeline.previous(stage).registry], opened[stage.registry]
-        hop = await resolve(pipeline, image, to_stage, src)
+        hop = await resolve(pipeline, image, to_stage, opened)
         logger.info("%s: %s -> %s", stage.name, hop.source, hop.target)
 
         current = await dst.head_manifest(hop.target.repository, hop.target.reference)
@@ -274,24 +303,33 @@ async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: st
 
 
 async def _board(pipeline: Pipeline, hop: Hop, opened: dict[str, RegistryClient]) -> None:
-    """The stage board: where this image's tag points in every stage (a stable artifact key)."""
+    """The stage board (a stable artifact key): where each image's tag points in every stage.
+    This image's rows are refreshed from the registries; other images' rows are kept."""
+    from prefect.artifacts import Artifact
+
     rows = []
-    async with clients(pipeline, *pipeline.stages) as all_clients:
-        for stage in pipeline.stages:
-            client = opened.get(stage.registry) or all_clients[stage.registry]
-            ref = pipeline.reference(stage, hop.name)
-            tag = stage.tag_for(hop.source.tag, hop.digest)
-            current = await client.head_manifest(ref.repository, tag)
-            rows.append(
-                {
-                    "image": hop.name,
-                    "stage": stage.name,
-                    "tag": tag,
-                    "digest": current.digest if current else "—",
-                }
-            )
+    for stage in pipeline.stages:
+        ref = pipeline.reference(stage, hop.name)
+        tag = stage.tag_for(hop.source.tag, hop.digest)
+        current = await opened[stage.registry].head_manifest(ref.repository, tag)
+        digest = current.digest if current else "—"
+        rows.append({"image": hop.name, "stage": stage.name, "tag": tag, "digest": digest})
+    order = {s.name: i for i, s in enumerate(pipeline.stages)}
+    latest = await Artifact.aget(BOARD_KEY)
+    try:
+        kept = [
+            r
+            for r in (json.loads(latest.data) if latest else [])
+            if isinstance(r, dict) and {"image", "stage"} <= r.keys() and r["image"] != hop.name
+        ]
+    except (TypeError, ValueError, AttributeError):
+        kept = []  # an unreadable board is rebuilt from this image on
     await create_table_artifact(
-        table=rows, key=BOARD_KEY, description="Where each stage's tag points, per image"
+        table=sorted(
+            kept + rows, key=lambda r: (str(r.get("image")), order.get(r.get("stage"), 99))
+        ),
+        key=BOARD_KEY,
+        description="Where each stage's tag points, per image",
     )
 
 
@@ -361,50 +399,54 @@ async def rollback(
     started = dt.datetime.now(dt.UTC)
     config = load(pipeline_file)
     st = config.stage(stage)
+    if "{name}" in st.repository and not image:
+        raise BadInputError(f"{st.name} holds several images ({st.repository}): pass --image")
     ref = config.reference(st, image)
     async with clients(config, st) as opened:
         client = opened[st.registry]
-        records = [r for r in await history(client, ref.repository) if r.stage == st.name]
-        promoted = [r for r in records if r.kind == "promotion"]
-        if not records:
-            raise PromotionRefused(f"{st.name}: nothing was ever promoted into {ref}")
-        tag = tag or (records[-1].tags[0] if records[-1].tags else None)
-        if not tag:
-            raise PromotionRefused(f"{st.name}: no tag known to roll back; pass --tag")
-        current = await client.head_manifest(ref.repository, tag)
-        now_at = current.digest if current else None
-        if to is None:
-            earlier = [r.digest for r in promoted if r.digest != now_at]
-            if not earlier:
+        limit = _limit_name(ref)
+        await _ensure_limit(limit)
+        async with concurrency(limit, occupy=1, strict=True):
+            records = [r for r in await history(client, ref.repository) if r.stage == st.name]
+            if not records:
+                raise PromotionRefused(f"{st.name}: nothing was ever promoted into {ref}")
+            tag = tag or (records[-1].tags[0] if records[-1].tags else None)
+            if not tag:
+                raise PromotionRefused(f"{st.name}: no tag known to roll back; pass --tag")
+            current = await client.head_manifest(ref.repository, tag)
+            now_at = current.digest if current else None
+            promoted = [r.digest for r in records if r.kind == "promotion" and tag in r.tags]
+            if to is None:
+                to = _previous(promoted, now_at)
+                if to is None:
+                    raise PromotionRefused(
+                        f"{st.name}: {ref}:{tag} has no earlier promotion to go back to"
+                    )
+            elif to not in promoted:
                 raise PromotionRefused(
-                    f"{st.name}: {ref}:{tag} has no earlier promotion to return to"
+                    f"{st.name}: {to} never passed {st.name}'s gates into {ref}:{tag};"
+                    " refusing to roll to it"
                 )
-            to = earlier[-1]
-        elif to not in {r.digest for r in promoted}:
-            raise PromotionRefused(
-                f"{st.name}: {to} never passed {st.name}'s gates into {ref}; refusing to roll to it"
+            target, source = ref.with_tag(tag), ref.with_digest(to)
+            await copy_image(client, source, client, target)
+            manifest = await client.get_manifest(ref.repository, to)
+            record = PromotionRecord(
+                kind="rollback",
+                stage=st.name,
+                image=image,
+                digest=to,
+                source=str(source),
+                target=str(target.with_digest(to)),
+                tags=[tag],
+                requester=requester,
+                flow_run_id=flow_run.id,
+                flow_run_url=flow_run.ui_url,
+                airlock_version=__version__,
+                started_at=started,
+                finished_at=dt.datetime.now(dt.UTC),
             )
-        target = ref.with_tag(tag)
-        source = ref.with_digest(to)
-        await copy_image(client, source, client, target)
-        manifest = await client.get_manifest(ref.repository, to)
-        record = PromotionRecord(
-            kind="rollback",
-            stage=st.name,
-            image=image,
-            digest=to,
-            source=str(source),
-            target=str(target.with_digest(to)),
-            tags=[tag],
-            requester=requester,
-            flow_run_id=flow_run.id,
-            flow_run_url=flow_run.ui_url,
-            airlock_version=__version__,
-            started_at=started,
-            finished_at=dt.datetime.now(dt.UTC),
-        )
-        subject = Descriptor(manifest.media_type, to, len(manifest.raw))
-        record_digest = await write_record(client, ref.repository, subject, record)
+            subject = Descriptor(manifest.media_type, to, len(manifest.raw))
+            record_digest = await write_record(client, ref.repository, subject, record)
     return {
         "status": "rolled back",
         "stage": st.name,
@@ -413,3 +455,14 @@ async def rollback(
         "from": now_at,
         "record": record_digest,
     }
+
+
+def _previous(promoted: list[str], current: str | None) -> str | None:
+    """The digest promoted before `current` was (last) promoted: repeated rollbacks keep going
+    back, never forward to a release that was rolled away from."""
+    if current in promoted:
+        before = promoted[: len(promoted) - 1 - promoted[::-1].index(current)]
+    else:
+        before = promoted
+    earlier = [d for d in before if d != current]
+    return earlier[-1] if earlier else None

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import datetime as dt
 
+from pydantic import field_validator
+
 from gates.base import EvidenceRef, GateResult, Policy, table_row, utcnow
 from gates.common import CLOCK_SKEW, Duration, as_utc, duration_text
 
 
 class SoakPolicy(Policy):
     min: Duration  # e.g. "30m", "24h", "7d"
+
+    @field_validator("min")
+    @classmethod
+    def _not_negative(cls, value: dt.timedelta) -> dt.timedelta:
+        if value < dt.timedelta(0):
+            raise ValueError("min must not be negative, e.g. 30m or 24h")
+        return value
 
 
 def evaluate(

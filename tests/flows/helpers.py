@@ -1,0 +1,303 @@
+"""Helpers for the flow tests: pipeline.yaml per registry, images with evidence, an approver.
+
+Prefect is imported inside the functions that need it: tests/flows/conftest.py sets PREFECT_HOME
+before Prefect is first imported, and test_config.py needs no Prefect at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import json
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import httpx
+import yaml
+
+from flows.records import PromotionRecord, history, records_for
+from registry import mediatypes as mt
+from registry.manifest import Descriptor
+from registry.referrers import artifact, push_referrer
+from tests.conftest import Reg
+from tests.support import images as im
+
+T = TypeVar("T")
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PASSING_TESTS = FIXTURES / "pytest-json-report" / "all-passed.report.json"  # 12 passed
+FAILING_TESTS = FIXTURES / "pytest-json-report" / "sample_report.json"  # 3 failed, 2 errors
+CRITICAL_SCAN = FIXTURES / "trivy" / "alpine-39.json"  # 2 CRITICAL, 4 MEDIUM
+MEDIUM_SCAN = FIXTURES / "trivy" / "alpine-310-registry.json"  # 4 MEDIUM, nothing above
+
+WAIT = 60.0  # seconds any poll below waits for a state before failing the test
+
+
+def default_stages() -> list[dict[str, Any]]:
+    """dev → qa [tests, scan] → staging [soak, immutable] → prod [approval, immutable]."""
+    return [
+        {"name": "dev", "registry": "local", "repository": "dev/{name}"},
+        {
+            "name": "qa",
+            "registry": "local",
+            "repository": "qa/{name}",
+            "gates": [{"kind": "tests"}, {"kind": "scan", "policy": {"fail_on": "HIGH"}}],
+        },
+        {
+            "name": "staging",
+            "registry": "local",
+            "repository": "staging/{name}",
+            "immutable": True,
+            "gates": [{"kind": "soak", "policy": {"min": "0s"}}],
+        },
+        {
+            "name": "prod",
+            "registry": "local",
+            "repository": "prod/{name}",
+            "immutable": True,
+            "gates": [{"kind": "approval", "policy": {"required": 1}, "timeout": "60s"}],
+        },
+    ]
+
+
+@dataclass
+class Setup:
+    """A registry, the pipeline.yaml that uses it, and ways to look at each stage."""
+
+    reg: Reg
+    path: Path
+    doc: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return self.reg.host
+
+    @property
+    def file(self) -> str:
+        return str(self.path)
+
+    def write(
+        self,
+        *,
+        stages: list[dict[str, Any]] | None = None,
+        gates: dict[str, list[dict[str, Any]]] | None = None,
+        **stage_changes: dict[str, Any],
+    ) -> Path:
+        """Write pipeline.yaml: the default stages, with `gates={stage: [...]}` replacing a
+        stage's gates and `qa={"tag": ...}` etc. changing other keys of a stage."""
+        stages = copy.deepcopy(stages or default_stages())
+        by_name = {s["name"]: s for s in stages}
+        for name, stage_gates in (gates or {}).items():
+            by_name[name]["gates"] = stage_gates
+        for name, changes in stage_changes.items():
+            by_name[name].update(changes)
+        self.doc = {"registries": {"local": {"url": self.host}}, "stages": stages}
+        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
+        return self.path
+
+    def ref(self, stage: str, tag: str = "1.0", name: str = "app") -> str:
+        return f"{self.host}/{stage}/{name}:{tag}"
+
+    def at_digest(self, stage: str, digest: str, name: str = "app") -> str:
+        return f"{self.host}/{stage}/{name}@{digest}"
+
+    def digest(self, stage: str, tag: str = "1.0", name: str = "app") -> str | None:
+        """What `stage/name:tag` serves, hashed here (independently of airlock)."""
+        return self.reg.pusher.digest(f"{stage}/{name}", tag)
+
+    def tags(self, stage: str, name: str = "app") -> list[str]:
+        """Tags of the stage's repository, without referrer fallback tags and the history."""
+        return [
+            t
+            for t in self.reg.pusher.tags(f"{stage}/{name}")
+            if not t.startswith("sha256-") and t != "airlock.history"
+        ]
+
+    def catalog(self) -> list[str]:
+        r = self.reg.pusher.http.get("/v2/_catalog")
+        assert r.status_code == 200, r.text
+        return sorted(r.json().get("repositories") or [])
+
+    def push(self, seed: str, tag: str = "1.0", stage: str = "dev", name: str = "app") -> im.Image:
+        img = im.image(seed)
+        self.reg.pusher.push(f"{stage}/{name}", img, tag)
+        return img
+
+    async def records(self, stage: str, digest: str, name: str = "app") -> list[PromotionRecord]:
+        async with self.reg.client() as client:
+            return await records_for(client, f"{stage}/{name}", digest)
+
+    async def history(self, stage: str, name: str = "app") -> list[PromotionRecord]:
+        async with self.reg.client() as client:
+            return await history(client, f"{stage}/{name}")
+
+
+# ---------------------------------------------------------------------------- evidence
+
+
+def subject_of(img: im.Image) -> Descriptor:
+    return Descriptor(img.media_type, img.digest, len(img.raw))
+
+
+async def attach(reg: Reg, repo: str, img: im.Image, artifact_type: str, payload: bytes) -> str:
+    """Attach `payload` to img in repo as an OCI referrer (airlock's own writer, as `airlock
+    attach` does); returns the referrer's digest."""
+    manifest, blobs = artifact(subject_of(img), artifact_type, payload)
+    async with reg.client() as client:
+        assert await push_referrer(client, repo, manifest, blobs) == []
+    return manifest.digest
+
+
+def scan_of(img: im.Image, report: Path = MEDIUM_SCAN, repo: str = "dev/app") -> bytes:
+    """A real Trivy report re-pointed at img (RepoDigests and ImageID), as in
+    tests/airlock/test_gatecli.py."""
+    doc = json.loads(report.read_bytes())
+    doc["Metadata"]["RepoDigests"] = [f"{repo}@{img.digest}"]
+    doc["Metadata"]["ImageID"] = img.blobs[0].digest  # the config blob
+    return json.dumps(doc, indent=2).encode()
+
+
+@dataclass
+class Evidence:
+    tests: str  # referrer digests
+    scan: str
+    tests_bytes: bytes
+    scan_bytes: bytes
+
+
+async def attach_evidence(
+    reg: Reg,
+    img: im.Image,
+    *,
+    tests: Path = PASSING_TESTS,
+    scan: Path = MEDIUM_SCAN,
+    repo: str = "dev/app",
+) -> Evidence:
+    """A pytest report and a Trivy report about img, attached to it (passing by default)."""
+    tests_bytes = tests.read_bytes()
+    scan_bytes = scan_of(img, scan, repo)
+    return Evidence(
+        tests=await attach(reg, repo, img, mt.TEST_REPORT_PYTEST, tests_bytes),
+        scan=await attach(reg, repo, img, mt.SCAN_REPORT_TRIVY, scan_bytes),
+        tests_bytes=tests_bytes,
+        scan_bytes=scan_bytes,
+    )
+
+
+async def push_with_evidence(setup: Setup, seed: str, tag: str = "1.0", **kw: Any) -> im.Image:
+    img = setup.push(seed, tag)
+    await attach_evidence(setup.reg, img, **kw)
+    return img
+
+
+# ---------------------------------------------------------------------------- Prefect
+
+
+def promote_runs(image: str, to_stage: str | None = None) -> Callable[[Any], bool]:
+    """Matches the promote flow runs of `image` (into `to_stage`)."""
+
+    def match(run: Any) -> bool:
+        params = run.parameters or {}
+        return params.get("image") == image and to_stage in (None, params.get("to_stage"))
+
+    return match
+
+
+async def wait_for_approval_request(
+    match: Callable[[Any], bool],
+    *,
+    since: dt.datetime,
+    seen: set[UUID] | None = None,
+    timeout: float = WAIT,
+) -> Any:
+    """The flow run matching `match` (created after `since`) once it is paused for an approval
+    it can take: its Paused state is new (not in `seen`) and the form's schema is saved (Prefect
+    saves it after entering Paused, and rejects a resume that comes before). Polls the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    paused = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while time.monotonic() < deadline:
+            for run in await client.read_flow_runs(flow_run_filter=paused):
+                state = run.state
+                if not (match(run) and run.created and run.created >= since and state):
+                    continue
+                if seen is not None and state.id in seen:
+                    continue
+                keyset = state.state_details.run_input_keyset
+                if not keyset:
+                    continue
+                try:
+                    await client.read_flow_run_input(run.id, keyset["schema"])
+                except (ObjectNotFound, httpx.HTTPStatusError):
+                    continue  # paused, but the form is not saved yet
+                if seen is not None:
+                    seen.add(state.id)
+                return run
+            await asyncio.sleep(0.05)  # poll interval, not a wait for time to pass
+    raise AssertionError(f"no flow run paused for approval within {timeout}s")
+
+
+@dataclass
+class Approver:
+    """Gives decisions to a paused promotion one at a time, each to a new pause."""
+
+    match: Callable[[Any], bool]
+    decisions: list[tuple[str, str, str]]  # (approve|reject, approver, comment)
+    since: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    given: list[tuple[UUID, str, str]] = field(default_factory=list)  # (run, decision, who)
+
+    async def run(self) -> None:
+        from prefect.flow_runs import resume_flow_run
+
+        seen: set[UUID] = set()
+        for decision, approver, comment in self.decisions:
+            run = await wait_for_approval_request(self.match, since=self.since, seen=seen)
+            await resume_flow_run(
+                run.id,
+                run_input={"decision": decision, "approver": approver, "comment": comment},
+            )
+            self.given.append((run.id, decision, approver))
+
+    @property
+    def done(self) -> bool:
+        return len(self.given) == len(self.decisions)
+
+
+async def alongside(flow: Coroutine[Any, Any, T], helper: Awaitable[Any]) -> T:
+    """Run a flow and a helper (an approver) concurrently; the flow's result or exception is
+    the outcome, but a helper that fails first (e.g. no pause came) fails the test at once."""
+    flow_task = asyncio.ensure_future(flow)
+    helper_task = asyncio.ensure_future(helper)
+    try:
+        await asyncio.wait({flow_task, helper_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not flow_task.done() and helper_task.exception() is not None:
+            raise helper_task.exception()  # type: ignore[misc]
+        return await flow_task  # a helper still waiting then is cancelled: the test checks it
+    finally:
+        for task in (flow_task, helper_task):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(flow_task, helper_task, return_exceptions=True)
+
+
+async def flow_run_states(flow_run_id: UUID) -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return [s.type.value for s in await client.read_flow_run_states(flow_run_id)]
