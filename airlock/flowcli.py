@@ -111,6 +111,25 @@ def _quiet_tracebacks() -> None:
             handler.addFilter(quiet)
 
 
+def _run(flow_call: Any) -> Any:
+    """Run a flow to completion; a Prefect API that cannot be reached is a network failure
+    (exit 3) with a message saying so, not an internal error."""
+    import asyncio
+
+    from registry.errors import RegistryError
+
+    try:
+        return asyncio.run(flow_call)
+    except RuntimeError as e:
+        if "Failed to reach API" in str(e):
+            url = os.environ.get("PREFECT_API_URL", "the Prefect API")
+            raise RegistryError(
+                f"cannot reach the Prefect API at {url}: is the server running? (unset"
+                " PREFECT_API_URL to use the embedded one)"
+            ) from None
+        raise
+
+
 def _requester(args: argparse.Namespace) -> str:
     import getpass
 
@@ -124,7 +143,6 @@ def _print(args: argparse.Namespace, value: Any, text: str) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    import asyncio
 
     from flows.config import load
     from flows.promote import promote
@@ -132,7 +150,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     _quiet_tracebacks()
 
     load(args.pipeline)  # a bad pipeline.yaml is bad input before Prefect starts
-    done = asyncio.run(
+    done = _run(
         promote(
             image=args.ref,
             to_stage=args.to,
@@ -147,35 +165,40 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    import asyncio
 
     from flows.config import load
-    from flows.promote import pipeline
+    from flows.promote import PipelineFailed, PipelineRefused, pipeline
 
     _quiet_tracebacks()
 
     if not 1 <= args.concurrency <= 64:
         raise BadInputError("--concurrency expects 1-64")
     load(args.pipeline)
-    outcomes = asyncio.run(
-        pipeline(
-            images=args.refs,
-            until=args.until,
-            pipeline_file=args.pipeline,
-            requester=_requester(args),
-            max_concurrency=args.concurrency,
+    try:
+        outcomes = _run(
+            pipeline(
+                images=args.refs,
+                until=args.until,
+                pipeline_file=args.pipeline,
+                requester=_requester(args),
+                max_concurrency=args.concurrency,
+            )
         )
-    )
-    _print(
-        args,
-        outcomes,
-        "\n".join(f"{o['image']}: reached {o['reached']} {o.get('digest', '')}" for o in outcomes),
-    )
+    except (PipelineRefused, PipelineFailed) as e:
+        _outcomes(args, e.outcomes)  # where every image got to, then the one-line error
+        raise
+    _outcomes(args, outcomes)
     return 0
 
 
+def _outcomes(args: argparse.Namespace, outcomes: list[dict[str, Any]]) -> None:
+    lines = [
+        f"{o['image']}: reached {o['reached']} {o.get('digest', '')}".rstrip() for o in outcomes
+    ]
+    _print(args, outcomes, "\n".join(lines))
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
-    import asyncio
 
     from flows.config import load
     from flows.promote import rollback
@@ -187,7 +210,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         from registry.reference import validate_digest
 
         validate_digest(args.to)
-    done = asyncio.run(
+    done = _run(
         rollback(
             stage=args.stage,
             image=args.image,
@@ -244,13 +267,15 @@ def plan_hop(args: argparse.Namespace) -> int:
     from flows.hops import PromotionRefused, clients, evaluate, resolve
     from gates.common import duration_text
     from registry.copy import human_size, plan_copy
+    from registry.reference import parse
 
     pipeline = load(args.pipeline)
     stage = pipeline.stage(args.to)
     previous = pipeline.previous(stage)
 
     async def run() -> dict[str, Any]:
-        async with clients(pipeline, *pipeline.stages) as opened:
+        here, _ = pipeline.locate(parse(args.src))
+        async with clients(pipeline, here, previous, stage) as opened:
             src, dst = opened[previous.registry], opened[stage.registry]
             try:
                 hop = await resolve(pipeline, args.src, args.to, opened)

@@ -85,7 +85,7 @@ class RegistrySettings(_Strict):
             raise ValueError(f"{value!r} is not a registry host[:port]") from None
         return value
 
-    def resolve_credentials(self) -> Credentials | None:
+    async def resolve_credentials(self) -> Credentials | None:
         """The credentials to use, read now (environment or Prefect block); never logged."""
         source = self.credentials
         if source is None:
@@ -102,8 +102,17 @@ class RegistrySettings(_Strict):
         from flows.blocks import RegistryCredentials
 
         assert source.block is not None
-        block = RegistryCredentials.load(source.block)
-        return Credentials(block.username, block.password.get_secret_value())
+        try:
+            block = await RegistryCredentials.aload(source.block)
+        except ValueError:
+            raise BadInputError(
+                f"registry {self.url}: no Registry Credentials block named {source.block!r};"
+                " create it in the Prefect UI (Blocks) first"
+            ) from None
+        secret = block.password.get_secret_value()
+        if block.username == "<token>":  # docker's marker for an identity (refresh) token
+            return Credentials(None, None, secret)
+        return Credentials(block.username, secret)
 
 
 class GateConfig(_Strict):

@@ -17,11 +17,11 @@ import gates.signature
 import gates.soak
 import gates.tests
 from flows.config import GateConfig, Pipeline, Stage
-from flows.records import records_for
+from flows.records import PromotionRecord, records_for
 from gates.base import EvidenceError, GateResult, combine
 from gates.evidence import GATE_TYPES, from_referrers, target_of
 from registry.client import RegistryClient
-from registry.errors import NotFound, RefusedError
+from registry.errors import BadInputError, NotFound, RefusedError
 from registry.manifest import Manifest
 from registry.reference import Reference, parse
 
@@ -36,9 +36,12 @@ class Hop:
     name: str  # the image's name in the pipeline
     previous: Stage
     stage: Stage
-    source: Reference  # previous stage, with the digest
+    source: Reference  # previous stage, with the digest (and its tag there, when known)
     target: Reference  # this stage, with the tag
     manifest: Manifest  # of the digest being promoted
+    release: str | None  # the tag it was pushed under in the first stage; every stage's tag
+    # rule applies to this, so `{tag}-{stage}` gives 1.0-qa, 1.0-staging — never 1.0-qa-staging
+    entered: PromotionRecord | None  # its promotion into the previous stage (None: first stage)
 
     @property
     def digest(self) -> str:
@@ -58,7 +61,7 @@ async def clients(pipeline: Pipeline, *stages: Stage) -> AsyncIterator[dict[str,
                 settings = pipeline.registries[stage.registry]
                 clients[stage.registry] = RegistryClient(
                     settings.url,
-                    credentials=settings.resolve_credentials(),
+                    credentials=await settings.resolve_credentials(),
                     insecure=settings.insecure,
                     ca_bundle=settings.ca_bundle,
                 )
@@ -114,15 +117,14 @@ async def _evaluate(config: GateConfig, hop: Hop, client: RegistryClient) -> Gat
 
 
 async def entered(hop: Hop, client: RegistryClient) -> tuple[dt.datetime | None, str]:
-    """When the digest entered the previous stage: its promotion record there, or — for the
-    first stage, where images arrive by push — the image config's `created`."""
-    repo = hop.source.repository
-    records = await records_for(client, repo, hop.digest)
-    if records:
-        return records[-1].finished_at, f"{hop.source.name}@{hop.digest} promotion record"
+    """When the digest entered the previous stage: its promotion record there (records of other
+    stages travel along as referrers, and do not count), or — for the first stage, where images
+    arrive by push — the image config's `created`."""
+    if hop.entered is not None:
+        return hop.entered.finished_at, f"{hop.source.name}@{hop.digest} {hop.previous.name} record"
     if hop.pipeline.stages.index(hop.previous) != 0 or hop.manifest.config is None:
         return None, f"{hop.source.name}@{hop.digest}"
-    async with client.open_blob(repo, hop.manifest.config) as chunks:
+    async with client.open_blob(hop.source.repository, hop.manifest.config) as chunks:
         config = json.loads(b"".join([c async for c in chunks]))
     created = config.get("created") if isinstance(config, dict) else None
     try:
@@ -135,25 +137,51 @@ async def entered(hop: Hop, client: RegistryClient) -> tuple[dt.datetime | None,
 async def resolve(
     pipeline: Pipeline, image: str, to_stage: str, opened: dict[str, RegistryClient]
 ) -> Hop:
-    """The hop that promotes `image` into `to_stage`: the digest `image` names — read where
-    `image` is — must already be in the previous stage (stages are never skipped, not even via
-    a tag that was rebuilt since)."""
+    """The hop that promotes `image` into `to_stage`.
+
+    The digest `image` names — read where `image` is — must be in the previous stage and, unless
+    that is the first stage, have been promoted there by airlock (its promotion record for that
+    stage): present is not passed. Stages are never skipped, not even via a tag rebuilt since.
+    """
     ref = parse(image)
     stage = pipeline.stage(to_stage)
     previous = pipeline.previous(stage)
     here, name = pipeline.locate(ref)
     repo = pipeline.reference(previous, name)
+    src = opened[previous.registry]
     try:
         named = await opened[here.registry].get_manifest(ref.repository, ref.reference)
         manifest = named
         if here is not previous:
-            manifest = await opened[previous.registry].get_manifest(repo.repository, named.digest)
+            manifest = await src.get_manifest(repo.repository, named.digest)
     except NotFound:
         where = previous.name if here is not previous else f"{here.name} ({ref})"
         raise PromotionRefused(
             f"{stage.name}: {ref} is not in {where}; promote it there first"
             " (stages are never skipped)"
         ) from None
-    source = Reference(repo.registry, repo.repository, ref.tag, manifest.digest)
-    target = pipeline.reference(stage, name).with_tag(stage.tag_for(ref.tag, manifest.digest))
-    return Hop(pipeline, name, previous, stage, source, target, manifest)
+    digest = manifest.digest
+    entered_record = None
+    release = ref.tag if here is pipeline.stages[0] else None
+    previous_tag = ref.tag if here is previous else None
+    if previous is not pipeline.stages[0]:
+        passed = [
+            r for r in await records_for(src, repo.repository, digest) if r.stage == previous.name
+        ]
+        if not passed:
+            raise PromotionRefused(
+                f"{stage.name}: {repo.name}@{digest} is in {previous.name} but was never promoted"
+                f" there (no {previous.name} promotion record): it has not passed"
+                f" {previous.name}'s gates"
+            )
+        entered_record = passed[-1]
+        release = entered_record.release or release
+        previous_tag = entered_record.tags[0] if entered_record.tags else previous_tag
+    if release is None and "{tag}" in stage.tag:
+        raise BadInputError(
+            f"{ref}: name the image by the tag it was pushed under (stage {stage.name}'s tags are"
+            f" made from it: {stage.tag})"
+        )
+    source = Reference(repo.registry, repo.repository, previous_tag, digest)
+    target = pipeline.reference(stage, name).with_tag(stage.tag_for(release, digest))
+    return Hop(pipeline, name, previous, stage, source, target, manifest, release, entered_record)

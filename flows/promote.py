@@ -41,15 +41,30 @@ from flows.records import Approval, PromotionRecord, history, write_record
 from gates.approval import ApprovalInput
 from gates.base import GateResult
 from gates.common import duration_text
-from registry.client import RegistryClient
 from registry.copy import copy_image
-from registry.errors import BadInputError
+from registry.errors import AirlockError, BadInputError, RegistryError
 from registry.manifest import Descriptor
 from registry.reference import Reference, parse
 
 APPROVAL_POLL_SECONDS = 2
 PAUSE_MARGIN_SECONDS = 30
 BOARD_KEY = "airlock-stage-board"
+
+
+class PipelineRefused(PromotionRefused):
+    """Some image stopped at a gate; `outcomes` says where every image got to."""
+
+    def __init__(self, message: str, outcomes: list[dict[str, Any]]):
+        super().__init__(message)
+        self.outcomes = outcomes
+
+
+class PipelineFailed(RegistryError):
+    """Some image's hop failed (not a refusal); `outcomes` says where every image got to."""
+
+    def __init__(self, message: str, outcomes: list[dict[str, Any]]):
+        super().__init__(message)
+        self.outcomes = outcomes
 
 
 class ApprovalRunInput(RunInput, ApprovalInput):
@@ -161,18 +176,25 @@ def _limit_name(target: Reference) -> str:
 
 async def _ensure_limit(name: str) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     async with get_client() as client:
         try:
-            await client.read_global_concurrency_limit_by_name(name)
-            return
+            limit = await client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            pass
-        with suppress(ObjectAlreadyExists):  # another promotion created it meanwhile: fine
-            await client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=name, limit=1)
+            with suppress(ObjectAlreadyExists):  # another promotion created it meanwhile
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+            return
+        if not limit.active or limit.limit != 1:
+            # An inactive limit admits everyone: serialisation would silently disappear.
+            await client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=1, active=True)
             )
 
 
@@ -188,8 +210,16 @@ async def promote(
     logger = get_run_logger()
     pipeline = load(pipeline_file)
     stage = pipeline.stage(to_stage)
-    async with clients(pipeline, *pipeline.stages) as opened:  # clients connect lazily
-        src, dst = opened[pipeline.previous(stage).registry], opened[stage.registry]
+    previous = pipeline.previous(stage)
+    here, _ = pipeline.locate(parse(image))
+    if requester is None and any(g.kind == "approval" for g in stage.gates):
+        raise BadInputError(
+            f"{stage.name} has an approval gate: say who asks (requester), so that nobody"
+            " approves their own promotion"
+        )
+    # Only the registries this hop touches: no other stage's credentials are read.
+    async with clients(pipeline, here, previous, stage) as opened:
+        src, dst = opened[previous.registry], opened[stage.registry]
         hop = await resolve(pipeline, image, to_stage, opened)
         logger.info("%s: %s -> %s", stage.name, hop.source, hop.target)
 
@@ -227,6 +257,7 @@ async def promote(
                 source=str(hop.source),
                 target=str(hop.target.with_digest(hop.digest)),
                 tags=[hop.target.tag or ""],
+                release=hop.release,
                 gates=results,
                 approvals=approvals,
                 requester=requester,
@@ -239,7 +270,7 @@ async def promote(
             subject = Descriptor(hop.manifest.media_type, hop.digest, len(hop.manifest.raw))
             record_digest = await write_record(dst, hop.target.repository, subject, record)
         await _summary_artifact(hop, record, record_digest)
-        await _board(pipeline, hop, opened)
+        await _board(pipeline, hop)
         return _summary(hop, "promoted", record_digest)
 
 
@@ -302,35 +333,41 @@ async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: st
     )
 
 
-async def _board(pipeline: Pipeline, hop: Hop, opened: dict[str, RegistryClient]) -> None:
+async def _board(pipeline: Pipeline, hop: Hop) -> None:
     """The stage board (a stable artifact key): where each image's tag points in every stage.
-    This image's rows are refreshed from the registries; other images' rows are kept."""
+    This image's rows are refreshed from the registries, other images' rows kept; the board is
+    read-modify-write, so concurrent hops take turns. A stage whose registry this process cannot
+    read (no credentials here) shows "?"."""
     from prefect.artifacts import Artifact
 
     rows = []
     for stage in pipeline.stages:
         ref = pipeline.reference(stage, hop.name)
-        tag = stage.tag_for(hop.source.tag, hop.digest)
-        current = await opened[stage.registry].head_manifest(ref.repository, tag)
-        digest = current.digest if current else "—"
+        tag = stage.tag_for(hop.release, hop.digest)
+        try:
+            async with clients(pipeline, stage) as opened:
+                current = await opened[stage.registry].head_manifest(ref.repository, tag)
+            digest = current.digest if current else "—"
+        except AirlockError:
+            digest = "?"
         rows.append({"image": hop.name, "stage": stage.name, "tag": tag, "digest": digest})
     order = {s.name: i for i, s in enumerate(pipeline.stages)}
-    latest = await Artifact.aget(BOARD_KEY)
-    try:
-        kept = [
-            r
-            for r in (json.loads(latest.data) if latest else [])
-            if isinstance(r, dict) and {"image", "stage"} <= r.keys() and r["image"] != hop.name
-        ]
-    except (TypeError, ValueError, AttributeError):
-        kept = []  # an unreadable board is rebuilt from this image on
-    await create_table_artifact(
-        table=sorted(
-            kept + rows, key=lambda r: (str(r.get("image")), order.get(r.get("stage"), 99))
-        ),
-        key=BOARD_KEY,
-        description="Where each stage's tag points, per image",
-    )
+    await _ensure_limit(BOARD_KEY)
+    async with concurrency(BOARD_KEY, occupy=1, strict=True):
+        latest = await Artifact.aget(BOARD_KEY)
+        try:
+            kept = [
+                r
+                for r in (json.loads(latest.data) if latest else [])
+                if isinstance(r, dict) and {"image", "stage"} <= r.keys() and r["image"] != hop.name
+            ]
+        except (TypeError, ValueError, AttributeError):
+            kept = []  # an unreadable board is rebuilt from this image on
+        await create_table_artifact(
+            table=sorted(kept + rows, key=lambda r: (str(r["image"]), order.get(r["stage"], 99))),
+            key=BOARD_KEY,
+            description="Where each stage's tag points, per image",
+        )
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -369,16 +406,23 @@ async def pipeline(
                 except PromotionRefused as e:
                     reached["refused"] = str(e)
                     return reached
+                except Exception as e:
+                    reached["error"] = f"{stage.name}: {e}"
+                    return reached
                 reached.update(reached=stage.name, digest=done["digest"])
                 image = done["target"].split("@", 1)[0]  # the next hop starts here
                 if stage.name == until:
                     break
             return reached
 
+    # Every image runs to its own end: one image's failure never abandons another's hops.
     outcomes = list(await asyncio.gather(*(one(i) for i in images)))
+    errors = [f"{o['image']}: {o['error']}" for o in outcomes if o.get("error")]
     refusals = [f"{o['image']}: {o['refused']}" for o in outcomes if o["refused"]]
+    if errors:
+        raise PipelineFailed("; ".join(errors + refusals), outcomes)
     if refusals:
-        raise PromotionRefused("; ".join(refusals))
+        raise PipelineRefused("; ".join(refusals), outcomes)
     return outcomes
 
 
@@ -422,6 +466,8 @@ async def rollback(
                     raise PromotionRefused(
                         f"{st.name}: {ref}:{tag} has no earlier promotion to go back to"
                     )
+            elif to == now_at:
+                raise PromotionRefused(f"{st.name}: {ref}:{tag} already points at {to}")
             elif to not in promoted:
                 raise PromotionRefused(
                     f"{st.name}: {to} never passed {st.name}'s gates into {ref}:{tag};"

@@ -19,7 +19,7 @@ from registry import mediatypes as mt
 from registry.client import RegistryClient
 from registry.errors import NotFound, RegistryError
 from registry.manifest import Descriptor, Manifest, digest_of, referrer_descriptor
-from registry.referrers import CREATED, artifact, index_doc, list_referrers, push_referrer
+from registry.referrers import artifact, index_doc, list_referrers, push_referrer
 
 HISTORY_TAG = "airlock.history"
 DIGEST_ANNOTATION = "vnd.airlock.record.digest"
@@ -46,6 +46,7 @@ class PromotionRecord(BaseModel):
     source: str  # registry/repository@digest it came from
     target: str  # registry/repository:tag@digest
     tags: list[str] = Field(default_factory=list)
+    release: str | None = None  # the tag it was pushed under in the first stage
     gates: list[GateResult] = Field(default_factory=list)
     approvals: list[Approval] = Field(default_factory=list)
     requester: str | None = None
@@ -146,16 +147,3 @@ async def _read(
     except ValueError:
         return None
     return record if record.digest == manifest.subject.digest else None
-
-
-def entered_at(records: list[PromotionRecord]) -> dt.datetime | None:
-    """When the digest last entered the stage, per its records."""
-    return records[-1].finished_at if records else None
-
-
-def created_of(annotations: dict[str, str] | None) -> dt.datetime | None:
-    value = (annotations or {}).get(CREATED)
-    try:
-        return dt.datetime.fromisoformat(value) if value else None
-    except ValueError:
-        return None
