@@ -41,13 +41,30 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 def start_prefect(home: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
     log = (home / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--no-ui"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-ui",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 120
@@ -92,8 +109,10 @@ async def push_image(host: str, name: str) -> None:
         scan = json.loads((FIXTURES / "trivy" / "sl-micro-rancher5.4-no-vulns.json").read_bytes())
         assert manifest.config is not None
         scan["Metadata"]["ImageID"] = manifest.config.digest
-        for kind, data in ((mt.TEST_REPORT_PYTEST, report),
-                           (mt.SCAN_REPORT_TRIVY, json.dumps(scan).encode())):
+        for kind, data in (
+            (mt.TEST_REPORT_PYTEST, report),
+            (mt.SCAN_REPORT_TRIVY, json.dumps(scan).encode()),
+        ):
             art, art_blobs = artifact(subject, kind, data)
             await push_referrer(client, f"dev/{name}", art, art_blobs)
 
@@ -107,8 +126,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="airlock-promote-bench-"))
     registry = start_registry(work / "registry")
     server, url = start_prefect(work)
-    os.environ.update({"PREFECT_API_URL": url, "PREFECT_HOME": str(work), "DO_NOT_TRACK": "1",
-                       "PREFECT_LOGGING_LEVEL": "WARNING"})
+    os.environ.update(
+        {
+            "PREFECT_API_URL": url,
+            "PREFECT_HOME": str(work),
+            "DO_NOT_TRACK": "1",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        }
+    )
     try:
         pipe = work / "pipeline.yaml"
         pipe.write_text(pipeline_yaml(registry.host))
@@ -128,8 +153,14 @@ def main() -> None:
         for name in batch:
             asyncio.run(push_image(registry.host, name))
         start = time.perf_counter()
-        asyncio.run(pipeline([f"{registry.host}/dev/{n}:1.0" for n in batch], until="staging",
-                             pipeline_file=str(pipe), max_concurrency=4))
+        asyncio.run(
+            pipeline(
+                [f"{registry.host}/dev/{n}:1.0" for n in batch],
+                until="staging",
+                pipeline_file=str(pipe),
+                max_concurrency=4,
+            )
+        )
         total = time.perf_counter() - start
     finally:
         server.terminate()
@@ -140,10 +171,14 @@ def main() -> None:
     hop = statistics.median(hop_times)
     print("| scenario | time | target | met? |")
     print("|---|---|---|---|")
-    print(f"| one hop dev→qa (tests + scan gates, same-registry copy), median of {len(hop_times)}"
-          f" | {hop:.2f} s | ≤ 2 s | {'yes' if hop <= 2 else 'no'} |")
-    print(f"| {args.images} images x 2 hops, pipeline flow, concurrency 4: total | {total:.1f} s"
-          " | report | — |")
+    print(
+        f"| one hop dev→qa (tests + scan gates, same-registry copy), median of {len(hop_times)}"
+        f" | {hop:.2f} s | ≤ 2 s | {'yes' if hop <= 2 else 'no'} |"
+    )
+    print(
+        f"| {args.images} images x 2 hops, pipeline flow, concurrency 4: total | {total:.1f} s"
+        " | report | — |"
+    )
     print(f"| … per image | {total / args.images:.2f} s | report | — |")
 
 

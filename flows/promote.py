@@ -21,10 +21,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
@@ -48,6 +47,9 @@ from registry.reference import Reference, parse
 
 APPROVAL_POLL_SECONDS = 2
 PAUSE_MARGIN_SECONDS = 30
+# From a deployment, an approval that may take longer than this suspends the run (no process
+# waits; a worker picks it up again on resume) instead of pausing it.
+SUSPEND_AFTER = dt.timedelta(minutes=10)
 BOARD_KEY = "airlock-stage-board"
 
 
@@ -71,10 +73,21 @@ class ApprovalRunInput(RunInput, ApprovalInput):
     """What the Prefect UI's Resume form asks for (and `airlock approve` sends)."""
 
 
-# Each gate is a task of its own in the UI; results are not cached (evidence may change).
-evaluate_gate = task(name="gate", cache_policy=NO_CACHE, task_run_name="gate-{config.kind}")(
-    hops.evaluate
-)
+def _gate_key(context: Any, parameters: dict[str, Any]) -> str:
+    """One result per gate per flow run: a run resumed after a suspended approval re-runs the
+    flow from the top, and must not judge its gates again on evidence that may have changed."""
+    config = parameters["config"]
+    same = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]  # two scan gates
+    return f"airlock-gate-{context.task_run.flow_run_id}-{config.kind}-{same}"
+
+
+# Each gate is a task of its own in the UI; its result is persisted for the run (see above).
+evaluate_gate = task(
+    name="gate",
+    task_run_name="gate-{config.kind}",
+    cache_key_fn=_gate_key,
+    persist_result=True,
+)(hops.evaluate)
 
 
 async def _approve(
@@ -84,7 +97,8 @@ async def _approve(
     policy = config.policy_model()
     inputs: list[ApprovalInput] = []
     approvals: list[Approval] = []
-    deadline = dt.datetime.now(dt.UTC) + config.timeout
+    suspend = _deployed() and config.timeout >= SUSPEND_AFTER
+    deadline = _started(suspend) + config.timeout
     while True:
         verdict = gates.approval.evaluate(inputs, policy, requester)
         if verdict.passed or any(a.decision == "reject" for a in inputs):
@@ -95,6 +109,16 @@ async def _approve(
         form = ApprovalRunInput.with_initial_data(
             description=_approval_request(hop, results, verdict), decision="approve"
         )
+        if suspend:
+            # Exits this process's run; on resume the flow runs again from the top (its gate
+            # results persisted), and this call then returns the input given for this key. A
+            # suspension that expires is failed by the server ("paused and never resumed").
+            given = await suspend_flow_run(
+                wait_for_input=form, timeout=math.ceil(left), key=f"approval-{len(inputs)}"
+            )
+            inputs.append(given)
+            approvals.append(_approval(given))
+            continue
         try:
             # airlock keeps the deadline; the server's pause lasts a little longer, so the run is
             # never failed by the server behind our back (which would lose the refusal message)
@@ -109,14 +133,7 @@ async def _approve(
             await _running_again()
             break
         inputs.append(given)
-        approvals.append(
-            Approval(
-                decision=given.decision,
-                approver=given.approver,
-                comment=given.comment,
-                at=dt.datetime.now(dt.UTC),
-            )
-        )
+        approvals.append(_approval(given))
         get_run_logger().info("%s by %s", given.decision, given.approver)
     waited = gates.approval.evaluate(inputs, policy, requester)
     return (
@@ -130,6 +147,33 @@ async def _approve(
         ),
         approvals,
     )
+
+
+def _approval(given: ApprovalInput) -> Approval:
+    return Approval(
+        decision=given.decision,
+        approver=given.approver,
+        comment=given.comment,
+        at=dt.datetime.now(dt.UTC),
+    )
+
+
+def _started(suspend: bool) -> dt.datetime:
+    """When the approval wait began. A suspended run starts over in a new process on every
+    resume, so its deadline counts from the flow run's first start, kept by the server."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    first = context.flow_run.start_time if suspend and context and context.flow_run else None
+    return first or dt.datetime.now(dt.UTC)
+
+
+def _deployed() -> bool:
+    """Whether this flow run belongs to a deployment (only those can be suspended)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return bool(context and context.flow_run and context.flow_run.deployment_id)
 
 
 async def _running_again() -> None:

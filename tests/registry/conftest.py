@@ -35,5 +35,6 @@ class ProxiedReg(Reg):
 @pytest.fixture
 def proxied_registry(registry: Reg) -> Iterator[ProxiedReg]:
     with FaultProxy(registry.host) as proxy:
-        yield ProxiedReg(**{f.name: getattr(registry, f.name) for f in fields(registry)},
-                         proxy=proxy)
+        yield ProxiedReg(
+            **{f.name: getattr(registry, f.name) for f in fields(registry)}, proxy=proxy
+        )

@@ -44,8 +44,9 @@ def _seed(reg: Reg, img: Image) -> None:
 
 async def _copy(src: Reg, dst: Reg, **client_kw: object) -> CopyResult:
     async with src.client(**client_kw) as a, dst.client(**client_kw) as b:
-        return await copy_image(a, parse(f"{src.host}/dev/app:1.0"), b,
-                                parse(f"{dst.host}/prod/app", default_tag=None))
+        return await copy_image(
+            a, parse(f"{src.host}/dev/app:1.0"), b, parse(f"{dst.host}/prod/app", default_tag=None)
+        )
 
 
 def _assert_no_tag(reg: Reg) -> None:
@@ -56,8 +57,9 @@ def _assert_no_tag(reg: Reg) -> None:
 # ------------------------------------------------------------------ the proxy itself
 
 
-async def test_proxy_passes_a_copy_through_unchanged(proxied_registry: ProxiedReg,
-                                                     registry2: Reg) -> None:
+async def test_proxy_passes_a_copy_through_unchanged(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
     """Sanity: without faults both sides work through the proxy, uploads included (Location)."""
     img = multi_platform("passthrough", layer_size=200_000)
     registry2.pusher.push("dev/app", img, "1.0")
@@ -118,8 +120,9 @@ async def test_persistent_503_fails_after_exactly_attempts(proxied_registry: Pro
     assert proxied_registry.faults.count("GET", MANIFEST_TAG) == ATTEMPTS
 
 
-async def test_manifest_put_503_once_is_retried(proxied_registry: ProxiedReg,
-                                                registry2: Reg) -> None:
+async def test_manifest_put_503_once_is_retried(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
     img = image("put-503")
     registry2.pusher.push("dev/app", img, "1.0")
     put_tag = r"^/v2/prod/app/manifests/1\.0$"
@@ -152,8 +155,9 @@ async def test_latency_beyond_the_timeout_is_retried(proxied_registry: ProxiedRe
     assert proxied_registry.faults.count("GET", MANIFEST_TAG) == 2
 
 
-async def test_reset_mid_blob_is_retried_and_the_copy_completes(proxied_registry: ProxiedReg,
-                                                               registry2: Reg) -> None:
+async def test_reset_mid_blob_is_retried_and_the_copy_completes(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
     img = multi_platform("reset", layer_size=256 * 1024)
     _seed(proxied_registry, img)
     base = img.children[0].blobs[1]  # the layer both platforms share
@@ -166,13 +170,15 @@ async def test_reset_mid_blob_is_retried_and_the_copy_completes(proxied_registry
     assert len(gets) == 2 and gets[0].fault is not None and gets[1].fault is None
 
 
-async def test_reset_every_time_fails_and_leaves_no_tag(proxied_registry: ProxiedReg,
-                                                        registry2: Reg) -> None:
+async def test_reset_every_time_fails_and_leaves_no_tag(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
     img = image("reset-always", layer_size=64 * 1024)
     _seed(proxied_registry, img)
     layer = img.blobs[1]
-    proxied_registry.faults.add(Fault("GET", _blob_path(layer.digest), reset_after=1000,
-                                      times=None))
+    proxied_registry.faults.add(
+        Fault("GET", _blob_path(layer.digest), reset_after=1000, times=None)
+    )
     with pytest.raises(RegistryError) as caught:
         await _copy(proxied_registry, registry2)
     _assert_one_line_registry_error(caught.value)
@@ -181,8 +187,7 @@ async def test_reset_every_time_fails_and_leaves_no_tag(proxied_registry: Proxie
     _assert_no_tag(registry2)
 
 
-async def test_stall_after_headers_is_retried(proxied_registry: ProxiedReg,
-                                              registry2: Reg) -> None:
+async def test_stall_after_headers_is_retried(proxied_registry: ProxiedReg, registry2: Reg) -> None:
     img = image("stall")
     _seed(proxied_registry, img)
     layer = img.blobs[1]
@@ -195,13 +200,13 @@ async def test_stall_after_headers_is_retried(proxied_registry: ProxiedReg,
 # ------------------------------------------------------------------ corrupt and short bodies
 
 
-async def test_corrupt_blob_fails_with_digest_mismatch_and_no_tag(proxied_registry: ProxiedReg,
-                                                                  registry2: Reg) -> None:
+async def test_corrupt_blob_fails_with_digest_mismatch_and_no_tag(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
     img = multi_platform("corrupt")
     _seed(proxied_registry, img)
     layer = img.children[1].blobs[2]  # the arm64 platform's own layer
-    proxied_registry.faults.add(Fault("GET", _blob_path(layer.digest), corrupt_at=1234,
-                                      times=None))
+    proxied_registry.faults.add(Fault("GET", _blob_path(layer.digest), corrupt_at=1234, times=None))
     with pytest.raises(DigestMismatch) as caught:
         await _copy(proxied_registry, registry2)
     assert caught.value.exit_code == EXIT_REGISTRY
@@ -213,14 +218,19 @@ async def test_corrupt_blob_fails_with_digest_mismatch_and_no_tag(proxied_regist
 
 @pytest.mark.parametrize("which", ["root-by-tag", "child-by-digest"])
 @pytest.mark.parametrize("declared", [False, True], ids=["eof", "short-content-length"])
-async def test_truncated_manifest_fails_cleanly(proxied_registry: ProxiedReg, registry2: Reg,
-                                                which: str, declared: bool) -> None:
+async def test_truncated_manifest_fails_cleanly(
+    proxied_registry: ProxiedReg, registry2: Reg, which: str, declared: bool
+) -> None:
     img = multi_platform("truncated")
     _seed(proxied_registry, img)
-    path = MANIFEST_TAG if which == "root-by-tag" else \
-        f"^/v2/dev/app/manifests/{img.children[0].digest}$"
-    proxied_registry.faults.add(Fault("GET", path, truncate_after=40, declare_truncated=declared,
-                                      times=None))
+    path = (
+        MANIFEST_TAG
+        if which == "root-by-tag"
+        else f"^/v2/dev/app/manifests/{img.children[0].digest}$"
+    )
+    proxied_registry.faults.add(
+        Fault("GET", path, truncate_after=40, declare_truncated=declared, times=None)
+    )
     with pytest.raises(RegistryError) as caught:
         await _copy(proxied_registry, registry2)
     _assert_one_line_registry_error(caught.value)
@@ -229,8 +239,9 @@ async def test_truncated_manifest_fails_cleanly(proxied_registry: ProxiedReg, re
     _assert_no_tag(registry2)
 
 
-async def test_one_truncated_manifest_read_is_retried(proxied_registry: ProxiedReg,
-                                                      registry2: Reg) -> None:
+async def test_one_truncated_manifest_read_is_retried(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
     """A GET is idempotent: a connection lost mid-manifest deserves a retry like one lost
     mid-blob (copy.py retries those) or before the headers (client.py retries those)."""
     img = image("truncated-once")
@@ -244,25 +255,30 @@ async def test_one_truncated_manifest_read_is_retried(proxied_registry: ProxiedR
 # ------------------------------------------------------------------ the target refusing uploads
 
 
-async def test_target_rejecting_blob_puts_leaves_no_tag(proxied_registry: ProxiedReg,
-                                                        registry2: Reg) -> None:
+async def test_target_rejecting_blob_puts_leaves_no_tag(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
     img = multi_platform("reject")
     registry2.pusher.push("dev/app", img, "1.0")
-    proxied_registry.faults.add(Fault("PUT", r"^/v2/prod/app/blobs/uploads/", status=500,
-                                      times=None))
+    proxied_registry.faults.add(
+        Fault("PUT", r"^/v2/prod/app/blobs/uploads/", status=500, times=None)
+    )
     with pytest.raises(RegistryError) as caught:
         await _copy(registry2, proxied_registry)
     _assert_one_line_registry_error(caught.value)
     assert caught.value.status == 500
     _assert_no_tag(proxied_registry)
     assert proxied_registry.faults.count("PUT", "/manifests/") == 0
-    per_blob = [proxied_registry.faults.count("PUT", _upload_put(d))
-                for d in {b.digest for c in img.children for b in c.blobs}]
+    per_blob = [
+        proxied_registry.faults.count("PUT", _upload_put(d))
+        for d in {b.digest for c in img.children for b in c.blobs}
+    ]
     assert max(per_blob) == ATTEMPTS and all(n <= ATTEMPTS for n in per_blob), per_blob
 
 
-async def test_target_rejecting_one_blob_put_is_retried(proxied_registry: ProxiedReg,
-                                                        registry2: Reg) -> None:
+async def test_target_rejecting_one_blob_put_is_retried(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
     img = image("reject-once")
     registry2.pusher.push("dev/app", img, "1.0")
     layer = img.blobs[1]
@@ -270,6 +286,6 @@ async def test_target_rejecting_one_blob_put_is_retried(proxied_registry: Proxie
     await _copy(registry2, proxied_registry)
     assert proxied_registry.pusher.digest("prod/app", "1.0") == img.digest
     assert proxied_registry.pusher.blob("prod/app", layer.digest) == layer.data
-    assert [s.status for s in proxied_registry.faults.requests("PUT", _upload_put(layer.digest))] \
-        == [502, 201]
-
+    assert [
+        s.status for s in proxied_registry.faults.requests("PUT", _upload_put(layer.digest))
+    ] == [502, 201]

@@ -1,0 +1,144 @@
+"""From a deployment, a long approval suspends the run instead of pausing it: no process waits,
+and on resume the flow runs again from the top with its gate results taken from the first run.
+
+The promote flow is served for real (`flow.serve` in a subprocess, against the test server), so
+this is the path a deployment takes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from tests.flows.helpers import (
+    CRITICAL_SCAN,
+    Setup,
+    attach_evidence,
+    push_with_evidence,
+    wait_for_approval_request,
+)
+from tests.flows.test_flow_cli import run_cli
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api", "fast_approval_polls")]
+
+DEPLOYMENT = "airlock-promote/suspend-test"
+
+
+@pytest.fixture
+def served(prefect_api: str) -> Iterator[None]:
+    """The promote flow served as a deployment by a separate process (stopped by PID)."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    code = "from flows.promote import promote; promote.serve(name='suspend-test')"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    yield
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def _state(run_id: UUID) -> Any:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return (await client.read_flow_run(run_id)).state
+
+
+async def _wait_for(run_id: UUID, accept: Any, timeout: float = 120) -> Any:
+    """Poll the run's state until `accept(state)` (a state change, not a sleep to hide a race)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = await _state(run_id)
+        if state is not None and accept(state):
+            return state
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"flow run {run_id} never reached the expected state (last: {state})")
+
+
+async def _deployment_ready(timeout: float = 120) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while time.monotonic() < deadline:
+            try:
+                await client.read_deployment_by_name(DEPLOYMENT)
+                return
+            except ObjectNotFound:
+                await asyncio.sleep(0.3)
+    raise AssertionError("the served deployment never appeared")
+
+
+async def _gate_runs(run_id: UUID) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+    return [r for r in runs if r.name.startswith("gate-")]
+
+
+async def test_a_long_approval_suspends_and_resumes_without_judging_gates_again(
+    setup: Setup, served: None, prefect_api: str
+) -> None:
+    cli_env = {"PREFECT_API_URL": prefect_api}
+    since = dt.datetime.now(dt.UTC)
+    from prefect.deployments import run_deployment
+
+    # qa: a scan gate and a long approval; the deployment promotes dev → qa
+    setup.write(
+        gates={
+            "qa": [
+                {"kind": "scan"},
+                {"kind": "approval", "policy": {"required": 1}, "timeout": "2h"},
+            ]
+        }
+    )
+    img = await push_with_evidence(setup, "suspended", "1.0")
+    await _deployment_ready()
+    run = await run_deployment(
+        DEPLOYMENT,
+        parameters={
+            "image": setup.ref("dev", "1.0"),
+            "to_stage": "qa",
+            "pipeline_file": setup.file,
+            "requester": "ci",
+        },
+        timeout=0,
+    )
+    suspended = await _wait_for(run.id, lambda s: s.is_paused() and s.name == "Suspended")
+    assert suspended.state_details.pause_reschedule  # suspended, not a paused process
+    assert setup.digest("qa", "1.0") is None
+    first = await _gate_runs(run.id)
+    assert [r.name for r in first] == ["gate-scan"]
+
+    # evidence changes while it waits: a CRITICAL scan is attached — the judged one stands
+    await attach_evidence(setup.reg, img, scan=CRITICAL_SCAN)
+    await wait_for_approval_request(lambda r: r.id == run.id, since=since)
+    approved = await run_cli(
+        "approve", str(run.id), "--by", "alice", "--comment", "ship it", env=cli_env
+    )
+    assert approved.returncode == 0, approved.stderr
+    done = await _wait_for(run.id, lambda s: s.is_final())
+    assert done.is_completed(), done
+    assert setup.digest("qa", "1.0") == img.digest
+    again = await _gate_runs(run.id)
+    scans = [r for r in again if r.name == "gate-scan"]
+    assert all(r.state is not None and r.state.name in ("Completed", "Cached") for r in scans)
+    [record] = [r for r in await setup.records("qa", img.digest) if r.stage == "qa"]
+    assert [a.approver for a in record.approvals] == ["alice"]
+    assert [g.passed for g in record.gates if g.gate == "scan"] == [True]
