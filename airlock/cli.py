@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     from airlock import flowcli  # Prefect loads only when one of these commands runs
 
     flowcli.add_parsers(sub)
+    from airlock import webhookcli
+
+    webhookcli.add_parsers(sub)
     return parser
 
 

@@ -83,6 +83,30 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--comment", default="", metavar="TEXT")
     p.set_defaults(func=cmd_approve)
 
+    p = sub.add_parser(
+        "serve",
+        help="serve prefect.yaml's deployments from this process (no work pool needed)",
+        description="promote-on-push, promote, drift-watch and rescan, bound to one pipeline,"
+        " served against PREFECT_API_URL until interrupted.",
+    )
+    p.add_argument(
+        "--pipeline",
+        metavar="FILE",
+        help="pipeline.yaml (default: $AIRLOCK_PIPELINE or ./pipeline.yaml)",
+    )
+    p.add_argument(
+        "--no-schedules", action="store_true", help="serve drift-watch and rescan without crons"
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows import deployments
+
+    pipeline = args.pipeline or os.environ.get("AIRLOCK_PIPELINE") or "pipeline.yaml"
+    _run(deployments.serve(pipeline, schedules=not args.no_schedules))
+    return 0
+
 
 def _quiet_tracebacks() -> None:
     """Prefect logs a flow's exception with its traceback; for airlock's own errors (a refusal,

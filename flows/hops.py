@@ -89,22 +89,7 @@ async def _evaluate(config: GateConfig, hop: Hop, client: RegistryClient) -> Gat
     policy = config.policy_model()
     repo = hop.source.repository
     if config.kind in ("tests", "scan"):
-        target = await target_of(client, repo, hop.manifest)
-        found = await from_referrers(
-            client, repo, target, GATE_TYPES[config.kind], per_platform=policy.per_platform
-        )
-        module = gates.tests if config.kind == "tests" else gates.scan
-        results = [
-            module.evaluate(evidence, policy)
-            if evidence
-            else GateResult(
-                gate=config.kind,
-                passed=False,
-                summary=f"refused: no {config.kind} report is attached to {digest}",
-            )
-            for digest, evidence in found
-        ]
-        return results[0] if len(results) == 1 else combine(config.kind, results)
+        return await judge_reports(config, client, repo, hop.manifest)
     if config.kind == "signature":
         signatures = await gates.signature.collect(client, repo, hop.digest)
         return gates.signature.evaluate(signatures, policy, hop.digest)
@@ -114,6 +99,29 @@ async def _evaluate(config: GateConfig, hop: Hop, client: RegistryClient) -> Gat
             entered_at, policy, subject=hop.digest, stage=hop.previous.name, source=source
         )
     raise ValueError(f"gate {config.kind} is not evaluated as a task")
+
+
+async def judge_reports(
+    config: GateConfig, client: RegistryClient, repo: str, manifest: Manifest
+) -> GateResult:
+    """A tests or scan gate on the newest reports attached to `manifest` in `repo`."""
+    policy = config.policy_model()
+    target = await target_of(client, repo, manifest)
+    found = await from_referrers(
+        client, repo, target, GATE_TYPES[config.kind], per_platform=policy.per_platform
+    )
+    module = gates.tests if config.kind == "tests" else gates.scan
+    results = [
+        module.evaluate(evidence, policy)
+        if evidence
+        else GateResult(
+            gate=config.kind,
+            passed=False,
+            summary=f"refused: no {config.kind} report is attached to {digest}",
+        )
+        for digest, evidence in found
+    ]
+    return results[0] if len(results) == 1 else combine(config.kind, results)
 
 
 async def entered(hop: Hop, client: RegistryClient) -> tuple[dt.datetime | None, str]:

@@ -16,7 +16,8 @@ import json
 import math
 import re
 import uuid
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -242,6 +243,16 @@ async def _ensure_limit(name: str) -> None:
             )
 
 
+@asynccontextmanager
+async def repository_lock(ref: Reference) -> AsyncIterator[None]:
+    """Hold the repository's limit: no promotion or rollback writes to it meanwhile (and a
+    reader — drift-watch — never sees a tag moved before its record is written)."""
+    name = _limit_name(ref)
+    await _ensure_limit(name)
+    async with concurrency(name, occupy=1, strict=True):
+        yield
+
+
 @flow(name="airlock-promote", flow_run_name="promote {image} to {to_stage}")
 async def promote(
     image: str,
@@ -286,9 +297,7 @@ async def promote(
             r = refused[0]
             raise PromotionRefused(f"{stage.name}: {r.gate} gate {r.summary}")
 
-        limit = _limit_name(hop.target)
-        await _ensure_limit(limit)
-        async with concurrency(limit, occupy=1, strict=True):
+        async with repository_lock(hop.target):
             current = await dst.head_manifest(hop.target.repository, hop.target.reference)
             if current is not None and current.digest == hop.digest:
                 return _summary(hop, "already there", None)
@@ -492,9 +501,7 @@ async def rollback(
     ref = config.reference(st, image)
     async with clients(config, st) as opened:
         client = opened[st.registry]
-        limit = _limit_name(ref)
-        await _ensure_limit(limit)
-        async with concurrency(limit, occupy=1, strict=True):
+        async with repository_lock(ref):
             records = [r for r in await history(client, ref.repository) if r.stage == st.name]
             if not records:
                 raise PromotionRefused(f"{st.name}: nothing was ever promoted into {ref}")

@@ -206,11 +206,13 @@ class Challenge:
 
 
 Scopes = dict[str, frozenset[str]]  # repository → actions
+CATALOG = "registry:catalog"  # the one non-repository scope (no repository name has a colon)
 
 
 def _scope_strings(scopes: Scopes) -> list[str]:
     return [
-        f"repository:{repo}:{','.join(sorted(actions))}" for repo, actions in sorted(scopes.items())
+        f"{CATALOG if repo == CATALOG else 'repository:' + repo}:{','.join(sorted(actions))}"
+        for repo, actions in sorted(scopes.items())
     ]
 
 
@@ -221,6 +223,8 @@ def _parse_scope_strings(text: str) -> Scopes:
         name, _, actions = rest.rpartition(":")
         if kind == "repository" and name:
             out.setdefault(name, set()).update(a for a in actions.split(",") if a)
+        elif f"{kind}:{name}" == CATALOG:
+            out.setdefault(CATALOG, set()).update(a for a in actions.split(",") if a)
     return {k: frozenset(v) for k, v in out.items()}
 
 
@@ -243,6 +247,8 @@ _PATH_RE = re.compile(
 
 def scopes_for(request: httpx.Request) -> Scopes:
     """The repository scopes a request needs, derived from its method and path."""
+    if request.url.path == "/v2/_catalog":
+        return {CATALOG: frozenset({"*"})}
     m = _PATH_RE.match(request.url.path)
     if not m:
         return {}

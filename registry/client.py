@@ -390,6 +390,37 @@ class RegistryClient:
             )
         return str(url)
 
+    # ------------------------------------------------------------------ listings
+
+    async def list_tags(self, repo: str) -> list[str]:
+        """Every tag of `repo` (sorted; [] for a repository that does not exist)."""
+        return sorted(await self._paged(f"/v2/{repo}/tags/list", "tags", repo))
+
+    async def catalog(self) -> list[str]:
+        """Every repository the credentials may list (sorted)."""
+        return sorted(await self._paged("/v2/_catalog?n=1000", "repositories", "_catalog"))
+
+    async def _paged(self, path: str, key: str, repo: str) -> list[str]:
+        """A listing followed across `Link: <…>; rel="next"` pages (at most 1000 of them)."""
+        url, out = await self._url(path), []
+        what = f"GET {self.registry}/{repo} {key}"
+        for _ in range(1000):
+            response = await self._with_retries("GET", url, what=what)
+            if response.status_code == 404 and key == "tags":
+                return []
+            if response.status_code != 200:
+                raise self.error(response, what, repo)
+            try:
+                items = response.json().get(key) or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{what}: the registry answered something not JSON") from None
+            out.extend(i for i in items if isinstance(i, str))
+            following = response.links.get("next", {}).get("url")
+            if not following:
+                return out
+            url = str(httpx.URL(url).join(following))
+        raise RegistryError(f"{what}: more than 1000 pages; the registry keeps paginating")
+
     # ------------------------------------------------------------------ manifests
 
     async def head_manifest(self, repo: str, ref: str) -> Descriptor | None:

@@ -1,0 +1,77 @@
+"""The deployments of prefect.yaml, served from this process (`airlock serve`, the demo).
+
+prefect.yaml is the one description of airlock's deployments: `prefect deploy --all` registers it
+on a work pool, and this module serves the same deployments with `prefect.serve` — the local
+default, no pool or worker needed. Served, each deployment's `pipeline_file` is the pipeline given
+here, and promote-on-push watches that pipeline's first stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from flows.config import Pipeline, load
+from gates.yamlfile import read_mapping
+from registry.errors import BadInputError
+
+PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
+
+
+def first_stage_match(pipeline: Pipeline) -> str:
+    """The `airlock.repository` pattern of the pipeline's first stage ({name} → *)."""
+    return pipeline.stages[0].repository.replace("{name}", "*")
+
+
+def _absolute(path: str | Path) -> str:
+    return os.path.abspath(path)
+
+
+def _flow(entrypoint: str) -> Any:
+    path, _, name = entrypoint.partition(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    return getattr(module, name)
+
+
+async def runner_deployments(
+    pipeline_file: str | Path, *, schedules: bool = True, spec: Path = PREFECT_YAML
+) -> list[Any]:
+    """RunnerDeployments for every deployment in prefect.yaml, bound to `pipeline_file`."""
+    from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    pipeline_path = _absolute(pipeline_file)
+    pipeline = load(pipeline_path)
+    doc = read_mapping(spec, "prefect.yaml")
+    triggers = TypeAdapter(DeploymentTriggerTypes)
+    out = []
+    for d in doc.get("deployments") or []:
+        if not isinstance(d, dict) or not d.get("name") or not d.get("entrypoint"):
+            raise BadInputError(f"{spec}: every deployment needs a name and an entrypoint")
+        parameters = {**(d.get("parameters") or {}), "pipeline_file": pipeline_path}
+        made = []
+        for i, t in enumerate(d.get("triggers") or [], start=1):
+            t = {**t, "name": t.get("name") or f"{d['name']}__automation_{i}"}
+            if "airlock.repository" in (t.get("match") or {}):
+                t["match"] = {**t["match"], "airlock.repository": first_stage_match(pipeline)}
+            made.append(triggers.validate_python(t))
+        crons = [s["cron"] for s in d.get("schedules") or [] if "cron" in s] if schedules else []
+        out.append(
+            await _flow(d["entrypoint"]).ato_deployment(
+                name=d["name"],
+                description=d.get("description"),
+                parameters=parameters,
+                triggers=made or None,
+                cron=crons or None,
+            )
+        )
+    return out
+
+
+async def serve(pipeline_file: str | Path, *, schedules: bool = True) -> None:
+    """Serve every deployment until interrupted (runs start in subprocesses of this one)."""
+    from prefect import aserve
+
+    await aserve(*await runner_deployments(pipeline_file, schedules=schedules))

@@ -1,0 +1,181 @@
+"""Scheduled checks of what the stages hold (deployments `drift-watch` and `rescan`).
+
+drift-watch: every release tag of every stage after the first still points at the digest its
+latest promotion (or rollback) record names. A tag moved, deleted or pushed behind airlock's back
+is drift: the run writes an artifact listing it, emits `airlock.drift.detected`, and fails.
+
+rescan: the digests now in a stage (production by default) are judged again by the pipeline's scan
+gate on the newest scan report attached to them *in that stage's repository* (attach a fresh scan
+to prod/app@sha256:… to have it counted). A refusal emits `airlock.rescan.failed` and fails the
+run. Nothing is changed in any registry by either.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
+
+from flows.config import GateConfig, Pipeline, Stage, load
+from flows.hops import clients, judge_reports
+from flows.promote import repository_lock
+from flows.records import history
+from registry.client import RegistryClient
+from registry.errors import BadInputError, NotFound, RefusedError
+from registry.reference import Reference
+
+DRIFT_EVENT = "airlock.drift.detected"
+RESCAN_EVENT = "airlock.rescan.failed"
+# Tags that are not releases: the referrers fallback tag, cosign's, airlock's history.
+NOT_A_RELEASE = re.compile(r"^(sha256-[0-9a-f]{64}(\..*)?|airlock\..*)$")
+
+
+class DriftDetected(RefusedError):
+    """A stage's tag no longer points at what airlock promoted there."""
+
+
+class RescanFailed(RefusedError):
+    """A digest in the stage no longer passes the scan gate."""
+
+
+async def _repositories(client: RegistryClient, stage: Stage) -> list[str]:
+    return [r for r in await client.catalog() if stage.name_in(r) is not None]
+
+
+async def _stage_drift(client: RegistryClient, pipeline: Pipeline, stage: Stage) -> list[dict]:
+    host = pipeline.registries[stage.registry].url
+    found: list[dict[str, Any]] = []
+    for repo in await _repositories(client, stage):
+        # A promotion moves the tag, then writes its record: wait until none is in flight.
+        async with repository_lock(Reference(host, repo)):
+            latest, now = await _recorded_and_current(client, stage, repo)
+        for tag in sorted(now):
+            expected = latest.get(tag)
+            if now[tag] == expected:
+                continue
+            if expected is None:
+                why = "pushed without airlock (no promotion record names this tag)"
+            elif now[tag] is None:
+                why = "deleted"
+            else:
+                why = "moved behind airlock's back"
+            found.append(
+                {
+                    "stage": stage.name,
+                    "image": f"{host}/{repo}:{tag}",
+                    "recorded": expected or "-",
+                    "now": now[tag] or "-",
+                    "drift": why,
+                }
+            )
+    return found
+
+
+async def _recorded_and_current(
+    client: RegistryClient, stage: Stage, repo: str
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Per tag: the digest its newest record names, and the digest it points at now."""
+    latest: dict[str, str] = {}
+    for record in await history(client, repo):
+        if record.stage == stage.name:
+            for tag in record.tags:
+                latest[tag] = record.digest
+    tags = [t for t in await client.list_tags(repo) if not NOT_A_RELEASE.match(t)]
+    now: dict[str, str | None] = {}
+    for tag in set(tags) | set(latest):
+        current = await client.head_manifest(repo, tag)
+        now[tag] = current.digest if current else None
+    return latest, now
+
+
+@flow(name="airlock-drift-watch")
+async def drift_watch(pipeline_file: str | None = None) -> list[dict[str, Any]]:
+    """Check every stage tag against its latest promotion record; fail on any drift."""
+    pipeline = load(pipeline_file)
+    drift: list[dict[str, Any]] = []
+    checked = pipeline.stages[1:]  # the first stage is where CI pushes: airlock records nothing
+    async with clients(pipeline, *checked) as opened:
+        for stage in checked:
+            drift += await _stage_drift(opened[stage.registry], pipeline, stage)
+    if not drift:
+        get_run_logger().info("no drift in %s", ", ".join(s.name for s in checked))
+        return []
+    await create_table_artifact(
+        key="airlock-drift", table=drift, description="Stage tags that moved behind airlock's back"
+    )
+    for d in drift:
+        emit_event(
+            event=DRIFT_EVENT,
+            resource={"prefect.resource.id": f"airlock.image.{d['image']}", **_labels(d)},
+            payload=d,
+        )
+    first = drift[0]
+    raise DriftDetected(
+        f"{len(drift)} tag(s) drifted; first: {first['image']} {first['drift']}"
+        f" (recorded {first['recorded']}, now {first['now']})"
+    )
+
+
+def _labels(d: dict[str, Any]) -> dict[str, str]:
+    return {f"airlock.{k}": str(v) for k, v in d.items()}
+
+
+def _scan_gate(pipeline: Pipeline, stage: Stage) -> GateConfig:
+    """The stage's scan gate, else the nearest one before it (prod rarely rescans on its own
+    policy: the policy that let the digest in is the one it must keep meeting)."""
+    for s in reversed(pipeline.stages[: pipeline.stages.index(stage) + 1]):
+        for gate in s.gates:
+            if gate.kind == "scan":
+                return gate
+    raise BadInputError(f"no stage up to {stage.name} has a scan gate: nothing to rescan against")
+
+
+@flow(name="airlock-rescan")
+async def rescan(stage: str | None = None, pipeline_file: str | None = None) -> list[dict]:
+    """Judge the digests now in `stage` (default: the last) against their newest scan report."""
+    pipeline = load(pipeline_file)
+    target = pipeline.stage(stage) if stage else pipeline.stages[-1]
+    gate = _scan_gate(pipeline, target)
+    host = pipeline.registries[target.registry].url
+    results: list[dict[str, Any]] = []
+    async with clients(pipeline, target) as opened:
+        client = opened[target.registry]
+        for repo in await _repositories(client, target):
+            digests: dict[str, list[str]] = {}
+            for tag in await client.list_tags(repo):
+                if not NOT_A_RELEASE.match(tag) and (d := await client.head_manifest(repo, tag)):
+                    digests.setdefault(d.digest, []).append(tag)
+            for digest, tags in sorted(digests.items()):
+                try:
+                    manifest = await client.get_manifest(repo, digest)
+                except NotFound:  # deleted since the listing: nothing there to rescan
+                    continue
+                verdict = await judge_reports(gate, client, repo, manifest)
+                results.append(
+                    {
+                        "image": f"{host}/{repo}@{digest}",
+                        "tags": ", ".join(tags),
+                        "passed": verdict.passed,
+                        "summary": verdict.summary,
+                    }
+                )
+    await create_table_artifact(
+        key="airlock-rescan", table=results, description=f"Rescan of {target.name}"
+    )
+    failed = [r for r in results if not r["passed"]]
+    for r in failed:
+        emit_event(
+            event=RESCAN_EVENT,
+            resource={"prefect.resource.id": f"airlock.image.{r['image']}", **_labels(r)},
+            payload=r,
+        )
+    if failed:
+        raise RescanFailed(
+            f"{len(failed)} of {len(results)} digest(s) in {target.name} fail the scan gate now;"
+            f" first: {failed[0]['image']}: {failed[0]['summary']}"
+        )
+    get_run_logger().info("%d digest(s) in %s still pass the scan gate", len(results), target.name)
+    return results

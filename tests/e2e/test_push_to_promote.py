@@ -1,0 +1,314 @@
+"""End to end, as a team would run it: a registry notifies the webhook receiver, the receiver
+emits Prefect events, the Prefect server (on PostgreSQL) triggers promote-on-push, and the
+deployments served by `airlock serve` promote the image — every part a real process.
+
+The registry is configured with two notification endpoints that both point at the receiver, so
+every push is delivered twice with the same event id: a redelivery, made by the registry itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from airlock.localregistry import free_port, start_registry
+from registry import mediatypes as mt
+from tests.airlock.test_cli import AIRLOCK
+from tests.conftest import _reg
+from tests.e2e.conftest import Postgres, PrefectServer, stop, wait_http
+from tests.flows.helpers import CRITICAL_SCAN, Setup, attach, attach_evidence, scan_of
+from tests.support import images as im
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "registry-notification-token-e2e"
+CI_SECRET = "ci-hmac-secret-e2e"
+WAIT = 120.0
+
+
+@dataclass
+class Stack:
+    setup: Setup
+    server: PrefectServer
+    receiver: str  # http://127.0.0.1:PORT
+    logs: Path
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        r = httpx.request(method, f"{self.server.api}{path}", json=body, timeout=30)
+        assert r.status_code < 300, (path, r.status_code, r.text)
+        return r.json() if r.content else None
+
+    def runs(self, deployment: str) -> list[dict[str, Any]]:
+        dep = self.api("GET", f"/deployments/name/{deployment}")
+        return self.api(
+            "POST", "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [dep["id"]]}}}
+        )
+
+    def runs_of(self, image: str) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.runs("airlock-pipeline/promote-on-push")
+            if any(image in i for i in r["parameters"].get("images", []))
+        ]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.api("GET", f"/flow_runs/{run_id}")
+
+    def wait(self, what: str, check: Any, timeout: float = WAIT) -> Any:
+        """Poll the API until `check()` gives something truthy (a state, not a sleep)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = check()
+            if got:
+                return got
+            time.sleep(0.3)
+        raise AssertionError(f"{what}: not within {timeout:.0f} s; logs in {self.logs}")
+
+    def final(self, run_id: str) -> dict[str, Any]:
+        return self.wait(
+            f"flow run {run_id} to end",
+            lambda: (
+                (r := self.run(run_id))["state"]["type"]
+                in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+                and r
+            ),
+        )
+
+    def event(self, name: str, **payload: str) -> dict[str, Any] | None:
+        """The newest event `name` whose payload has these values (events are stored in
+        batches: callers poll)."""
+        body = {"filter": {"event": {"name": [name]}}}
+        for event in self.api("POST", "/events/filter", body)["events"]:
+            if all(event["payload"].get(k) == v for k, v in payload.items()):
+                return event
+        return None
+
+    def start(self, deployment: str) -> str:
+        dep = self.api("GET", f"/deployments/name/{deployment}")
+        return self.api("POST", f"/deployments/{dep['id']}/create_flow_run", {})["id"]
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=Path.cwd()
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, prefect_server: PrefectServer
+) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("e2e")
+    docker_config = base / "docker-config"
+    docker_config.mkdir()
+    receiver_port = free_port()
+    receiver = f"http://127.0.0.1:{receiver_port}"
+    endpoint = {
+        "url": f"{receiver}/registry",
+        "headers": {"Authorization": [f"Bearer {TOKEN}"]},
+        "timeout": "5s",
+        "threshold": 10,
+        "backoff": "1s",
+    }
+    server = start_registry(
+        base / "registry",
+        extra={
+            "notifications": {
+                "endpoints": [
+                    {"name": "airlock", **endpoint},
+                    {"name": "airlock-redelivery", **endpoint},
+                ]
+            }
+        },
+    )
+    reg = _reg(server)
+    setup = Setup(reg, base / "pipeline.yaml")
+    setup.write()
+    env = prefect_server.env(
+        DOCKER_CONFIG=str(docker_config),
+        AIRLOCK_WEBHOOK_TOKEN=TOKEN,
+        AIRLOCK_CI_SECRET=CI_SECRET,
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        PREFECT_LOGGING_LEVEL="INFO",
+    )
+    procs = [
+        _spawn(
+            [AIRLOCK, "webhooks", "serve", "--port", str(receiver_port), "--pipeline", setup.file],
+            env,
+            base / "receiver.log",
+        ),
+        _spawn(
+            [AIRLOCK, "serve", "--pipeline", setup.file, "--no-schedules"], env, base / "serve.log"
+        ),
+    ]
+    try:
+        wait_http(f"{receiver}/healthz", procs[0], base / "receiver.log")
+        s = Stack(setup, prefect_server, receiver, base)
+        s.wait(
+            "the served deployments",
+            lambda: len(s.api("POST", "/deployments/filter", {})) >= 4,
+        )
+        yield s
+    finally:
+        for proc in procs:
+            stop(proc)
+        reg.pusher.close()
+        server.stop()
+
+
+async def push_after_evidence(stack: Stack, seed: str, tag: str, **kw: Any) -> im.Image:
+    """CI's order: the image by digest, its reports attached, and only then the tag — whose
+    push is the event that starts the pipeline, so the gates find the evidence."""
+    img = im.image(seed)
+    stack.setup.reg.pusher.push("dev/app", img)
+    await attach_evidence(stack.setup.reg, img, **kw)
+    stack.setup.reg.pusher.push("dev/app", img, tag)
+    return img
+
+
+def approval_waiting(stack: Stack, image_ref: str) -> dict[str, Any] | None:
+    """The promote run into prod for this image, once it waits for an approval it can take."""
+    runs = stack.api(
+        "POST",
+        "/flow_runs/filter",
+        {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}},
+    )
+    for run in runs:
+        params = run["parameters"]
+        keyset = (run["state"].get("state_details") or {}).get("run_input_keyset")
+        if params.get("to_stage") == "prod" and image_ref in params.get("image", "") and keyset:
+            schema = httpx.get(
+                f"{stack.server.api}/flow_runs/{run['id']}/input/{keyset['schema']}", timeout=10
+            )
+            if schema.status_code == 200:
+                return run
+    return None
+
+
+async def test_a_push_runs_the_pipeline_once_through_staging_and_prod_waits_for_approval(
+    stack: Stack, postgres: Postgres
+) -> None:
+    setup = stack.setup
+    img = await push_after_evidence(stack, "e2e-push", "1.0")
+
+    # exactly one pipeline run, though the registry delivered the push twice
+    [run] = stack.wait(
+        "a pipeline run for the push", lambda: stack.runs_of(f"dev/app:1.0@{img.digest}")
+    )
+    assert run["parameters"]["images"] == [f"{setup.host}/dev/app:1.0@{img.digest}"]
+
+    # dev → qa → staging by itself; prod waits for a person
+    paused = stack.wait("prod's approval request", lambda: approval_waiting(stack, "app:1.0"))
+    assert setup.digest("qa") == setup.digest("staging") == img.digest
+    assert setup.digest("prod") is None
+    approved = subprocess.run(
+        [AIRLOCK, "approve", paused["id"], "--by", "alice"],
+        env=stack.server.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert approved.returncode == 0, approved.stderr
+    done = stack.final(run["id"])
+    assert done["state"]["type"] == "COMPLETED", done["state"]
+    assert setup.digest("prod") == img.digest
+    [record] = [r for r in await setup.records("prod", img.digest) if r.stage == "prod"]
+    assert [a.approver for a in record.approvals] == ["alice"]
+    assert record.requester == "registry"  # the registry's actor: anonymous pushes here
+
+    # both deliveries reached the receiver, and still one run; the server kept it in PostgreSQL
+    log = (stack.logs / "receiver.log").read_text()
+    assert log.count(f"registry push {setup.host}/dev/app:1.0@{img.digest}") == 2, log
+    assert len(stack.runs_of(f"dev/app:1.0@{img.digest}")) == 1
+    run_id = str(uuid.UUID(run["id"]))  # a UUID: safe to put in the query
+    assert postgres.query(f"select count(*) from flow_run where id = '{run_id}'") == "1"  # noqa: S608
+
+
+def _ci(stack: Stack, body: bytes, secret: str, delivery: str) -> httpx.Response:
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return httpx.post(
+        f"{stack.receiver}/ci",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": signature,
+            "X-GitHub-Delivery": delivery,
+        },
+    )
+
+
+async def test_a_ci_call_with_a_bad_signature_starts_nothing_and_a_signed_one_starts_a_run(
+    stack: Stack,
+) -> None:
+    setup = stack.setup
+    img = im.image("e2e-ci")
+    setup.reg.pusher.push("dev/ci", img, "2.0")  # a tag push: its own run (image dev/ci)
+    await attach_evidence(setup.reg, img, repo="dev/ci")
+    ref = f"{setup.host}/dev/ci:2.0"
+    body = json.dumps({"image": ref, "requester": "jenkins"}).encode()
+
+    forged = _ci(stack, body, "not-the-secret", "delivery-1")
+    assert forged.status_code == 401
+    assert CI_SECRET not in forged.text
+    signed = _ci(stack, body, CI_SECRET, "delivery-2")
+    assert signed.status_code == 202, signed.text
+
+    runs = stack.wait(
+        "the signed CI call's run",
+        lambda: [
+            r
+            for r in stack.runs("airlock-pipeline/promote-on-push")
+            if r["parameters"].get("images") == [ref]
+        ],
+    )
+    assert len(runs) == 1  # the forged call made none
+    assert runs[0]["parameters"]["requester"] == "jenkins"
+
+
+async def test_drift_watch_finds_a_tag_moved_behind_airlocks_back(stack: Stack) -> None:
+    setup = stack.setup
+    first = stack.final(stack.start("airlock-drift-watch/drift-watch"))
+    assert first["state"]["type"] == "COMPLETED", first["state"]  # nothing moved yet
+
+    intruder = im.image("e2e-intruder")
+    setup.reg.pusher.push("staging/app", intruder, "1.0")  # straight into staging, no gates
+    done = stack.final(stack.start("airlock-drift-watch/drift-watch"))
+    assert done["state"]["type"] == "FAILED"
+    message = done["state"]["message"]
+    assert f"{setup.host}/staging/app:1.0 moved behind airlock's back" in message, message
+    assert intruder.digest in message
+    stack.wait(
+        "the airlock.drift.detected event",
+        lambda: stack.event("airlock.drift.detected", now=intruder.digest),
+    )
+
+
+async def test_rescan_fails_when_a_newer_report_has_a_critical(stack: Stack) -> None:
+    setup = stack.setup
+    passed = stack.final(stack.start("airlock-rescan/rescan"))
+    assert passed["state"]["type"] == "COMPLETED", passed["state"]
+
+    prod_image = im.image("e2e-push")
+    digest = prod_image.digest
+    assert setup.digest("prod") == digest  # promoted by the first test of this module
+    critical = scan_of(prod_image, CRITICAL_SCAN, "prod/app")
+    await attach(setup.reg, "prod/app", prod_image, mt.SCAN_REPORT_TRIVY, critical)
+    done = stack.final(stack.start("airlock-rescan/rescan"))
+    assert done["state"]["type"] == "FAILED"
+    assert f"prod/app@{digest}" in done["state"]["message"]
+    assert "CRITICAL" in done["state"]["message"], done["state"]["message"]
+    image = f"{setup.host}/prod/app@{digest}"
+    stack.wait(
+        "the airlock.rescan.failed event", lambda: stack.event("airlock.rescan.failed", image=image)
+    )

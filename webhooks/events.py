@@ -1,0 +1,127 @@
+"""From what a registry or a CI job says to the Prefect events that start promotions.
+
+A registry notification envelope (`application/vnd.docker.distribution.events.v1+json`) holds
+events; a manifest push *with a tag* into the first stage of the pipeline is an image pushed, and
+becomes one `airlock.image.pushed` event whose id is derived from the registry's event id (uuid5):
+the registry delivers at least once, and Prefect drops an event id it has already seen, so a
+redelivery never starts a second pipeline run. Everything else (blob pushes, pulls, pushes by
+digest, airlock's own tags, other repositories) is skipped, never an error: the registry sends
+all of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from flows.config import Pipeline
+from registry import mediatypes as mt
+from registry.errors import BadInputError
+from registry.reference import InvalidReference, Reference, parse
+
+EVENT = "airlock.image.pushed"
+# A fixed namespace: the same registry event id gives the same Prefect event id in any process.
+NAMESPACE = uuid.UUID("6f1c1e0a-6a43-4a53-9d3e-3f2b8f5c7a10")
+
+# Tags that are not releases: the referrers fallback tag, cosign's, airlock's history.
+_NOT_A_RELEASE = re.compile(r"^(sha256-[0-9a-f]{64}(\..*)?|airlock\..*)$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Push:
+    """An image pushed under a tag into the pipeline's first stage."""
+
+    reference: Reference  # registry/repository:tag@digest
+    media_type: str
+    source: str  # "registry" or "ci"
+    delivery: str  # the sender's id for this delivery (what makes the event id)
+    requester: str  # who pushed (the registry's authenticated actor) or who CI says asked
+
+    def event(self, occurred: dt.datetime | None = None) -> dict[str, Any]:
+        ref = self.reference
+        return {
+            "id": str(uuid.uuid5(NAMESPACE, f"{self.source}:{self.delivery}")),
+            "occurred": (occurred or dt.datetime.now(dt.UTC)).isoformat(),
+            "event": EVENT,
+            "resource": {
+                "prefect.resource.id": f"airlock.image.{ref.registry}/{ref.repository}",
+                "prefect.resource.name": str(ref),
+                "airlock.reference": str(ref),
+                "airlock.repository": ref.repository,
+                "airlock.tag": ref.tag or "",
+                "airlock.digest": ref.digest or "",
+                "airlock.source": self.source,
+                "airlock.requester": self.requester,
+            },
+            "payload": {"media_type": self.media_type},
+        }
+
+
+def _first_stage(pipeline: Pipeline, ref: Reference) -> bool:
+    try:
+        stage, _ = pipeline.locate(ref)
+    except BadInputError:
+        return False
+    return stage is pipeline.stages[0]
+
+
+def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int]:
+    """The image pushes in a notification envelope, and how many events were skipped.
+
+    Raises BadInputError for an envelope that is not one (the caller answers 400)."""
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("events"), list):
+        raise BadInputError('not a notification envelope: expected {"events": [...]}')
+    first = pipeline.stages[0]
+    host = pipeline.registries[first.registry].url
+    pushes: list[Push] = []
+    for i, event in enumerate(envelope["events"]):
+        if not isinstance(event, dict):
+            raise BadInputError(f"events[{i}] is not an object")
+        target = event.get("target")
+        if event.get("action") != "push" or not isinstance(target, dict):
+            continue
+        media_type, tag = target.get("mediaType"), target.get("tag")
+        if media_type not in mt.MANIFESTS or not tag or _NOT_A_RELEASE.match(str(tag)):
+            continue
+        event_id, digest, repo = event.get("id"), target.get("digest"), target.get("repository")
+        if not (isinstance(event_id, str) and event_id and isinstance(repo, str)):
+            raise BadInputError(f"events[{i}]: a push without an id or repository")
+        if not isinstance(digest, str) or not _DIGEST.match(digest):
+            raise BadInputError(f"events[{i}]: target.digest is not a sha256 digest")
+        try:
+            ref = parse(f"{host}/{repo}:{tag}@{digest}")
+        except InvalidReference as e:
+            raise BadInputError(f"events[{i}]: {e}") from None
+        actor = event.get("actor")
+        name = actor.get("name") if isinstance(actor, dict) else None
+        requester = name if isinstance(name, str) and name else "registry"
+        if _first_stage(pipeline, ref):
+            pushes.append(Push(ref, media_type, "registry", event_id, requester))
+    return pushes, len(envelope["events"]) - len(pushes)
+
+
+def ci_push(body: Any, pipeline: Pipeline, delivery: str) -> Push:
+    """The image a CI job names in the first stage:
+    {"image": "REGISTRY/REPOSITORY:TAG[@DIGEST]", "requester": "NAME" (optional, default "ci")}.
+
+    Raises BadInputError (400) for a body that names none, or an image outside the first stage."""
+    if not isinstance(body, dict) or not isinstance(body.get("image"), str):
+        raise BadInputError('expected a JSON object {"image": "REGISTRY/REPOSITORY:TAG"}')
+    try:
+        ref = parse(body["image"], default_tag=None)
+    except InvalidReference as e:
+        raise BadInputError(str(e)) from None
+    if ref.tag is None:
+        raise BadInputError(f"{ref}: name the image by its tag (stages' tags are made from it)")
+    if not _first_stage(pipeline, ref):
+        first = pipeline.stages[0]
+        where = f"{pipeline.registries[first.registry].url}/{first.repository}"
+        raise BadInputError(f"{ref.name} is not in the pipeline's first stage ({where})")
+    requester = body.get("requester", "ci")
+    if not isinstance(requester, str) or not requester.strip() or len(requester) > 200:
+        raise BadInputError("requester must be a non-empty name (at most 200 characters)")
+    return Push(ref, "", "ci", delivery, requester.strip())
