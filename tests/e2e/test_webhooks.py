@@ -1,0 +1,282 @@
+"""The webhook receiver's answers, request by request: in process (httpx's ASGI transport), with
+its events going to the real Prefect server of this folder through a transport that counts them —
+so "no run started" is checked where it is decided: no event left the receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from flows.config import load
+from tests.e2e.conftest import PrefectServer
+from webhooks.app import ENVELOPE, Settings, create_app
+from webhooks.events import NAMESPACE
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "tok-3f9a"
+SECRET = "ci-secret-77c1"
+HOST = "registry.example:5000"
+DIGEST = "sha256:" + "ab" * 32
+
+
+class Counting(httpx.AsyncBaseTransport):
+    """Forwards to the real server and keeps each request sent."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.sent: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [e for r in self.sent for e in json.loads(r.content)]
+
+
+def _pipeline(tmp_path: Path) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    doc = {
+        "registries": {"r": {"url": HOST}},
+        "stages": [
+            {"name": "dev", "registry": "r", "repository": "dev/{name}"},
+            {"name": "prod", "registry": "r", "repository": "prod/{name}"},
+        ],
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+class Receiver:
+    def __init__(self, client: httpx.AsyncClient, counting: Counting) -> None:
+        self.client, self.counting = client, counting
+
+    async def registry(
+        self, body: Any, *, token: str | None = TOKEN, content_type: str = ENVELOPE
+    ) -> httpx.Response:
+        headers = {"Content-Type": content_type}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return await self.client.post("/registry", content=content, headers=headers)
+
+    async def ci(
+        self, body: Any, *, secret: str | None = SECRET, content_type: str = "application/json"
+    ) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": content_type}
+        if secret is not None:
+            mac = hmac.new(secret.encode(), content, hashlib.sha256).hexdigest()
+            headers["X-Airlock-Signature-256"] = f"sha256={mac}"
+        return await self.client.post("/ci", content=content, headers=headers)
+
+
+async def _receiver(settings: Settings, counting: Counting) -> AsyncIterator[Receiver]:
+    app = create_app(settings, transport=counting)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+        yield Receiver(client, counting)
+    await counting.aclose()
+
+
+@pytest.fixture
+async def receiver(tmp_path: Path, prefect_server: PrefectServer) -> AsyncIterator[Receiver]:
+    settings = Settings(load(_pipeline(tmp_path)), TOKEN, SECRET, prefect_server.api, {})
+    async for r in _receiver(settings, Counting()):
+        yield r
+
+
+def push(
+    *,
+    id: str = "evt-1",
+    repo: str = "dev/app",
+    tag: str | None = "1.0",
+    media_type: str = "application/vnd.oci.image.manifest.v1+json",
+    action: str = "push",
+    digest: str = DIGEST,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    target: dict[str, Any] = {"mediaType": media_type, "repository": repo, "digest": digest}
+    if tag is not None:
+        target["tag"] = tag
+    event: dict[str, Any] = {"id": id, "action": action, "target": target}
+    if actor:
+        event["actor"] = {"name": actor}
+    return event
+
+
+async def test_health(receiver: Receiver) -> None:
+    r = await receiver.client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+async def test_a_tagged_push_to_the_first_stage_becomes_one_event_in_prefect(
+    receiver: Receiver, prefect_server: PrefectServer
+) -> None:
+    event_id = f"evt-{uuid.uuid4()}"
+    r = await receiver.registry({"events": [push(id=event_id, actor="ci-bot")]})
+    assert r.status_code == 202, r.text
+    assert r.json() == {"images": [f"{HOST}/dev/app:1.0@{DIGEST}"], "skipped": 0}
+    [event] = receiver.counting.events()
+    assert event["id"] == str(uuid.uuid5(NAMESPACE, f"registry:{event_id}"))
+    assert event["event"] == "airlock.image.pushed"
+    assert event["resource"]["airlock.reference"] == f"{HOST}/dev/app:1.0@{DIGEST}"
+    assert event["resource"]["airlock.requester"] == "ci-bot"
+
+    # the same delivery again: the same event id (Prefect keeps one)
+    again = await receiver.registry({"events": [push(id=event_id, actor="ci-bot")]})
+    assert again.status_code == 202
+    assert len({e["id"] for e in receiver.counting.events()}) == 1
+
+    # and the server has it (events are stored in batches: poll for it)
+    import time
+
+    deadline = time.monotonic() + 30
+    body = {"filter": {"id": {"id": [event["id"]]}}}
+    while time.monotonic() < deadline:
+        found = httpx.post(f"{prefect_server.api}/events/filter", json=body).json()["events"]
+        if found:
+            assert found[0]["resource"]["airlock.digest"] == DIGEST
+            return
+        time.sleep(0.2)
+    raise AssertionError("the event never reached the Prefect server")
+
+
+@pytest.mark.parametrize(
+    ("event", "why"),
+    [
+        (push(tag=None), "a push by digest (no tag)"),
+        (push(repo="prod/app"), "not the first stage"),
+        (push(repo="other/app"), "not in the pipeline"),
+        (push(media_type="application/octet-stream"), "a blob"),
+        (push(action="pull"), "a pull"),
+        (push(tag="sha256-" + "ab" * 32), "the referrers fallback tag"),
+        (push(tag="sha256-" + "ab" * 32 + ".sig"), "a cosign signature tag"),
+        (push(tag="airlock.history"), "airlock's history"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+async def test_what_is_not_an_image_push_is_skipped_not_refused(
+    receiver: Receiver, event: dict[str, Any], why: str
+) -> None:
+    r = await receiver.registry({"events": [event]})
+    assert r.status_code == 202, (why, r.text)
+    assert r.json() == {"images": [], "skipped": 1}
+    assert receiver.counting.sent == [], why
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "needle"),
+    [
+        ({"token": None}, 401, "bearer token"),
+        ({"token": "wrong"}, 401, "bearer token"),
+        ({"content_type": "application/json"}, 415, "content type"),
+        ({"content_type": "text/plain"}, 415, "content type"),
+        ({"body": b"{not json"}, 400, "not JSON"),
+        ({"body": b"\xff\xfe"}, 400, "not JSON"),
+        ({"body": {"event": []}}, 400, "not a notification envelope"),
+        ({"body": []}, 400, "not a notification envelope"),
+        ({"body": {"events": ["x"]}}, 400, "events[0] is not an object"),
+        ({"body": {"events": [push(id="")]}}, 400, "without an id"),
+        ({"body": {"events": [push(digest="sha256:short")]}}, 400, "not a sha256 digest"),
+        ({"body": {"events": [push(tag="Bad Tag!")]}}, 400, "events[0]"),
+        ({"body": {"events": [push(), "x"]}}, 400, "events[1]"),
+        ({"body": b"{" + b" " * (1024 * 1024) + b"}"}, 413, "limit"),
+    ],
+    ids=lambda v: str(v)[:40] if not isinstance(v, int) else str(v),
+)
+async def test_bad_registry_calls_get_a_clear_status_one_log_line_and_no_event(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, call: dict, status: int, needle: str
+) -> None:
+    body = call.pop("body", {"events": [push()]})
+    with caplog.at_level(logging.INFO, logger="airlock.webhooks"):
+        r = await receiver.registry(body, **call)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]
+    assert receiver.counting.sent == []
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "airlock.webhooks"]
+    assert len(lines) == 1 and str(status) in lines[0] and needle in lines[0], lines
+    assert TOKEN not in caplog.text and TOKEN not in r.text
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "needle"),
+    [
+        ({"secret": None}, 401, "signature"),
+        ({"secret": "forged"}, 401, "signature"),
+        ({"content_type": ENVELOPE}, 415, "content type"),
+        ({"body": b"[1,"}, 400, "not JSON"),
+        ({"body": {"img": "x"}}, 400, "expected a JSON object"),
+        ({"body": {"image": "UPPER/case"}}, 400, "invalid"),
+        ({"body": {"image": f"{HOST}/dev/app@{DIGEST}"}}, 400, "by its tag"),
+        ({"body": {"image": f"{HOST}/prod/app:1.0"}}, 400, "not in the pipeline's first stage"),
+        ({"body": {"image": "elsewhere:5000/dev/app:1.0"}}, 400, "first stage"),
+        ({"body": {"image": f"{HOST}/dev/app:1.0", "requester": ""}}, 400, "requester"),
+    ],
+    ids=lambda v: str(v)[:40] if not isinstance(v, int) else str(v),
+)
+async def test_bad_ci_calls_get_a_clear_status_one_log_line_and_no_event(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, call: dict, status: int, needle: str
+) -> None:
+    body = call.pop("body", {"image": f"{HOST}/dev/app:1.0"})
+    with caplog.at_level(logging.INFO, logger="airlock.webhooks"):
+        r = await receiver.ci(body, **call)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"], r.json()
+    assert receiver.counting.sent == []
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "airlock.webhooks"]
+    assert len(lines) == 1 and str(status) in lines[0], lines
+    assert SECRET not in caplog.text and SECRET not in r.text
+
+
+async def test_a_signed_ci_call_becomes_an_event(receiver: Receiver) -> None:
+    r = await receiver.ci({"image": f"{HOST}/dev/app:2.0", "requester": "jenkins"})
+    assert r.status_code == 202, r.text
+    [event] = receiver.counting.events()
+    assert event["resource"]["airlock.reference"] == f"{HOST}/dev/app:2.0"
+    assert event["resource"]["airlock.source"] == "ci"
+    assert event["resource"]["airlock.requester"] == "jenkins"
+
+
+async def test_prefect_unreachable_is_503_with_retry_after(tmp_path: Path) -> None:
+    from airlock.localregistry import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    settings = Settings(load(_pipeline(tmp_path)), TOKEN, SECRET, dead, {})
+    async for receiver in _receiver(settings, Counting()):
+        r = await receiver.registry({"events": [push()]})
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "5"
+        assert "unreachable" in r.json()["error"]
+        skipped = await receiver.registry({"events": [push(repo="other/x")]})
+        assert skipped.status_code == 202  # nothing to send: Prefect is not needed
+
+
+async def test_an_endpoint_without_its_secret_is_closed(tmp_path: Path) -> None:
+    settings = Settings(load(_pipeline(tmp_path)), None, None, "http://127.0.0.1:9/api", {})
+    async for receiver in _receiver(settings, Counting()):
+        assert (await receiver.registry({"events": [push()]}, token="")).status_code == 401
+        assert (await receiver.ci({"image": f"{HOST}/dev/app:1.0"}, secret="")).status_code == 401
+        assert receiver.counting.sent == []
+
+
+def test_settings_never_show_their_secrets(tmp_path: Path) -> None:
+    settings = Settings(
+        load(_pipeline(tmp_path)), TOKEN, SECRET, "http://x/api", {"Authorization": "Bearer pk"}
+    )
+    assert TOKEN not in repr(settings) and SECRET not in repr(settings)
+    assert "pk" not in repr(settings)
