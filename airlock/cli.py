@@ -133,9 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="run the demo on a throw-away local registry",
-        description="Start a local registry, build and push a sample image to"
-        " dev/app, copy it to prod/app by digest, print both digests.",
+        help="the whole story on this machine: push → gates → promotions → approval",
+        description="Start a registry, a Prefect server, the webhook receiver and the"
+        " deployments on loopback; push an image whose push alone promotes it dev → qa →"
+        " staging; approve prod; see a second image stopped at the scan gate.",
+    )
+    p.add_argument("--keep", action="store_true", help="leave everything running (prints the UI)")
+    p.add_argument(
+        "--interactive", action="store_true", help="wait for a person to approve prod in the UI"
+    )
+    p.add_argument(
+        "--state-dir", metavar="DIR", help="where state and logs go (default ./.airlock-demo)"
     )
     p.set_defaults(func=cmd_demo)
 
@@ -300,9 +308,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from airlock.demo import run_demo
 
-    return run_demo()
+    state = Path(args.state_dir) if args.state_dir else None
+    return run_demo(state, keep=args.keep, interactive=args.interactive)
 
 
 def _format_plan(plan: Any) -> str:

@@ -103,6 +103,7 @@ def add_parsers(sub: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows import deployments
 
+    # Prefect's runner handles SIGTERM itself (pauses the deployments, then exits)
     pipeline = args.pipeline or os.environ.get("AIRLOCK_PIPELINE") or "pipeline.yaml"
     _run(deployments.serve(pipeline, schedules=not args.no_schedules))
     return 0

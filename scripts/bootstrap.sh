@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what airlock needs on a Debian machine, skipping whatever is already there:
-# Debian packages (docker-registry, skopeo, apache2-utils for htpasswd), uv, and the project.
+# Debian packages (docker-registry, skopeo, apache2-utils for htpasswd, postgresql for the
+# scale-out end-to-end test), uv, and the project.
 # Idempotent; `make demo`, `make test` and .ci/run all start with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,8 @@ need_apt=()
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
+# the tests start a throw-away cluster of their own; the package's default cluster is not used
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -101,7 +101,7 @@ def token_server(tmp_path: Path) -> Iterator[TokenServer]:
     ts = TokenServer(
         tmp_path / "token",
         users={
-            "admin": User("admin-pw", {"*": ["pull", "push", "delete"]}),
+            "admin": User("admin-pw", {"*": ["pull", "push", "delete"], "registry:catalog": ["*"]}),
             "dev": User("dev-pw", {"dev/*": ["pull", "push"]}),
             "promoter": User("promoter-pw", {"dev/*": ["pull"], "prod/*": ["pull", "push"]}),
             "reader": User("reader-pw", {"*": ["pull"]}),

@@ -138,9 +138,11 @@ class Receiver:
         _content_type(request, ENVELOPE)
         envelope = _json(await _body(request, self.settings.max_body))
         try:
-            pushes, skipped = registry_pushes(envelope, self.settings.pipeline)
+            pushes, skipped, notes = registry_pushes(envelope, self.settings.pipeline)
         except BadInputError as e:
             raise _Refused(400, str(e)) from None
+        for note in notes:
+            log.info("registry push skipped: %s", note)
         await self.emit(pushes)
         for push in pushes:
             log.info("registry push %s: event sent", push.reference)

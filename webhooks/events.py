@@ -69,8 +69,9 @@ def _first_stage(pipeline: Pipeline, ref: Reference) -> bool:
     return stage is pipeline.stages[0]
 
 
-def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int]:
-    """The image pushes in a notification envelope, and how many events were skipped.
+def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int, list[str]]:
+    """The image pushes in a notification envelope, how many events were skipped, and why each
+    skipped *manifest push* was (blob pushes and pulls are routine, not worth a word).
 
     Raises BadInputError for an envelope that is not one (the caller answers 400)."""
     if not isinstance(envelope, dict) or not isinstance(envelope.get("events"), list):
@@ -78,6 +79,7 @@ def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int]
     first = pipeline.stages[0]
     host = pipeline.registries[first.registry].url
     pushes: list[Push] = []
+    notes: list[str] = []
     for i, event in enumerate(envelope["events"]):
         if not isinstance(event, dict):
             raise BadInputError(f"events[{i}] is not an object")
@@ -85,23 +87,31 @@ def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int]
         if event.get("action") != "push" or not isinstance(target, dict):
             continue
         media_type, tag = target.get("mediaType"), target.get("tag")
-        if media_type not in mt.MANIFESTS or not tag or _NOT_A_RELEASE.match(str(tag)):
+        if media_type not in mt.MANIFESTS:
             continue
         event_id, digest, repo = event.get("id"), target.get("digest"), target.get("repository")
         if not (isinstance(event_id, str) and event_id and isinstance(repo, str)):
             raise BadInputError(f"events[{i}]: a push without an id or repository")
         if not isinstance(digest, str) or not _DIGEST.match(digest):
             raise BadInputError(f"events[{i}]: target.digest is not a sha256 digest")
+        if not tag:
+            notes.append(f"{repo}@{digest}: pushed by digest, no tag (not a release)")
+            continue
+        if _NOT_A_RELEASE.match(str(tag)):
+            notes.append(f"{repo}:{tag}: referrer, signature or history tag (not a release)")
+            continue
         try:
             ref = parse(f"{host}/{repo}:{tag}@{digest}")
         except InvalidReference as e:
             raise BadInputError(f"events[{i}]: {e}") from None
+        if not _first_stage(pipeline, ref):
+            notes.append(f"{repo}:{tag}: not in the pipeline's first stage ({first.repository})")
+            continue
         actor = event.get("actor")
         name = actor.get("name") if isinstance(actor, dict) else None
         requester = name if isinstance(name, str) and name else "registry"
-        if _first_stage(pipeline, ref):
-            pushes.append(Push(ref, media_type, "registry", event_id, requester))
-    return pushes, len(envelope["events"]) - len(pushes)
+        pushes.append(Push(ref, media_type, "registry", event_id, requester))
+    return pushes, len(envelope["events"]) - len(pushes), notes
 
 
 def ci_push(body: Any, pipeline: Pipeline, delivery: str) -> Push:

@@ -222,17 +222,36 @@ def test_malformed_docker_config_exits_2(htpasswd_registry: Reg, docker_config: 
 
 
 def test_demo_without_docker_registry_says_how_to_install_it(tmp_path: Path) -> None:
-    proc = airlock("demo", env={"PATH": str(tmp_path)})  # the script's shebang is absolute
+    state = tmp_path / "state"
+    # the script's shebang is absolute
+    proc = airlock("demo", "--state-dir", str(state), env={"PATH": str(tmp_path)})
     assert_one_line_error(proc, 3, "docker-registry is not installed", "make demo")
 
 
-def test_demo_promotes_and_prints_identical_digests() -> None:
-    proc = airlock("demo")
-    assert proc.returncode == 0, proc.stderr
-    lines = {
-        line.split()[0]: line.split()[-1]
+def test_demo_tells_the_whole_story_and_stops_what_it_started(tmp_path: Path) -> None:
+    """`make demo`: a push promotes app:1.0 through qa and staging by itself, prod is approved,
+    app:1.1 (CRITICAL scan) stops at qa; then every process it started is gone."""
+    state = tmp_path / "state"
+    proc = airlock("demo", "--state-dir", str(state))
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    rows = {
+        line.split()[0]: line.split()
         for line in proc.stdout.splitlines()
-        if line.startswith(("dev ", "prod "))
+        if line.startswith(("dev ", "qa ", "staging ", "prod "))
     }
-    assert lines["dev"].startswith("sha256:") and lines["dev"] == lines["prod"]
-    assert "identical bytes in dev and prod: yes" in proc.stdout
+    digests = {stage: row[1] for stage, row in rows.items()}
+    assert set(digests) == {"dev", "qa", "staging", "prod"}
+    assert len(set(digests.values())) == 1 and digests["dev"].startswith("sha256:")
+    assert "tests passed, scan passed" in " ".join(rows["qa"])
+    assert "signature passed" in " ".join(rows["staging"])
+    assert rows["prod"][-1] == "release-manager"
+    assert "app:1.1" in proc.stdout and "stopped at qa" in proc.stdout
+    assert "qa: scan gate refused: 2 CRITICAL" in proc.stdout
+    assert "approved        by release-manager" in proc.stdout
+    # stopped by PID: nothing still runs with the demo's state directory on its command line
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        assert str(state) not in text, text

@@ -157,26 +157,41 @@ async def test_a_tagged_push_to_the_first_stage_becomes_one_event_in_prefect(
 
 
 @pytest.mark.parametrize(
-    ("event", "why"),
+    ("event", "note"),
     [
-        (push(tag=None), "a push by digest (no tag)"),
-        (push(repo="prod/app"), "not the first stage"),
-        (push(repo="other/app"), "not in the pipeline"),
-        (push(media_type="application/octet-stream"), "a blob"),
-        (push(action="pull"), "a pull"),
-        (push(tag="sha256-" + "ab" * 32), "the referrers fallback tag"),
-        (push(tag="sha256-" + "ab" * 32 + ".sig"), "a cosign signature tag"),
-        (push(tag="airlock.history"), "airlock's history"),
+        (push(tag=None), "no tag"),
+        (push(repo="prod/app"), "not in the pipeline's first stage"),
+        (push(repo="other/app"), "not in the pipeline's first stage"),
+        (push(tag="sha256-" + "ab" * 32), "not a release"),
+        (push(tag="sha256-" + "ab" * 32 + ".sig"), "not a release"),
+        (push(tag="airlock.history"), "not a release"),
+        (push(media_type="application/octet-stream"), None),  # a blob: routine, no word
+        (push(action="pull"), None),
     ],
-    ids=lambda v: v if isinstance(v, str) else "",
+    ids=[
+        "by-digest",
+        "second-stage",
+        "unknown-repository",
+        "fallback-tag",
+        "cosign-tag",
+        "history",
+        "blob",
+        "pull",
+    ],
 )
 async def test_what_is_not_an_image_push_is_skipped_not_refused(
-    receiver: Receiver, event: dict[str, Any], why: str
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, event: dict[str, Any], note: str | None
 ) -> None:
-    r = await receiver.registry({"events": [event]})
-    assert r.status_code == 202, (why, r.text)
+    with caplog.at_level(logging.INFO, logger="airlock.webhooks"):
+        r = await receiver.registry({"events": [event]})
+    assert r.status_code == 202, r.text
     assert r.json() == {"images": [], "skipped": 1}
-    assert receiver.counting.sent == [], why
+    assert receiver.counting.sent == []
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "airlock.webhooks"]
+    if note is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and "skipped" in lines[0] and note in lines[0], lines
 
 
 @pytest.mark.parametrize(

@@ -270,3 +270,40 @@ async def test_identity_token_from_docker_config_uses_the_refresh_token_grant(
         manifest = await c.get_manifest("dev/app", "1.0")
     assert manifest.digest == img.digest
     assert [r["user"] for r in token_server.requests] == ["reader"]
+
+
+# ---------------------------------------------------------------------------- listings
+
+
+async def test_catalog_and_tags_with_token_auth(
+    token_registry: Reg, token_server: TokenServer
+) -> None:
+    """drift-watch and rescan list repositories and tags: the catalog needs its own scope."""
+    img = im.image("listing")
+    for repo, tag in (("dev/app", "1.0"), ("dev/app", "2.0"), ("prod/app", "1.0")):
+        token_registry.pusher.push(repo, img, tag)
+    async with token_registry.client(credentials=Credentials("admin", "admin-pw")) as c:
+        assert await c.catalog() == ["dev/app", "prod/app"]
+        assert await c.list_tags("dev/app") == ["1.0", "2.0"]
+        assert await c.list_tags("no/such") == []
+    asked = [s for r in token_server.requests for s in r["scopes"]]
+    assert "registry:catalog:*" in asked
+    # a user without the catalog grant is told so, in one line
+    async with token_registry.client(credentials=Credentials("reader", "reader-pw")) as c:
+        with pytest.raises(AuthError) as caught:
+            await c.catalog()
+    assert "_catalog" in str(caught.value) and "\n" not in str(caught.value)
+
+
+async def test_catalog_follows_link_pages(registry: Reg) -> None:
+    img = im.image("pages")
+    for n in range(5):
+        registry.pusher.push(f"team/app{n}", img, "1.0")
+    async with registry.client() as c:
+        # distribution pages the catalog when asked for fewer than it has (Link: rel="next")
+        await c.base_url()
+        before = c.requests["GET"]
+        listed = await c._paged("/v2/_catalog?n=2", "repositories", "_catalog")
+        pages = c.requests["GET"] - before
+    assert sorted(listed) == [f"team/app{n}" for n in range(5)]
+    assert pages == 3  # 2 + 2 + 1

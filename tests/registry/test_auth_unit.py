@@ -179,9 +179,21 @@ def test_scopes_for_delete_asks_for_delete(path: str) -> None:
     assert "delete" in scopes["team/app"]
 
 
-@pytest.mark.parametrize("path", ["/v2/", "/v2", "/v2/_catalog", "/healthz", "/v2/app", "/"])
+@pytest.mark.parametrize("path", ["/v2/", "/v2", "/healthz", "/v2/app", "/"])
 def test_scopes_for_non_repository_paths_is_empty(path: str) -> None:
     assert _scopes("GET", path) == {}
+
+
+def test_the_catalog_asks_for_the_registry_catalog_scope() -> None:
+    from registry.auth import CATALOG, _parse_scope_strings, _scope_strings
+
+    scopes = _scopes("GET", "/v2/_catalog")
+    assert scopes == {CATALOG: frozenset({"*"})}
+    assert _scope_strings(scopes) == ["registry:catalog:*"]
+    assert _parse_scope_strings("registry:catalog:* repository:a/b:pull") == {
+        CATALOG: frozenset({"*"}),
+        "a/b": frozenset({"pull"}),
+    }
 
 
 def test_scopes_for_mount_adds_pull_on_the_from_repository() -> None:

@@ -140,6 +140,10 @@ class TokenServer:
         for scope in scopes:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
+            if f"{kind}:{name}" == "registry:catalog":  # granted by a "registry:catalog" key
+                if "registry:catalog" in grants:
+                    access.append({"type": "registry", "name": "catalog", "actions": ["*"]})
+                continue
             if kind != "repository":
                 continue
             allowed = set()

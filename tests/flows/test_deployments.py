@@ -1,0 +1,86 @@
+"""prefect.yaml: `prefect deploy --all` accepts it, and it agrees with pipeline.yaml."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flows.config import load
+from flows.deployments import PREFECT_YAML, first_stage_match, runner_deployments
+from gates.yamlfile import read_mapping
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = {"promote-on-push", "promote", "drift-watch", "rescan"}
+
+
+def test_the_push_trigger_watches_the_example_pipelines_first_stage() -> None:
+    doc = read_mapping(PREFECT_YAML, "prefect.yaml")
+    by_name = {d["name"]: d for d in doc["deployments"]}
+    assert set(by_name) == NAMES
+    [trigger] = by_name["promote-on-push"]["triggers"]
+    assert trigger["expect"] == ["airlock.image.pushed"]
+    assert trigger["match"]["airlock.repository"] == first_stage_match(load(ROOT / "pipeline.yaml"))
+    # every templated parameter is one expression, made a string, with a default
+    templates = [*trigger["parameters"]["images"], trigger["parameters"]["requester"]]
+    for template in templates:
+        assert template.startswith("{{") and template.endswith("}}"), template
+        assert "| default(" in template and "| string" in template, template
+
+
+@pytest.mark.anyio
+async def test_served_deployments_are_bound_to_the_pipeline_given(tmp_path: Path) -> None:
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        "registries: {r: {url: 'reg.example'}}\n"
+        "stages:\n"
+        "  - {name: build, registry: r, repository: 'ci/{name}/out'}\n"
+        "  - {name: live, registry: r, repository: 'live/{name}'}\n"
+    )
+    made = {d.name: d for d in await runner_deployments(pipeline, schedules=False)}
+    assert set(made) == NAMES
+    assert all(d.parameters["pipeline_file"] == str(pipeline) for d in made.values())
+    [trigger] = made["promote-on-push"].triggers
+    assert trigger.match.model_dump()["airlock.repository"] == "ci/*/out"
+    assert not made["drift-watch"].schedules
+    scheduled = await runner_deployments(pipeline)
+    assert [len(d.schedules or []) for d in scheduled if d.name in ("drift-watch", "rescan")] == [
+        1,
+        1,
+    ]
+
+
+def test_prefect_deploy_all_accepts_the_file(prefect_api: str) -> None:
+    """The real `prefect deploy --all`, against the test server, with the work pool it names."""
+    pool = httpx.post(
+        f"{prefect_api}/work_pools/", json={"name": "airlock", "type": "process"}, timeout=30
+    )
+    assert pool.status_code in (201, 409), pool.text
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = httpx.post(
+        f"{prefect_api}/deployments/filter",
+        json={"work_pools": {"name": {"any_": ["airlock"]}}},
+        timeout=30,
+    ).json()
+    assert {d["name"] for d in found} == NAMES
+    on_push = next(d for d in found if d["name"] == "promote-on-push")
+    automations = httpx.post(f"{prefect_api}/automations/filter", json={}, timeout=30).json()
+    owned = [
+        a
+        for a in automations
+        if any(act.get("deployment_id") == on_push["id"] for act in a["actions"])
+    ]
+    assert [a["trigger"]["expect"] for a in owned] == [["airlock.image.pushed"]]
