@@ -288,6 +288,12 @@ async def test_drift_watch_finds_a_tag_moved_behind_airlocks_back(stack: Stack) 
     message = done["state"]["message"]
     assert f"{setup.host}/staging/app:1.0 moved behind airlock's back" in message, message
     assert intruder.digest in message
+    [artifact] = stack.api(
+        "POST",
+        "/artifacts/filter",
+        {"artifacts": {"flow_run_id": {"any_": [done["id"]]}, "key": {"any_": ["airlock-drift"]}}},
+    )
+    assert intruder.digest in json.dumps(artifact["data"])
     stack.wait(
         "the airlock.drift.detected event",
         lambda: stack.event("airlock.drift.detected", now=intruder.digest),
