@@ -132,8 +132,7 @@ async def entered(hop: Hop, client: RegistryClient) -> tuple[dt.datetime | None,
         return hop.entered.finished_at, f"{hop.source.name}@{hop.digest} {hop.previous.name} record"
     if hop.pipeline.stages.index(hop.previous) != 0 or hop.manifest.config is None:
         return None, f"{hop.source.name}@{hop.digest}"
-    async with client.open_blob(hop.source.repository, hop.manifest.config) as chunks:
-        config = json.loads(b"".join([c async for c in chunks]))
+    config = json.loads(await client.read_blob(hop.source.repository, hop.manifest.config))
     created = config.get("created") if isinstance(config, dict) else None
     try:
         when = dt.datetime.fromisoformat(created) if isinstance(created, str) else None

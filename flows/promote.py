@@ -37,10 +37,11 @@ from airlock import __version__
 from flows import hops
 from flows.config import GateConfig, Pipeline, load
 from flows.hops import Hop, PromotionRefused, clients, resolve
-from flows.records import Approval, PromotionRecord, history, write_record
+from flows.records import Approval, PromotionRecord, history, recorded, write_record
 from gates.approval import ApprovalInput
 from gates.base import GateResult
 from gates.common import duration_text
+from registry.client import RegistryClient
 from registry.copy import copy_image
 from registry.errors import AirlockError, BadInputError, RegistryError
 from registry.manifest import Descriptor
@@ -280,8 +281,11 @@ async def promote(
 
         current = await dst.head_manifest(hop.target.repository, hop.target.reference)
         if current is not None and current.digest == hop.digest:
-            logger.info("%s already holds %s: nothing to do", hop.target, hop.digest)
-            return _summary(hop, "already there", None)
+            async with repository_lock(hop.target):
+                done = await _done_before(dst, hop, current)
+            if done:
+                logger.info("%s already holds %s: nothing to do", hop.target, hop.digest)
+                return _summary(hop, "already there", None)
         _refuse_immutable(hop, current)
 
         task_gates = [g for g in stage.gates if g.kind != "approval"]
@@ -299,7 +303,7 @@ async def promote(
 
         async with repository_lock(hop.target):
             current = await dst.head_manifest(hop.target.repository, hop.target.reference)
-            if current is not None and current.digest == hop.digest:
+            if await _done_before(dst, hop, current):
                 return _summary(hop, "already there", None)
             _refuse_immutable(hop, current)
             await copy_image(src, hop.source, dst, hop.target, no_clobber=stage.immutable)
@@ -325,6 +329,25 @@ async def promote(
         await _summary_artifact(hop, record, record_digest)
         await _board(pipeline, hop)
         return _summary(hop, "promoted", record_digest)
+
+
+async def _done_before(dst: RegistryClient, hop: Hop, current: Descriptor | None) -> bool:
+    """Whether this hop was promoted already: the tag holds the digest *and* this stage's record
+    of it exists (under the repository's lock: a record missing from the history is added).
+    A tag moved by a promotion that failed before writing its record is not done: the hop runs
+    again (its copy finds everything there) and writes the record."""
+    if current is None or current.digest != hop.digest:
+        return False
+    if await recorded(dst, hop.target.repository, hop.digest, hop.stage.name):
+        return True
+    get_run_logger().warning(
+        "%s holds %s but has no %s record of it (an earlier promotion failed after moving the"
+        " tag): judging the gates again and writing the record",
+        hop.target,
+        hop.digest,
+        hop.stage.name,
+    )
+    return False
 
 
 def _refuse_immutable(hop: Hop, current: Descriptor | None) -> None:

@@ -98,6 +98,26 @@ async def _append_history(client: RegistryClient, repo: str, record: Manifest) -
     raise RegistryError(f"could not append to {repo}:{HISTORY_TAG}: it keeps changing; retry")
 
 
+async def recorded(client: RegistryClient, repo: str, digest: str, stage: str) -> bool:
+    """Whether `stage`'s record of `digest` is attached in `repo`. One that is attached but not
+    in the history (a promotion cut short between the two writes) is appended to it now: call
+    this under the repository's lock."""
+    listing = await list_referrers(client, repo, digest)
+    doc = await index_doc(client, repo, HISTORY_TAG)
+    entries = doc["manifests"] if isinstance(doc, dict) else []
+    listed = {e.get("digest") for e in entries if isinstance(e, dict)}
+    for d in listing.descriptors:
+        if d.artifact_type != mt.PROMOTION_RECORD:
+            continue
+        record = await _read(client, repo, d.digest, subject=digest)
+        if record is None or record.stage != stage:
+            continue
+        if d.digest not in listed:
+            await _append_history(client, repo, await client.get_manifest(repo, d.digest))
+        return True
+    return False
+
+
 async def history(client: RegistryClient, repo: str) -> list[PromotionRecord]:
     """Every record in the repository's history, oldest first."""
     doc = await index_doc(client, repo, HISTORY_TAG)
@@ -138,12 +158,9 @@ async def _read(
     layers = [d for d in manifest.layers if d.media_type == mt.PROMOTION_RECORD]
     if len(layers) != 1 or layers[0].size > MAX_RECORD_BYTES:
         return None
-    data = bytearray()
-    async with client.open_blob(repo, layers[0]) as chunks:
-        async for chunk in chunks:
-            data += chunk
+    data = await client.read_blob(repo, layers[0])
     try:
-        record = PromotionRecord.model_validate_json(bytes(data))
+        record = PromotionRecord.model_validate_json(data)
     except ValueError:
         return None
     return record if record.digest == manifest.subject.digest else None

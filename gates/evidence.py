@@ -200,13 +200,10 @@ async def _read(
             f"{client.registry}/{repo}@{manifest.digest}: report of {layer.size} bytes is over the"
             f" {limit} byte cap"
         )
-    data = bytearray()
-    async with client.open_blob(repo, layer) as chunks:
-        async for chunk in chunks:
-            data += chunk
+    data = await client.read_blob(repo, layer)
     accepted, configs = target.binding(subject)
     return Evidence(
-        bytes(data),
+        data,
         source=f"{client.registry}/{repo}@{manifest.digest}",
         media_type=own_type,
         subject=subject,

@@ -158,11 +158,8 @@ async def _cosign_layer(
     cap = MAX_PAYLOAD_BYTES
     if layer.size > cap:
         return replace(found, problem=f"payload is {layer.size} bytes, over the {cap} byte cap")
-    data = bytearray()
-    async with client.open_blob(repo, layer) as chunks:  # size and digest checked while reading
-        async for chunk in chunks:
-            data += chunk
-    return replace(found, payload=bytes(data))
+    # size and digest checked while reading
+    return replace(found, payload=await client.read_blob(repo, layer))
 
 
 async def _referrers(client: RegistryClient, repo: str, digest: str) -> list[FoundSignature]:

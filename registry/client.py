@@ -42,6 +42,7 @@ from registry.errors import (
     AirlockError,
     AuthError,
     BadInputError,
+    BlobInterrupted,
     DigestMismatch,
     InvalidReference,
     NotFound,
@@ -636,6 +637,24 @@ class RegistryClient:
                 )
             yield _verified(response, desc, what)
 
+    async def read_blob(self, repo: str, desc: Descriptor) -> bytes:
+        """A small blob (a report, a record, a config) read whole and verified. A body cut off
+        midway is read again, as any failed GET would be: a gate must not refuse, nor a hop
+        fail, because one connection dropped."""
+        attempt = 0
+        while True:
+            try:
+                data = bytearray()
+                async with self.open_blob(repo, desc) as chunks:
+                    async for chunk in chunks:
+                        data += chunk
+                return bytes(data)
+            except BlobInterrupted:
+                attempt += 1
+                if attempt >= self.retry.attempts:
+                    raise
+                await asyncio.sleep(self.retry.backoff(attempt))
+
     @asynccontextmanager
     async def _get_stream(
         self, path: str, what: str, repo: str, **kw: Any
@@ -753,7 +772,7 @@ async def _verified(response: httpx.Response, desc: Descriptor, what: str) -> As
             hasher.update(chunk)
             held = chunk
     except httpx.TransportError as e:
-        raise _transport_error(what, e, 1) from None
+        raise BlobInterrupted(str(_transport_error(what, e, 1))) from None
     if seen != desc.size:
         raise DigestMismatch(f"{what}: blob ended after {seen} of {desc.size} bytes")
     if hasher.hexdigest() != expected_hex:

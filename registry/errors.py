@@ -54,5 +54,9 @@ class AuthError(RegistryError):
     """401/403: missing, wrong or insufficient credentials."""
 
 
+class BlobInterrupted(RegistryError):
+    """A blob's body stopped arriving midway (reset, closed): reading it again may work."""
+
+
 class DigestMismatch(RegistryError):
     """Bytes received do not hash to the digest they were asked for."""
