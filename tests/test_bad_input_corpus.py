@@ -1,0 +1,435 @@
+"""The bad-input corpus: references, manifests, reports, policies, pipeline.yaml and CLI
+arguments, each run through `airlock` as a subprocess (as scripts run it).
+
+Every case must end with: the documented exit code, exactly one `airlock: error: …` line on
+stderr and nothing on stdout, no traceback, no secret repeated, and nothing written — neither
+to the registry's storage (its files compared before and after) nor to the working directory.
+(Webhook bodies are the receiver's HTTP inputs: tests/e2e/test_webhooks.py.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airlock.localregistry import LocalRegistry, start_registry
+from tests.airlock.test_cli import AIRLOCK
+from tests.support import images as im
+from tests.support.images import Pusher
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SECRET = "s3cr3t-pw"
+H = "{host}"  # replaced by the registry's host:port
+ODD = "{odd}"  # replaced by the scripted registry's host:port
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: tuple[str, ...]
+    code: int = 2
+    needle: str = ""  # a word the error line must contain
+    files: dict[str, str | bytes] = field(default_factory=dict)  # written to the cwd first
+
+
+def _pipeline(**change: object) -> str:
+    doc: dict = {
+        "registries": {"local": {"url": H}},
+        "stages": [
+            {"name": "dev", "registry": "local", "repository": "dev/{name}"},
+            {"name": "qa", "registry": "local", "repository": "qa/{name}", "gates": []},
+        ],
+    }
+    doc.update(change)
+    return yaml.safe_dump(doc)
+
+
+TRIVY = (FIXTURES / "trivy" / "alpine-310-registry.json").read_text()
+PYTEST = (FIXTURES / "pytest-json-report" / "all-passed.report.json").read_text()
+BOMB = (
+    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'
+    '<testsuite name="x" tests="1"><testcase name="&lol2;"/></testsuite>'
+)
+D64 = "sha256:" + "0" * 64
+RUN = str(uuid.uuid4())
+COPY_TO = f"{H}/prod/app"
+
+CASES = [
+    # -- references
+    Case("ref-empty", ("copy", "", COPY_TO), needle="empty"),
+    Case("ref-uppercase", ("copy", f"{H}/Dev/App:1.0", COPY_TO)),
+    Case("ref-two-tags", ("copy", f"{H}/dev/app:1.0:2.0", COPY_TO)),
+    Case("ref-short-digest", ("copy", f"{H}/dev/app@sha256:abc", COPY_TO)),
+    Case("ref-md5", ("copy", f"{H}/dev/app@md5:0123456789abcdef", COPY_TO)),
+    Case("ref-space", ("copy", f"{H}/dev/app 1.0", COPY_TO)),
+    Case("ref-scheme", ("copy", f"http://{H}/dev/app:1.0", COPY_TO)),
+    Case("ref-trailing-slash", ("copy", f"{H}/dev/app:1.0", f"{H}/prod/app/")),
+    Case("ref-traversal", ("copy", f"{H}/dev/../app:1.0", COPY_TO)),
+    Case("ref-long-tag", ("copy", f"{H}/dev/app:{'t' * 129}", COPY_TO)),
+    Case("ref-userinfo", ("copy", f"alice:{SECRET}@{H}/dev/app:1.0", COPY_TO)),
+    Case("ref-unknown-repo", ("copy", f"{H}/dev/nosuch:1.0", COPY_TO), needle="manifest unknown"),
+    Case("ref-unknown-tag", ("copy", f"{H}/dev/app:nosuch", COPY_TO), needle="manifest unknown"),
+    Case("ref-unknown-digest", ("copy", f"{H}/dev/app@{D64}", COPY_TO), needle="manifest unknown"),
+    Case("ref-plan-bad", ("plan", f"{H}/dev/APP", COPY_TO)),
+    Case("ref-attach-bad", ("attach", f"{H}/dev/app:", "r.json", "--kind", "pytest")),
+    # -- manifests a source serves that airlock will not copy (a scripted registry, {odd}:
+    # distribution refuses to store them)
+    *(
+        Case(f"manifest-{name}", ("copy", f"{ODD}/odd/{name}:1.0", COPY_TO), code=code)
+        for name, code in [
+            ("schema1", 2),
+            ("unknown-type", 2),
+            ("oversized", 2),
+            ("not-json", 2),
+            ("index-manifests-not-a-list", 2),
+            ("digest-header-lies", 3),
+        ]
+    ),
+    # -- command-line arguments
+    Case("cli-no-command", ()),
+    Case("cli-unknown-command", ("bogus",)),
+    Case("cli-copy-no-args", ("copy",)),
+    Case("cli-copy-one-arg", ("copy", f"{H}/dev/app:1.0")),
+    Case("cli-concurrency-zero", ("copy", f"{H}/dev/app:1.0", COPY_TO, "--concurrency", "0")),
+    Case("cli-concurrency-word", ("copy", f"{H}/dev/app:1.0", COPY_TO, "--concurrency", "x")),
+    Case("cli-creds-no-colon", ("copy", f"{H}/dev/app:1.0", COPY_TO, "--src-creds", SECRET)),
+    Case("cli-mistyped-creds", ("copy", f"{H}/dev/app:1.0", COPY_TO, "--srccreds", SECRET)),
+    Case("cli-ca-bundle-missing", ("copy", f"{H}/dev/app:1.0", COPY_TO, "--ca-bundle", "no.pem")),
+    Case("cli-insecure-no-value", ("copy", f"{H}/dev/app:1.0", COPY_TO, "--insecure")),
+    Case("cli-approve-not-uuid", ("approve", "not-a-run", "--by", "alice"), needle="UUID"),
+    Case("cli-approve-no-by", ("approve", RUN)),
+    Case("cli-approve-empty-by", ("approve", RUN, "--by", "")),
+    Case("cli-promote-no-to", ("promote", f"{H}/dev/app:1.0")),
+    Case("cli-pipeline-no-refs", ("pipeline",)),
+    Case("cli-rollback-no-stage", ("rollback",)),
+    Case("cli-attach-bad-kind", ("attach", f"{H}/dev/app:1.0", "r.json", "--kind", "bogus")),
+    Case(
+        "cli-attach-missing-file", ("attach", f"{H}/dev/app:1.0", "nope.json", "--kind", "pytest")
+    ),
+    Case("cli-gate-bad-kind", ("gate", "bogus", "r.json")),
+    Case("cli-plan-no-args", ("plan",)),
+    Case("cli-webhooks-no-secret", ("webhooks", "serve"), needle="secret"),
+    Case("cli-webhooks-bad-port", ("webhooks", "serve", "--port", "http")),
+    Case("cli-demo-bad-flag", ("demo", "--fast")),
+    # -- reports
+    Case("report-empty", ("gate", "tests", "r.json"), files={"r.json": ""}),
+    Case("report-not-json", ("gate", "tests", "r.json"), files={"r.json": "{not json"}),
+    Case("report-json-list", ("gate", "tests", "r.json"), files={"r.json": "[1, 2]"}),
+    Case(
+        "report-pytest-no-summary", ("gate", "tests", "r.json"), files={"r.json": '{"tests": []}'}
+    ),
+    Case("report-junit-not-xml", ("gate", "tests", "r.xml"), files={"r.xml": "<testsuite"}),
+    Case("report-junit-entities", ("gate", "tests", "r.xml"), files={"r.xml": BOMB}),
+    Case("report-junit-wrong-root", ("gate", "tests", "r.xml"), files={"r.xml": "<html/>"}),
+    Case("report-binary", ("gate", "scan", "r.json"), files={"r.json": b"\x00\xff\xfe" * 100}),
+    Case("report-missing-file", ("gate", "scan", "missing.json"), needle="missing.json"),
+    Case("report-directory", ("gate", "scan", "."), needle="."),
+    Case("report-scan-empty", ("gate", "scan", "r.json"), files={"r.json": "{}"}),
+    Case(
+        "report-trivy-duplicate-key",
+        ("gate", "scan", "r.json"),
+        files={"r.json": TRIVY.replace('"Results": [', '"Results": [], "Results": [', 1)},
+        needle="duplicate",
+    ),
+    Case(
+        "report-sarif-no-runs", ("gate", "scan", "r.json"), files={"r.json": '{"version": "2.1.0"}'}
+    ),
+    Case(
+        "report-grype-bad-matches",
+        ("gate", "scan", "r.json"),
+        files={"r.json": '{"matches": 5, "descriptor": {"name": "grype"}}'},
+    ),
+    Case(
+        "report-trivy-bad-severity",
+        ("gate", "scan", "r.json"),
+        files={"r.json": TRIVY.replace('"Severity": "MEDIUM"', '"Severity": "SPICY"', 1)},
+    ),
+    Case("report-url-scheme", ("gate", "scan", "ftp://example.com/r.json")),
+    # -- policies
+    Case(
+        "policy-unknown-key",
+        ("gate", "scan", "r.json", "--policy", "p.yaml"),
+        files={"r.json": TRIVY, "p.yaml": "bogus: 1\n"},
+        needle="bogus",
+    ),
+    Case(
+        "policy-bad-severity",
+        ("gate", "scan", "r.json", "--policy", "p.yaml"),
+        files={"r.json": TRIVY, "p.yaml": "fail_on: SEVERE\n"},
+    ),
+    Case(
+        "policy-not-a-mapping",
+        ("gate", "scan", "r.json", "--policy", "p.yaml"),
+        files={"r.json": TRIVY, "p.yaml": "- a\n- b\n"},
+    ),
+    Case(
+        "policy-invalid-yaml",
+        ("gate", "scan", "r.json", "--policy", "p.yaml"),
+        files={"r.json": TRIVY, "p.yaml": "fail_on: [\n"},
+    ),
+    Case(
+        "policy-duplicate-key",
+        ("gate", "scan", "r.json", "--policy", "p.yaml"),
+        files={"r.json": TRIVY, "p.yaml": "fail_on: HIGH\nfail_on: LOW\n"},
+    ),
+    Case(
+        "policy-negative-max",
+        ("gate", "tests", "r.json", "--max-failed", "-1"),
+        files={"r.json": PYTEST},
+    ),
+    Case(
+        "policy-bad-duration",
+        ("gate", "scan", "r.json", "--max-age", "7 parsecs"),
+        files={"r.json": TRIVY},
+    ),
+    Case(
+        "policy-bad-max",
+        ("gate", "scan", "r.json", "--max", "HIGH=lots"),
+        files={"r.json": TRIVY},
+    ),
+    # -- pipeline.yaml (through `airlock plan REF --to STAGE`, which runs no Prefect)
+    *(
+        Case(
+            f"pipeline-{name}",
+            ("plan", f"{H}/dev/app:1.0", "--to", "qa", "--pipeline", "p.yaml"),
+            needle=needle,
+            files={"p.yaml": text},
+        )
+        for name, text, needle in [
+            ("unknown-key", _pipeline(bogus=1), "bogus"),
+            (
+                "unknown-gate",
+                _pipeline(
+                    stages=[
+                        {"name": "dev", "registry": "local", "repository": "dev/{name}"},
+                        {
+                            "name": "qa",
+                            "registry": "local",
+                            "repository": "qa/{name}",
+                            "gates": [{"kind": "vibes"}],
+                        },
+                    ]
+                ),
+                "must be 'tests'",
+            ),
+            (
+                "duplicate-stage",
+                _pipeline(
+                    stages=[
+                        {"name": "dev", "registry": "local", "repository": "dev/{name}"},
+                        {"name": "dev", "registry": "local", "repository": "qa/{name}"},
+                    ]
+                ),
+                "dev",
+            ),
+            (
+                "unknown-registry",
+                _pipeline(
+                    stages=[
+                        {"name": "dev", "registry": "local", "repository": "dev/{name}"},
+                        {"name": "qa", "registry": "elsewhere", "repository": "qa/{name}"},
+                    ]
+                ),
+                "elsewhere",
+            ),
+            (
+                "bad-duration",
+                _pipeline(
+                    stages=[
+                        {"name": "dev", "registry": "local", "repository": "dev/{name}"},
+                        {
+                            "name": "qa",
+                            "registry": "local",
+                            "repository": "qa/{name}",
+                            "gates": [{"kind": "approval", "timeout": "5 parsecs"}],
+                        },
+                    ]
+                ),
+                "timeout",
+            ),
+            (
+                "one-stage",
+                _pipeline(
+                    stages=[
+                        {"name": "dev", "registry": "local", "repository": "dev/{name}"},
+                    ]
+                ),
+                "stages",
+            ),
+            ("invalid-yaml", "stages: [\n", "p.yaml"),
+            (
+                "bad-stage-name",
+                _pipeline(
+                    stages=[
+                        {"name": "dev", "registry": "local", "repository": "dev/{name}"},
+                        {"name": "Q A!", "registry": "local", "repository": "qa/{name}"},
+                    ]
+                ),
+                "name",
+            ),
+            ("not-a-mapping", "- just\n- a list\n", "p.yaml"),
+        ]
+    ),
+    Case(
+        "pipeline-missing-file",
+        ("plan", f"{H}/dev/app:1.0", "--to", "qa", "--pipeline", "no.yaml"),
+        needle="no.yaml",
+    ),
+    Case(
+        "pipeline-unknown-stage",
+        ("plan", f"{H}/dev/app:1.0", "--to", "uat", "--pipeline", "p.yaml"),
+        needle="uat",
+        files={"p.yaml": _pipeline()},
+    ),
+    Case(
+        "pipeline-ref-outside",
+        ("plan", f"{H}/elsewhere/app:1.0", "--to", "qa", "--pipeline", "p.yaml"),
+        needle="not in any stage",
+        files={"p.yaml": _pipeline()},
+    ),
+]
+
+
+@dataclass
+class Seeded:
+    registry: LocalRegistry
+    env: dict[str, str]
+    odd: str
+
+
+_INDEX = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json"}
+ODD_MANIFESTS: dict[str, tuple[bytes, str]] = {
+    "schema1": (
+        json.dumps({"schemaVersion": 1, "name": "odd/schema1", "tag": "1.0"}).encode(),
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    ),
+    "unknown-type": (b'{"schemaVersion": 2}', "application/x-odd"),
+    "oversized": (
+        b'{"schemaVersion": 2, "pad": "' + b"x" * (5 * 1024 * 1024) + b'"}',
+        "application/vnd.oci.image.manifest.v1+json",
+    ),
+    "not-json": (b"{not json", "application/vnd.oci.image.manifest.v1+json"),
+    "index-manifests-not-a-list": (
+        json.dumps({**_INDEX, "manifests": {"a": 1}}).encode(),
+        _INDEX["mediaType"],
+    ),
+    "digest-header-lies": (
+        json.dumps({**_INDEX, "manifests": []}).encode(),
+        _INDEX["mediaType"],
+    ),
+}
+
+
+@contextmanager
+def scripted_registry() -> Iterator[str]:
+    """Serves ODD_MANIFESTS at /v2/odd/NAME/manifests/1.0 (and nothing else)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _answer(self, body: bool) -> None:
+            if self.path == "/v2/":
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                if body:
+                    self.wfile.write(b"{}")
+                return
+            parts = self.path.split("/")  # /v2/odd/NAME/manifests/1.0
+            found = ODD_MANIFESTS.get(parts[3]) if len(parts) == 6 else None
+            if found is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            raw, media_type = found
+            digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+            if parts[3] == "digest-header-lies":
+                digest = "sha256:" + "1" * 64
+            self.send_response(200)
+            self.send_header("Content-Type", media_type)
+            self.send_header("Content-Length", str(len(raw)))
+            self.send_header("Docker-Content-Digest", digest)
+            self.end_headers()
+            if body:
+                self.wfile.write(raw)
+
+        def do_GET(self) -> None:
+            self._answer(True)
+
+        def do_HEAD(self) -> None:
+            self._answer(False)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    """A registry holding dev/app:1.0, and a scripted one serving what airlock will not copy."""
+    base = tmp_path_factory.mktemp("corpus")
+    registry = start_registry(base / "registry")
+    pusher = Pusher(registry.url)
+    pusher.push("dev/app", im.image("corpus"), "1.0")
+    pusher.close()
+    docker = base / "docker"
+    docker.mkdir()
+    env = {**os.environ, "DOCKER_CONFIG": str(docker), "AIRLOCK_WEBHOOK_TOKEN": ""}
+    env.pop("AIRLOCK_CI_SECRET", None)
+    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # never reached: inputs fail first
+    with scripted_registry() as odd:
+        yield Seeded(registry, env, odd)
+    registry.stop()
+
+
+def _tree(root: Path) -> set[tuple[str, int]]:
+    return {(str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, seeded: Seeded, tmp_path: Path) -> None:
+    host = seeded.registry.host
+    for name, content in case.files.items():
+        data = content if isinstance(content, bytes) else content.replace(H, host).encode()
+        (tmp_path / name).write_bytes(data)
+    storage, cwd = _tree(seeded.registry.root), _tree(tmp_path)
+    args = [a.replace(H, host).replace(ODD, seeded.odd) for a in case.args]
+
+    proc = subprocess.run(
+        [AIRLOCK, *args], cwd=tmp_path, env=seeded.env, capture_output=True, text=True, timeout=60
+    )
+
+    assert proc.returncode == case.code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("airlock: error: "), proc.stderr
+    assert case.needle in lines[0], lines[0]
+    assert proc.stdout == "", proc.stdout
+    assert SECRET not in proc.stderr
+    assert _tree(seeded.registry.root) == storage, "the registry was written to"
+    assert _tree(tmp_path) == cwd, "the working directory was written to"
+
+
+def test_the_corpus_is_big_enough() -> None:
+    assert len(CASES) >= 60
+    assert len({c.id for c in CASES}) == len(CASES)
