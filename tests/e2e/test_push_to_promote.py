@@ -8,6 +8,7 @@ every push is delivered twice with the same event id: a redelivery, made by the 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -21,19 +22,24 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from airlock.localregistry import free_port, start_registry
 from registry import mediatypes as mt
 from tests.airlock.test_cli import AIRLOCK
-from tests.conftest import _reg
+from tests.conftest import Reg
 from tests.e2e.conftest import Postgres, PrefectServer, stop, wait_http
 from tests.flows.helpers import CRITICAL_SCAN, Setup, attach, attach_evidence, scan_of
 from tests.support import images as im
+from tests.support.images import Pusher
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "registry-notification-token-e2e"
 CI_SECRET = "ci-hmac-secret-e2e"
+USER, PASSWORD = "alice", "e2e-registry-pw-4f7c"
+BASIC = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+SECRETS = (TOKEN, CI_SECRET, PASSWORD, BASIC)
 WAIT = 120.0
 
 
@@ -121,8 +127,15 @@ def stack(
         "threshold": 10,
         "backoff": "1s",
     }
+    # The registry wants a password (htpasswd): airlock reads it from the environment variables
+    # pipeline.yaml names; this process (the test's own reads and pushes) from a docker config.
+    line = subprocess.run(
+        ["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True, check=True
+    ).stdout
+    (base / "htpasswd").write_text(line)
     server = start_registry(
         base / "registry",
+        auth={"htpasswd": {"realm": "airlock-e2e", "path": str(base / "htpasswd")}},
         extra={
             "notifications": {
                 "endpoints": [
@@ -132,11 +145,22 @@ def stack(
             }
         },
     )
-    reg = _reg(server)
+    (docker_config / "config.json").write_text(
+        json.dumps({"auths": {server.host: {"auth": BASIC}}})
+    )
+    reg = Reg(server, Pusher(server.url, headers={"Authorization": f"Basic {BASIC}"}))
     setup = Setup(reg, base / "pipeline.yaml")
     setup.write()
+    setup.doc["registries"]["local"]["credentials"] = {
+        "env": {"username": "E2E_REGISTRY_USER", "password": "E2E_REGISTRY_PASSWORD"}
+    }
+    setup.path.write_text(yaml.safe_dump(setup.doc, sort_keys=False))
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))
     env = prefect_server.env(
-        DOCKER_CONFIG=str(docker_config),
+        DOCKER_CONFIG=str(base / "no-docker-config"),  # airlock gets nothing but the variables
+        E2E_REGISTRY_USER=USER,
+        E2E_REGISTRY_PASSWORD=PASSWORD,
         AIRLOCK_WEBHOOK_TOKEN=TOKEN,
         AIRLOCK_CI_SECRET=CI_SECRET,
         PREFECT_RUNNER_POLL_FREQUENCY="1",
@@ -161,6 +185,7 @@ def stack(
         )
         yield s
     finally:
+        monkeypatch.undo()
         for proc in procs:
             stop(proc)
         reg.pusher.close()
@@ -213,7 +238,7 @@ async def test_a_push_runs_the_pipeline_once_through_staging_and_prod_waits_for_
     assert setup.digest("qa") == setup.digest("staging") == img.digest
     assert setup.digest("prod") is None
     approved = subprocess.run(
-        [AIRLOCK, "approve", paused["id"], "--by", "alice"],
+        [AIRLOCK, "approve", paused["id"], "--by", "bob"],
         env=stack.server.env(),
         capture_output=True,
         text=True,
@@ -224,8 +249,8 @@ async def test_a_push_runs_the_pipeline_once_through_staging_and_prod_waits_for_
     assert done["state"]["type"] == "COMPLETED", done["state"]
     assert setup.digest("prod") == img.digest
     [record] = [r for r in await setup.records("prod", img.digest) if r.stage == "prod"]
-    assert [a.approver for a in record.approvals] == ["alice"]
-    assert record.requester == "registry"  # the registry's actor: anonymous pushes here
+    assert [a.approver for a in record.approvals] == ["bob"]
+    assert record.requester == USER  # who pushed, as the registry authenticated them
 
     # both deliveries reached the receiver, and still one run; the server kept it in PostgreSQL
     log = (stack.logs / "receiver.log").read_text()
@@ -318,3 +343,62 @@ async def test_rescan_fails_when_a_newer_report_has_a_critical(stack: Stack) -> 
     stack.wait(
         "the airlock.rescan.failed event", lambda: stack.event("airlock.rescan.failed", image=image)
     )
+
+
+def _pages(stack: Stack, path: str) -> list[Any]:
+    """Every object a Prefect filter endpoint returns, page by page."""
+    out: list[Any] = []
+    while True:
+        page = stack.api("POST", path, {"limit": 200, "offset": len(out)})
+        out.extend(page)
+        if len(page) < 200:
+            return out
+
+
+async def test_no_secret_is_anywhere(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Last in this module, after promotions, approvals, a refused CI call, drift and a rescan
+    ran with a registry password, a notification token and a CI secret: none of them (nor the
+    Basic header made of the password) is in a log line, an artifact, a flow or task run, an
+    event, a deployment, a promotion record, or the repr of the objects that hold them."""
+    places: dict[str, str] = {
+        path.name: path.read_text(errors="replace") for path in stack.logs.glob("*.log")
+    }
+    places["prefect server log"] = (stack.server.home / "server.log").read_text(errors="replace")
+    for what in ("logs", "artifacts", "flow_runs", "task_runs", "deployments", "automations"):
+        places[what] = json.dumps(_pages(stack, f"/{what}/filter"))
+    assert '"airlock.image.pushed"' in places["automations"]  # the places are not empty
+    events = stack.api("POST", "/events/filter", {"limit": 50})
+    places["events"] = json.dumps(events)
+    for stage in ("qa", "staging", "prod"):
+        places[f"{stage} records"] = json.dumps(
+            [r.model_dump(mode="json") for r in await stack.setup.history(stage)]
+        )
+    assert "bob" in places["prod records"] and USER in places["prod records"]
+
+    from flows.blocks import RegistryCredentials
+    from flows.config import load
+    from registry.auth import Credentials
+    from registry.client import RegistryClient
+    from webhooks.app import Settings
+
+    monkeypatch.setenv("E2E_REGISTRY_USER", USER)
+    monkeypatch.setenv("E2E_REGISTRY_PASSWORD", PASSWORD)
+    pipeline = load(stack.setup.file)
+    resolved = await pipeline.registries["local"].resolve_credentials()
+    assert resolved is not None and resolved.password == PASSWORD  # it does hold the secret
+    client = RegistryClient(stack.setup.host, credentials=resolved)
+    objects = [
+        resolved,
+        Credentials(USER, PASSWORD),
+        client,
+        client.auth,
+        RegistryCredentials(username=USER, password=PASSWORD),
+        Settings(pipeline, TOKEN, CI_SECRET, stack.server.api, {"Authorization": f"Basic {BASIC}"}),
+    ]
+    for obj in objects:
+        places[f"repr({type(obj).__name__})"] = f"{obj!r} {obj}"
+    await client.aclose()
+
+    for place, text in places.items():
+        for secret in SECRETS:
+            assert secret not in text, f"a secret ({secret[:3]}…) is in {place}"
