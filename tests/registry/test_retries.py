@@ -289,3 +289,42 @@ async def test_target_rejecting_one_blob_put_is_retried(
     assert [
         s.status for s in proxied_registry.faults.requests("PUT", _upload_put(layer.digest))
     ] == [502, 201]
+
+
+# ------------------------------------------------------------------ the registry process dies
+
+
+async def test_target_registry_killed_and_restarted_mid_copy(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
+    """The target's process is stopped while a blob upload is in flight (held in the proxy) and
+    started again on the same port and storage: the copy retries through it and completes,
+    digest-exact. Its upload sessions died with the process; blobs are uploaded again whole."""
+    import asyncio
+
+    from registry.client import RetryPolicy
+
+    img = multi_platform("restart", layer_size=256 * 1024)
+    registry2.pusher.push("dev/app", img, "1.0")
+    held = proxied_registry.faults.add(
+        Fault("PUT", r"^/v2/prod/app/blobs/uploads/", delay=0.5, times=1)
+    )
+    patient = RetryPolicy(attempts=8, base_delay=0.1, max_delay=0.5, total=30.0)
+    copying = asyncio.ensure_future(_copy(registry2, proxied_registry, retry=patient))
+
+    while not held.hits:  # the first upload PUT has reached the proxy and is being held
+        assert not copying.done(), copying
+        await asyncio.sleep(0.01)
+    first_pid = proxied_registry.server.proc.pid
+    await asyncio.to_thread(proxied_registry.server.restart)
+    assert proxied_registry.server.proc.pid != first_pid
+
+    result = await copying
+    assert result.digest == img.digest
+    assert proxied_registry.pusher.digest("prod/app", "1.0") == img.digest
+    # the held PUT met the stopped process: it was not answered with success; a retry was
+    puts = proxied_registry.faults.requests("PUT", r"^/v2/prod/app/blobs/uploads/")
+    assert puts[0].status != 201, [(p.target[:40], p.status) for p in puts]
+    for child in img.children:
+        for blob in child.blobs:
+            assert proxied_registry.pusher.blob("prod/app", blob.digest) == blob.data
