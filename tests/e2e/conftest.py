@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -116,10 +116,19 @@ def postgres() -> Iterator[Postgres]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@dataclass(frozen=True)
+@dataclass
 class PrefectServer:
-    api: str  # http://127.0.0.1:PORT/api
+    """`prefect server start` on loopback, with its home (and SQLite database, unless `db_url`
+    names another) in `home`; start, stop and restart keep the port and the data."""
+
     home: Path
+    port: int = field(default_factory=free_port)
+    db_url: str | None = None
+    proc: subprocess.Popen | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a process that talks to this server (and nothing else)."""
@@ -133,31 +142,38 @@ class PrefectServer:
         env.update(extra)
         return env
 
+    def start(self) -> None:
+        env = self.env()
+        env.pop("PREFECT_API_URL")
+        if self.db_url:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.db_url
+        command = [sys.executable, "-m", "prefect", "server", "start", "--no-ui"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        with (self.home / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_http(f"{self.api}/health", self.proc, self.home / "server.log")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
 
 @pytest.fixture(scope="session")
 def prefect_server(postgres: Postgres) -> Iterator[PrefectServer]:
     """`prefect server start` on the PostgreSQL above, services (triggers, automations) on."""
-    home = Path(tempfile.mkdtemp(prefix="airlock-e2e-prefect-"))
-    port = free_port()
-    server = PrefectServer(f"http://127.0.0.1:{port}/api", home)
-    env = server.env(PREFECT_SERVER_DATABASE_CONNECTION_URL=postgres.url)
-    env.pop("PREFECT_API_URL")
-    log = (home / "server.log").open("wb")
-    command = [sys.executable, "-m", "prefect", "server", "start", "--no-ui"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(
-        command,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    server = PrefectServer(
+        Path(tempfile.mkdtemp(prefix="airlock-e2e-prefect-")), db_url=postgres.url
     )
     try:
-        wait_http(f"{server.api}/health", proc, home / "server.log")
+        server.start()
         yield server
     finally:
-        stop(proc)
-        log.close()
-        shutil.rmtree(home, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(server.home, ignore_errors=True)
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = READY) -> None:
