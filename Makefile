@@ -5,7 +5,7 @@ export UV_PYTHON_DOWNLOADS := never
 # Trust the machine's CA store (where a proxy or a company CA is the norm), not only uv's own.
 export UV_SYSTEM_CERTS := true
 
-.PHONY: bootstrap demo test lint bench
+.PHONY: bootstrap demo test lint bench reliability
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -16,6 +16,12 @@ demo: bootstrap
 test: bootstrap
 	uv run --frozen ruff check .
 	uv run --frozen python -m pytest -q
+
+# The fault matrix, the bad-input corpus, secrets, least privilege, TLS (all part of `make test`).
+reliability: bootstrap
+	uv run --frozen python -m pytest -q tests/flows/test_faults.py tests/test_bad_input_corpus.py \
+		tests/e2e tests/flows/test_least_privilege.py tests/registry/test_retries.py \
+		tests/registry/test_auth.py tests/registry/test_client.py
 
 lint: bootstrap
 	uv run --frozen ruff check .
