@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     from airlock import webhookcli
 
     webhookcli.add_parsers(sub)
+    from airlock import virtualcli
+
+    virtualcli.add_parsers(sub)
     return parser
 
 

@@ -391,6 +391,38 @@ class RegistryClient:
             )
         return str(url)
 
+    # ------------------------------------------------------------------ forwarding
+
+    async def forward(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        content: bytes | AsyncIterator[bytes] | None = None,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        """Send a request as a gateway passes one on: authenticated for this registry, the
+        response streamed (the caller closes it). A request that can be sent again (no body, or
+        bytes) is retried like any other; a streamed body cannot be, and is sent once."""
+        url = await self._url(path)
+        what = f"{method} {self.registry}{path.split('?', 1)[0]}"
+        if content is None or isinstance(content, bytes):
+            return await self._with_retries(
+                method,
+                url,
+                what=what,
+                headers=headers,
+                content=content,
+                stream=True,
+                follow_redirects=follow_redirects,
+            )
+        request = self._http.build_request(method, url, headers=headers, content=content)
+        try:
+            return await self._http.send(request, auth=self.auth, stream=True)
+        except httpx.TransportError as e:
+            raise _transport_error(what, e, 1) from None
+
     # ------------------------------------------------------------------ listings
 
     async def list_tags(self, repo: str) -> list[str]:

@@ -1,0 +1,135 @@
+"""virtual.yaml: virtual repositories over real registries, and who may use them.
+
+    registries:
+      local: {url: "127.0.0.1:5000"}
+      hub-cache: {url: "127.0.0.1:5001"}        # distribution with proxy.remoteurl: a remote
+    users:
+      alice: {password_env: ALICE_PASSWORD}       # the gateway's own users (Basic auth)
+    repositories:
+      docker:                                    # what developers and CI use
+        members:                                 # resolved in this order
+          - {registry: local, prefix: dev}       # docker/app -> dev/app
+          - {registry: local, prefix: prod}
+          - {registry: hub-cache, prefix: library}
+        deploy: {registry: local, prefix: dev}   # where pushes land (none: read-only)
+        read: [alice]
+        write: [alice]
+      customers:                                 # only what was promoted
+        members: [{registry: local, prefix: prod}]
+        read: [anonymous]
+
+An image `NAME` in virtual repository `V` is `/v2/V/NAME/...` at the gateway and `PREFIX/NAME` in
+each member. `anonymous` in `read` lets anyone pull. Member registries are reached with the
+credentials of the docker config (or `credentials: {env: {username: VAR, password: VAR}}`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gates.yamlfile import read_mapping
+from registry.auth import Credentials
+from registry.errors import BadInputError
+
+ANONYMOUS = "anonymous"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PATH = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvCredentials(_Strict):
+    username: str
+    password: str  # names of environment variables, never the values
+
+
+class MemberRegistry(_Strict):
+    url: str
+    insecure: bool = False
+    ca_bundle: str | None = None
+    credentials: dict[str, EnvCredentials] | None = None  # {env: {...}}; None: docker config
+
+    def resolve_credentials(self) -> Credentials | None:
+        env = (self.credentials or {}).get("env")
+        if env is None:
+            return None
+        user, password = os.environ.get(env.username), os.environ.get(env.password)
+        if not user or not password:
+            raise BadInputError(
+                f"{self.url}: set the environment variables {env.username} and {env.password}"
+            )
+        return Credentials(user, password)
+
+
+class Member(_Strict):
+    registry: str
+    prefix: str = Field(pattern=_PATH.pattern)
+
+    def repository(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+
+class User(_Strict):
+    password_env: str  # the variable holding the password (the file never holds one)
+
+
+class VirtualRepository(_Strict):
+    members: list[Member] = Field(min_length=1)
+    deploy: Member | None = None
+    read: list[str] = Field(default_factory=list)
+    write: list[str] = Field(default_factory=list)
+
+    def may_read(self, user: str | None) -> bool:
+        return ANONYMOUS in self.read or (user is not None and user in self.read + self.write)
+
+    def may_write(self, user: str | None) -> bool:
+        return self.deploy is not None and (
+            ANONYMOUS in self.write or (user is not None and user in self.write)
+        )
+
+
+class VirtualConfig(_Strict):
+    registries: dict[str, MemberRegistry]
+    users: dict[str, User] = Field(default_factory=dict)
+    repositories: dict[str, VirtualRepository] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> VirtualConfig:
+        for name, repo in self.repositories.items():
+            if not re.fullmatch(_COMPONENT, name):
+                raise ValueError(f"repository name {name!r}: lowercase letters, digits, . _ -")
+            for member in [*repo.members, *([repo.deploy] if repo.deploy else [])]:
+                if member.registry not in self.registries:
+                    known = ", ".join(self.registries)
+                    raise ValueError(f"{name}: unknown registry {member.registry!r} ({known})")
+            for user in repo.read + repo.write:
+                if user != ANONYMOUS and user not in self.users:
+                    raise ValueError(f"{name}: unknown user {user!r} (define it under users)")
+        return self
+
+    def password(self, user: str) -> str | None:
+        found = self.users.get(user)
+        return os.environ.get(found.password_env) if found else None
+
+
+def load(path: str | Path) -> VirtualConfig:
+    """Read and validate virtual.yaml; BadInputError (one line, exit 2) on any problem."""
+    path = Path(path)
+    doc: Any = read_mapping(path, "virtual")
+    try:
+        return VirtualConfig.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top)"
+        raise BadInputError(f"{path}: {where}: {err['msg']}") from None
+
+
+def valid_name(name: str) -> bool:
+    return bool(_PATH.match(name)) and len(name) <= 255

@@ -1,0 +1,353 @@
+"""The virtual registry gateway: the OCI distribution API over virtual repositories (config.py).
+
+Reads resolve across the members in order — a manifest by tag from the first member that has the
+tag, anything by digest from the first that has the digest — and stream from that member
+unchanged (bytes, media type, digest). Pushes (uploads, mounts, manifests) go to the deploy
+target; a virtual repository without one is read-only (405 DENIED). tags/list merges the members;
+/v2/_catalog lists only the virtual repositories the caller may read. Errors are OCI error JSON.
+
+A member that fails (not a 404) while a *tag* is resolved fails the request (502): answering from
+a later member could serve different content under the same tag. By digest, content is the
+content wherever it comes from, so a failing member is passed over.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hmac
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from registry.client import RegistryClient
+from registry.errors import AirlockError
+from virtual.config import Member, VirtualConfig, VirtualRepository, valid_name
+
+MAX_MANIFEST = 4 * 1024 * 1024
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_PASS_HEADERS = ("content-type", "content-length", "docker-content-digest", "etag", "range")
+_ROUTE = re.compile(
+    r"^(?P<name>.+?)/(?:(?P<uploads>blobs/uploads)/(?P<session>[^/]*)"
+    r"|(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)|(?P<tags>tags/list))$"
+)
+
+
+class OciError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.headers = status, code, headers or {}
+
+    def response(self) -> Response:
+        body = {"errors": [{"code": self.code, "message": str(self), "detail": {}}]}
+        return JSONResponse(body, self.status, headers=self.headers)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request names: a virtual repository, the image name in it, and the rest."""
+
+    virtual: str
+    repo: VirtualRepository
+    name: str
+    kind: str  # manifests | blobs | referrers | uploads | tags
+    ref: str
+
+
+class Gateway:
+    def __init__(self, config: VirtualConfig):
+        self.config = config
+        self.clients = {
+            alias: RegistryClient(
+                r.url,
+                credentials=r.resolve_credentials(),
+                insecure=r.insecure,
+                ca_bundle=r.ca_bundle,
+            )
+            for alias, r in config.registries.items()
+        }
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+
+    # ---------------------------------------------------------------- who, what
+
+    def user(self, request: Request) -> str | None:
+        """The authenticated user, None for anonymous; a wrong password is 401 right away."""
+        header = request.headers.get("authorization", "")
+        if not header:
+            return None
+        scheme, _, value = header.partition(" ")
+        try:
+            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            user, password = "", ""
+        expected = self.config.password(user) if scheme.lower() == "basic" else None
+        if not expected or not hmac.compare_digest(password.encode(), expected.encode()):
+            raise _unauthorized("wrong user name or password")
+        return user
+
+    def target(self, request: Request) -> Target:
+        raw = request.scope.get("raw_path", b"").decode("latin-1")
+        if "%2f" in raw.lower() or "%2e" in raw.lower():
+            raise OciError(400, "NAME_INVALID", "encoded '/' or '.' in the path")
+        m = _ROUTE.match(request.path_params["path"])
+        if not m:
+            raise OciError(404, "NOT_FOUND", "not an OCI distribution API path")
+        full = m["name"]
+        if not valid_name(full) or "/" not in full:
+            raise OciError(400, "NAME_INVALID", f"invalid repository name {full!r}")
+        virtual, name = full.split("/", 1)
+        repo = self.config.repositories.get(virtual)
+        if repo is None:
+            raise OciError(404, "NAME_UNKNOWN", f"no virtual repository {virtual!r}")
+        kind = m["kind"] or ("uploads" if m["uploads"] else "tags")
+        ref = m["ref"] or m["session"] or ""
+        if kind in ("manifests",) and not (_TAG.match(ref) or _DIGEST.match(ref)):
+            raise OciError(400, "MANIFEST_INVALID", f"invalid tag or digest {ref!r}")
+        if kind == "blobs" and not _DIGEST.match(ref):
+            raise OciError(400, "DIGEST_INVALID", f"invalid digest {ref!r}")
+        return Target(virtual, repo, name, kind, ref)
+
+    def allow(self, target: Target, user: str | None, write: bool) -> None:
+        if write:
+            if target.repo.deploy is None:
+                raise OciError(
+                    405, "DENIED", f"virtual repository {target.virtual} is read-only (no deploy)"
+                )
+            if not target.repo.may_write(user):
+                raise (
+                    _unauthorized("push needs a user with write access")
+                    if user is None
+                    else (OciError(403, "DENIED", f"{user} may not push to {target.virtual}"))
+                )
+        elif not target.repo.may_read(user):
+            raise (
+                _unauthorized("pull needs a user")
+                if user is None
+                else OciError(403, "DENIED", f"{user} may not pull from {target.virtual}")
+            )
+
+    # ---------------------------------------------------------------- reads
+
+    async def read(self, request: Request, target: Target) -> Response:
+        if target.kind == "tags":
+            return await self.tags(target)
+        if target.kind == "referrers":  # members are read by their fallback tags instead
+            raise OciError(404, "NOT_FOUND", "the referrers API is not offered; use the tag schema")
+        by_digest = target.kind == "blobs" or bool(_DIGEST.match(target.ref))
+        # clients send one Accept header per media type: pass them all (distribution answers
+        # an index the client did not list as "unknown", a different answer than direct)
+        accept = ", ".join(request.headers.getlist("accept"))
+        headers = {"Accept": accept} if accept else {}
+        path_kind = "manifests" if target.kind == "manifests" else "blobs"
+        for member in target.repo.members:
+            client = self.clients[member.registry]
+            path = f"/v2/{member.repository(target.name)}/{path_kind}/{target.ref}"
+            try:
+                response = await client.forward(
+                    request.method, path, headers=headers, follow_redirects=True
+                )
+            except AirlockError:
+                if by_digest:
+                    continue
+                raise OciError(
+                    502, "UNAVAILABLE", f"member {member.prefix} cannot be reached"
+                ) from None
+            if response.status_code == 200:
+                return _streamed(request, response)
+            await response.aclose()
+            if response.status_code != 404 and not by_digest:
+                raise OciError(
+                    502, "UNAVAILABLE", f"member {member.prefix} answered {response.status_code}"
+                )
+        code = "BLOB_UNKNOWN" if target.kind == "blobs" else "MANIFEST_UNKNOWN"
+        raise OciError(404, code, f"{target.virtual}/{target.name}:{target.ref} is not here")
+
+    async def tags(self, target: Target) -> Response:
+        found: list[str] = []
+        any_repo = False
+        for member in target.repo.members:
+            client = self.clients[member.registry]
+            repo = member.repository(target.name)
+            tags = await client.list_tags(repo)
+            any_repo = any_repo or bool(tags)
+            found += [t for t in tags if t not in found]
+        if not any_repo:
+            raise OciError(404, "NAME_UNKNOWN", f"{target.virtual}/{target.name} is not here")
+        return JSONResponse({"name": f"{target.virtual}/{target.name}", "tags": sorted(found)})
+
+    async def catalog(self, user: str | None) -> Response:
+        names: list[str] = []
+        for virtual, repo in sorted(self.config.repositories.items()):
+            if not repo.may_read(user):
+                continue
+            for member in repo.members:
+                listing = await self.clients[member.registry].catalog()
+                prefix = member.prefix + "/"
+                names += [f"{virtual}/{r[len(prefix) :]}" for r in listing if r.startswith(prefix)]
+        return JSONResponse({"repositories": sorted(set(names))})
+
+    # ---------------------------------------------------------------- writes
+
+    async def write(self, request: Request, target: Target) -> Response:
+        deploy = target.repo.deploy
+        assert deploy is not None  # allow() refused read-only repositories
+        client = self.clients[deploy.registry]
+        repo = deploy.repository(target.name)
+        headers = {
+            k: request.headers[k]
+            for k in ("content-type", "content-length")
+            if k in request.headers
+        }
+        query = request.url.query
+        if target.kind == "manifests" and request.method == "PUT":
+            body = await _capped(request, MAX_MANIFEST)
+            path = f"/v2/{repo}/manifests/{target.ref}"
+            response = await client.forward("PUT", path, headers=headers, content=body)
+        elif target.kind == "uploads":
+            path = f"/v2/{repo}/blobs/uploads/{target.ref}"
+            if query:
+                path += "?" + self._mount_query(query, target, deploy)
+            content: Any = None
+            if request.method in ("PATCH", "PUT"):
+                content = request.stream()
+            elif request.method == "POST":
+                content = await _capped(request, MAX_MANIFEST)  # a monolithic POST is rare
+            response = await client.forward(request.method, path, headers=headers, content=content)
+        else:
+            raise OciError(405, "UNSUPPORTED", f"{request.method} {target.kind} is not supported")
+        return await _relayed(response, repo, f"{target.virtual}/{target.name}")
+
+    def _mount_query(self, query: str, target: Target, deploy: Member) -> str:
+        """A mount names a repository as the client sees it (virtual/name): translate it to the
+        deploy target's repository, or drop it (a plain upload follows) when it cannot be."""
+        from urllib.parse import parse_qsl, urlencode
+
+        params = parse_qsl(query, keep_blank_values=True)
+        out = []
+        for key, value in params:
+            if key == "from":
+                virtual, _, name = value.partition("/")
+                source = self.config.repositories.get(virtual)
+                if (
+                    source is None
+                    or source.deploy is None
+                    or source.deploy.registry != deploy.registry
+                    or not valid_name(name)
+                ):
+                    return urlencode([(k, v) for k, v in params if k not in ("from", "mount")])
+                value = source.deploy.repository(name)
+            out.append((key, value))
+        return urlencode(out)
+
+
+def _unauthorized(message: str) -> OciError:
+    return OciError(
+        401, "UNAUTHORIZED", message, {"WWW-Authenticate": 'Basic realm="airlock virtual"'}
+    )
+
+
+async def _capped(request: Request, limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise OciError(413, "SIZE_INVALID", f"body over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _streamed(request: Request, response: httpx.Response) -> Response:
+    headers = {k: v for k, v in response.headers.items() if k.lower() in _PASS_HEADERS}
+    if request.method == "HEAD":
+        task = BackgroundTask(response.aclose)
+        return Response(status_code=200, headers=headers, background=task)
+    return StreamingResponse(
+        response.aiter_raw(1024 * 1024),
+        status_code=200,
+        headers=headers,
+        background=BackgroundTask(response.aclose),
+    )
+
+
+async def _relayed(response: httpx.Response, member_repo: str, virtual_repo: str) -> Response:
+    """A member's answer to a write, with its Location pointed back at the gateway's names."""
+    body = await response.aread()
+    await response.aclose()
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() in ("docker-content-digest", "docker-upload-uuid", "range", "content-type")
+    }
+    location = response.headers.get("location")
+    if location:
+        path = httpx.URL(location)
+        target = path.raw_path.decode()
+        prefix = f"/v2/{member_repo}/"
+        if target.startswith(prefix):
+            target = f"/v2/{virtual_repo}/" + target[len(prefix) :]
+        headers["Location"] = target
+    return Response(body, status_code=response.status_code, headers=headers)
+
+
+def create_app(config: VirtualConfig) -> Starlette:
+    gateway = Gateway(config)
+
+    async def base(request: Request) -> Response:
+        # Always challenge an unauthenticated ping, as a Basic-auth registry does: clients
+        # (skopeo, docker) send their credentials only after a challenge here. Clients without
+        # credentials carry on anonymously, and read what anonymous users may.
+        try:
+            user = gateway.user(request)
+        except OciError as e:
+            return e.response()
+        if user is None:
+            return _unauthorized("authentication required").response()
+        return JSONResponse({}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def api(request: Request) -> Response:
+        try:
+            user = gateway.user(request)
+            if request.path_params["path"] == "_catalog":
+                return await gateway.catalog(user)
+            target = gateway.target(request)
+            # an upload session is the deploy target's, even to ask how far it got
+            write = request.method not in ("GET", "HEAD") or target.kind == "uploads"
+            gateway.allow(target, user, write)
+            if write:
+                return await gateway.write(request, target)
+            return await gateway.read(request, target)
+        except OciError as e:
+            return e.response()
+        except AirlockError as e:
+            return OciError(502, "UNAVAILABLE", str(e)).response()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.aclose()
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/v2/", base, methods=["GET", "HEAD"]),
+            Route("/v2/{path:path}", api, methods=methods),
+        ],
+        lifespan=lifespan,
+    )
