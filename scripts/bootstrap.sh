@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what airlock needs on a Debian machine, skipping whatever is already there:
 # Debian packages (docker-registry, skopeo, apache2-utils for htpasswd, postgresql for the
-# scale-out end-to-end test), uv, and the project.
+# scale-out end-to-end test, nginx-light for the virtual gateway's), uv, and the project.
 # Idempotent; `make demo`, `make test` and .ci/run all start with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,8 @@ command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 # the tests start a throw-away cluster of their own; the package's default cluster is not used
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
+# the virtual gateway's tests run the nginx config airlock generates (started on loopback)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

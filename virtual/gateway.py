@@ -92,7 +92,9 @@ class Gateway:
         try:
             user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            user, password = "", ""
+            raise _unauthorized("malformed Basic credentials") from None
+        if scheme.lower() == "basic" and not user and not password:
+            return None  # what clients without credentials send after a Basic challenge
         expected = self.config.password(user) if scheme.lower() == "basic" else None
         if not expected or not hmac.compare_digest(password.encode(), expected.encode()):
             raise _unauthorized("wrong user name or password")

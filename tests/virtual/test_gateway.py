@@ -6,23 +6,15 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from airlock.localregistry import LocalRegistry, free_port, start_registry
-from tests.airlock.test_cli import AIRLOCK
-from tests.e2e.conftest import stop, wait_http
 from tests.support import images as im
-from tests.support.images import Pusher
+from tests.virtual.conftest import PASSWORD, Gw
 
-PASSWORD = "alice-gw-pw"
 SKOPEO = [
     "skopeo",
     "--insecure-policy",
@@ -30,63 +22,6 @@ SKOPEO = [
     "--src-tls-verify=false",
     "--dest-tls-verify=false",
 ]
-
-
-@dataclass
-class Gw:
-    url: str  # http://127.0.0.1:PORT
-    host: str
-    local: LocalRegistry
-    pusher: Pusher  # straight to the member registry
-    log: Path
-
-    def get(self, path: str, *, auth: bool = False, **kw: object) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", auth=("alice", PASSWORD) if auth else None, **kw)
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
-    base = tmp_path_factory.mktemp("virtual")
-    local = start_registry(base / "local")
-    config = {
-        "registries": {"local": {"url": local.host}},
-        "users": {"alice": {"password_env": "GW_ALICE_PASSWORD"}},
-        "repositories": {
-            "docker": {
-                "members": [
-                    {"registry": "local", "prefix": "dev"},
-                    {"registry": "local", "prefix": "prod"},
-                ],
-                "deploy": {"registry": "local", "prefix": "dev"},
-                "read": ["alice"],
-                "write": ["alice"],
-            },
-            "customers": {
-                "members": [{"registry": "local", "prefix": "prod"}],
-                "read": ["anonymous"],
-            },
-        },
-    }
-    (base / "virtual.yaml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    env = {**os.environ, "GW_ALICE_PASSWORD": PASSWORD, "DOCKER_CONFIG": str(base)}
-    log = base / "gateway.log"
-    command = [AIRLOCK, "virtual", "serve", "--config", str(base / "virtual.yaml")]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*command, "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    pusher = Pusher(local.url)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
-        yield Gw(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", local, pusher, log)
-    finally:
-        stop(proc)
-        pusher.close()
-        local.stop()
 
 
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
