@@ -36,6 +36,7 @@ class Gw:
     pusher: Pusher  # straight to the member registry
     log: Path
     config: Path  # virtual.yaml
+    upstream: Pusher  # the registry behind the pull-through cache (a stand-in for Docker Hub)
 
     def get(self, path: str, *, auth: bool = False, **kw: object) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", auth=("alice", PASSWORD) if auth else None, **kw)
@@ -45,14 +46,18 @@ class Gw:
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
     base = tmp_path_factory.mktemp("virtual")
     local = start_registry(base / "local")
+    # a remote: distribution as a pull-through cache of an upstream registry
+    upstream = start_registry(base / "upstream")
+    cache = start_registry(base / "cache", extra={"proxy": {"remoteurl": upstream.url}})
     config = {
-        "registries": {"local": {"url": local.host}},
+        "registries": {"local": {"url": local.host}, "hub": {"url": cache.host}},
         "users": {"alice": {"password_env": "GW_ALICE_PASSWORD"}},
         "repositories": {
             "docker": {
                 "members": [
                     {"registry": "local", "prefix": "dev"},
                     {"registry": "local", "prefix": "prod"},
+                    {"registry": "hub", "prefix": "library"},
                 ],
                 "deploy": {"registry": "local", "prefix": "dev"},
                 "read": ["alice"],
@@ -76,7 +81,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    pusher = Pusher(local.url)
+    pusher, upstream_pusher = Pusher(local.url), Pusher(upstream.url)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
         yield Gw(
@@ -86,8 +91,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
             pusher,
             log,
             base / "virtual.yaml",
+            upstream_pusher,
         )
     finally:
         stop(proc)
         pusher.close()
-        local.stop()
+        upstream_pusher.close()
+        for registry in (local, cache, upstream):
+            registry.stop()

@@ -166,3 +166,22 @@ def test_an_oversized_manifest_is_refused(gw: Gw) -> None:
     )
     assert r.status_code == 413, r.text
     assert gw.pusher.tags("dev/big") == []
+
+
+def test_a_remote_member_pulls_through_its_cache(gw: Gw, tmp_path: Path) -> None:
+    """`docker/alpine` is in neither dev nor prod: the remote member (distribution as a
+    pull-through cache) fetches it from its upstream, digest unchanged."""
+    upstream_only = im.multi_platform("upstream-alpine")
+    gw.upstream.push("library/alpine", upstream_only, "3.19")
+    out = tmp_path / "alpine"
+    proc = skopeo(
+        "--all",
+        "--preserve-digests",
+        "--src-creds",
+        f"alice:{PASSWORD}",
+        f"docker://{gw.host}/docker/alpine:3.19",
+        f"oci:{out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _layout_digest(out) == upstream_only.digest
+    assert gw.pusher.tags("dev/alpine") == []  # cached in the remote, not copied into dev
