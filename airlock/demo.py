@@ -284,7 +284,7 @@ class Api:
 # ---------------------------------------------------------------------------- the story
 
 
-def _pipeline_yaml(host: str, public_key: str) -> str:
+def _pipeline_yaml(host: str, public_key: str, customers: str) -> str:
     key = "\n".join("              " + line for line in public_key.strip().splitlines())
     return f"""\
 # written by `airlock demo`
@@ -315,7 +315,46 @@ stages:
     immutable: true
     gates:
       - {{kind: approval, policy: {{required: 1}}, timeout: 10m}}
+    publish: "{customers}/{{name}}"
 """
+
+
+def _virtual_yaml(host: str) -> str:
+    """The customers' view: prod only, anonymous reads, no pushes."""
+    return f"""\
+# written by `airlock demo`: what customers see (airlock virtual serve)
+registries:
+  local: {{url: "{host}"}}
+repositories:
+  customers:
+    members: [{{registry: local, prefix: prod}}]
+    read: [anonymous]
+"""
+
+
+def _customer_pull(customers: str, good: Manifest, bad: Manifest, state: Path) -> bool:
+    """A customer pulls app:1.0 through the production view; app:1.1 is not there."""
+    import httpx
+
+    layout = state / "customer-pull"
+    skopeo = ["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", "--preserve-digests"]
+    pulled = subprocess.run(
+        [*skopeo, f"docker://{customers}/app:1.0", f"oci:{layout}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if pulled.returncode != 0:
+        raise DemoFailed(f"a customer pull failed: {pulled.stderr.strip()[-300:]}")
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"]
+    host, _, view = customers.partition("/")
+    absent = httpx.head(
+        f"http://{host}/v2/{view}/app/manifests/1.1", headers={"Accept": mt.ACCEPT}, timeout=10
+    )
+    print(f"\ncustomer pull  {customers}/app:1.0 -> {digest} (skopeo, anonymous)")
+    print(f"customer pull  {customers}/app:1.1 -> HTTP {absent.status_code} (never promoted)")
+    return digest == good.digest and absent.status_code == 404
 
 
 class Clock:
@@ -385,7 +424,10 @@ def run_demo(
             )
             .decode()
         )
-        pipeline_file.write_text(_pipeline_yaml(host, public_pem))
+        gateway_port = free_port()
+        customers = f"127.0.0.1:{gateway_port}/customers"
+        pipeline_file.write_text(_pipeline_yaml(host, public_pem, customers))
+        (state / "virtual.yaml").write_text(_virtual_yaml(host))
         until("the Prefect server", lambda: _get(f"{api_url}/health"), services)
         clock.say(f"prefect server  {api_url.removesuffix('/api')}  (SQLite in {state})")
         receiver_env = {**env, "AIRLOCK_WEBHOOK_TOKEN": token}
@@ -395,6 +437,8 @@ def run_demo(
         serve_env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
         serve_cmd = ["serve", "--pipeline", str(pipeline_file), "--no-schedules"]
         services.spawn("deployments", [*airlock, *serve_cmd], serve_env)
+        gateway_cmd = ["virtual", "serve", "--config", str(state / "virtual.yaml")]
+        services.spawn("gateway", [*airlock, *gateway_cmd, "--port", str(gateway_port)], env)
         until("the webhook receiver", lambda: _get(f"{receiver}/healthz"), services)
         clock.say(f"webhooks        {receiver}  (registry → Prefect events)")
         api = Api(api_url)
@@ -468,6 +512,12 @@ def run_demo(
         )
 
         ok = asyncio.run(_report(host, good, bad))
+        until(
+            "the customers' gateway",
+            lambda: _get(f"http://{customers.split('/')[0]}/healthz"),
+            services,
+        )
+        ok = _customer_pull(customers, good, bad, state) and ok
         clock.say(
             f"done: push → flow start {to_start:.1f} s, push → staging {to_staging:.1f} s,"
             f" whole demo {time.monotonic() - clock.start:.1f} s"

@@ -157,7 +157,28 @@ class Stage(_Strict):
     tag: str = "{tag}"
     immutable: bool = False  # never move a tag that points at another digest
     gates: list[GateConfig] = Field(default_factory=list)
-    publish: str | None = None  # a virtual repository customers pull from (issue #7)
+    # where customers pull this stage's images: a virtual repository in front of it
+    # (`airlock virtual serve`), e.g. "shop.example.com/{name}"; shown in records and summaries
+    publish: str | None = None
+
+    @field_validator("publish")
+    @classmethod
+    def _publish(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parse(value.replace("{name}", "name"), default_tag=None)
+        except InvalidReference as e:
+            raise ValueError(f"publish: {e}") from None
+        if "@" in value or value.rsplit("/", 1)[-1].count(":"):
+            raise ValueError("publish names a repository (REGISTRY/PATH/{name}), without tag")
+        return value
+
+    def published(self, name: str, tag: str | None) -> str | None:
+        """Where customers pull the image promoted here, or None."""
+        if self.publish is None:
+            return None
+        return self.publish.replace("{name}", name) + (f":{tag}" if tag else "")
 
     @field_validator("repository")
     @classmethod

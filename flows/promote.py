@@ -315,6 +315,7 @@ async def promote(
                 target=str(hop.target.with_digest(hop.digest)),
                 tags=[hop.target.tag or ""],
                 release=hop.release,
+                published=stage.published(hop.name, hop.target.tag),
                 gates=results,
                 approvals=approvals,
                 requester=requester,
@@ -367,6 +368,7 @@ def _summary(hop: Hop, status: str, record: str | None) -> dict[str, Any]:
         "source": str(hop.source),
         "target": str(hop.target.with_digest(hop.digest)),
         "record": record,
+        "published": hop.stage.published(hop.name, hop.target.tag),
     }
 
 
@@ -398,6 +400,7 @@ async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: st
                 f"- digest: `{hop.digest}` (identical bytes: copied, never rebuilt)",
                 f"- from `{hop.source}`",
                 f"- to `{record.target}`",
+                *([f"- customers pull `{record.published}`"] if record.published else []),
                 f"- promotion record: `{hop.target.name}@{record_digest}`",
                 f"- approvals: {approvals}",
                 "",

@@ -47,6 +47,7 @@ class PromotionRecord(BaseModel):
     target: str  # registry/repository:tag@digest
     tags: list[str] = Field(default_factory=list)
     release: str | None = None  # the tag it was pushed under in the first stage
+    published: str | None = None  # where customers pull it (the stage's `publish`)
     gates: list[GateResult] = Field(default_factory=list)
     approvals: list[Approval] = Field(default_factory=list)
     requester: str | None = None

@@ -248,6 +248,11 @@ def test_demo_tells_the_whole_story_and_stops_what_it_started(tmp_path: Path) ->
     assert "app:1.1" in proc.stdout and "stopped at qa" in proc.stdout
     assert "qa: scan gate refused: 2 CRITICAL" in proc.stdout
     assert "approved        by release-manager" in proc.stdout
+    # a customer pulls the promoted digest through the production view; 1.1 is not there
+    customer = [line for line in proc.stdout.splitlines() if line.startswith("customer pull")]
+    assert len(customer) == 2, proc.stdout
+    assert customer[0].split()[-3] == digests["prod"] and "customers/app:1.0" in customer[0]
+    assert "customers/app:1.1 -> HTTP 404" in customer[1]
     # stopped by PID: nothing still runs with the demo's state directory on its command line
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:

@@ -247,3 +247,27 @@ def test_an_image_outside_the_pipeline(tmp_path: Path) -> None:
         pipeline.locate(parse(f"{HOST}/elsewhere/app:1.0"))
     with pytest.raises(BadInputError, match="not in any stage"):
         pipeline.locate(parse("otherhost:5000/dev/app:1.0"))
+
+
+@pytest.mark.parametrize(
+    ("publish", "ok"),
+    [
+        ("shop.example.com/{name}", True),
+        ("127.0.0.1:9000/customers/{name}", True),
+        ("shop.example.com/{name}:1.0", False),
+        ("shop.example.com/{name}@sha256:" + "a" * 64, False),
+        ("Shop.example.com/UPPER/{name}", False),
+    ],
+)
+def test_publish_names_a_repository(tmp_path: Path, publish: str, ok: bool) -> None:
+    d = doc()
+    stage(d, "prod")["publish"] = publish
+    path = write(tmp_path, d)
+    if ok:
+        assert (
+            load(path).stage("prod").published("app", "1.0")
+            == publish.replace("{name}", "app") + ":1.0"
+        )
+    else:
+        with pytest.raises(BadInputError, match="publish"):
+            load(path)
