@@ -32,3 +32,4 @@ bench: bootstrap
 	uv run --frozen python bench/gates_bench.py
 	uv run --frozen python bench/scan_bench.py
 	uv run --frozen python bench/promote_bench.py
+	uv run --frozen python bench/virtual_bench.py
