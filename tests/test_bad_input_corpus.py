@@ -56,6 +56,15 @@ def _pipeline(**change: object) -> str:
     return yaml.safe_dump(doc)
 
 
+def _virtual(**change: object) -> str:
+    doc: dict = {
+        "registries": {"local": {"url": H}},
+        "repositories": {"docker": {"members": [{"registry": "local", "prefix": "dev"}]}},
+    }
+    doc.update(change)
+    return yaml.safe_dump(doc)
+
+
 TRIVY = (FIXTURES / "trivy" / "alpine-310-registry.json").read_text()
 PYTEST = (FIXTURES / "pytest-json-report" / "all-passed.report.json").read_text()
 BOMB = (
@@ -199,6 +208,72 @@ CASES = [
         "policy-bad-max",
         ("gate", "scan", "r.json", "--max", "HIGH=lots"),
         files={"r.json": TRIVY},
+    ),
+    # -- virtual.yaml and the gateway's commands (a bad config never starts serving)
+    *(
+        Case(
+            f"virtual-{name}",
+            ("virtual", "serve", "--config", "v.yaml"),
+            needle=needle,
+            files={"v.yaml": text},
+        )
+        for name, text, needle in [
+            ("unknown-key", _virtual(bogus=1), "bogus"),
+            (
+                "unknown-registry",
+                _virtual(
+                    repositories={
+                        "docker": {"members": [{"registry": "elsewhere", "prefix": "dev"}]}
+                    }
+                ),
+                "elsewhere",
+            ),
+            (
+                "unknown-user",
+                _virtual(
+                    repositories={
+                        "docker": {
+                            "members": [{"registry": "local", "prefix": "dev"}],
+                            "read": ["mallory"],
+                        }
+                    }
+                ),
+                "mallory",
+            ),
+            ("user-without-secret", _virtual(users={"bob": {}}), "password_env"),
+            (
+                "bad-repository-name",
+                _virtual(
+                    repositories={"Bad Name": {"members": [{"registry": "local", "prefix": "dev"}]}}
+                ),
+                "Bad Name",
+            ),
+            (
+                "traversal-prefix",
+                _virtual(
+                    repositories={
+                        "docker": {"members": [{"registry": "local", "prefix": "../etc"}]}
+                    }
+                ),
+                "prefix",
+            ),
+            ("no-members", _virtual(repositories={"docker": {"members": []}}), "members"),
+            ("not-a-mapping", "- a\n", "v.yaml"),
+        ]
+    ),
+    Case("virtual-missing-config", ("virtual", "serve", "--config", "none.yaml"), needle="none"),
+    Case("virtual-serve-no-config", ("virtual", "serve")),
+    Case(
+        "virtual-nginx-both-entry-kinds",
+        ("virtual", "nginx", "--config", "v.yaml", "--domain", "x.org", "--port-base", "9000"),
+        needle="exactly one",
+        files={"v.yaml": _virtual()},
+    ),
+    Case(
+        "virtual-nginx-cert-without-key",
+        ("virtual", "nginx", "--config", "v.yaml", "--port-base", "9000", "--tls-cert", "c.pem"),
+        needle="together",
+        files={"v.yaml": _virtual()},
     ),
     # -- pipeline.yaml (through `airlock plan REF --to STAGE`, which runs no Prefect)
     *(

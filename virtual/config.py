@@ -5,6 +5,7 @@
       hub-cache: {url: "127.0.0.1:5001"}        # distribution with proxy.remoteurl: a remote
     users:
       alice: {password_env: ALICE_PASSWORD}       # the gateway's own users (Basic auth)
+    ci: {token_env: CI_PULL_TOKEN}               # or Authorization: Bearer TOKEN
     repositories:
       docker:                                    # what developers and CI use
         members:                                 # resolved in this order
@@ -77,7 +78,17 @@ class Member(_Strict):
 
 
 class User(_Strict):
-    password_env: str  # the variable holding the password (the file never holds one)
+    """A gateway user: Basic auth with the password in `password_env`, and/or `Authorization:
+    Bearer TOKEN` (scripts, CI) with the token in `token_env`. The file never holds either."""
+
+    password_env: str | None = None
+    token_env: str | None = None
+
+    @model_validator(mode="after")
+    def _some_secret(self) -> User:
+        if not self.password_env and not self.token_env:
+            raise ValueError("a user needs password_env and/or token_env")
+        return self
 
 
 class VirtualRepository(_Strict):
@@ -116,7 +127,17 @@ class VirtualConfig(_Strict):
 
     def password(self, user: str) -> str | None:
         found = self.users.get(user)
-        return os.environ.get(found.password_env) if found else None
+        return os.environ.get(found.password_env) or None if found and found.password_env else None
+
+    def token_user(self, token: str) -> str | None:
+        """The user whose token this is (compared in constant time), or None."""
+        import hmac
+
+        for name, user in self.users.items():
+            expected = os.environ.get(user.token_env) if user.token_env else None
+            if expected and hmac.compare_digest(token.encode(), expected.encode()):
+                return name
+        return None
 
 
 def load(path: str | Path) -> VirtualConfig:

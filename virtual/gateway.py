@@ -89,6 +89,11 @@ class Gateway:
         if not header:
             return None
         scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            user = self.config.token_user(value.strip())
+            if user is None:
+                raise _unauthorized("unknown token")
+            return user
         try:
             user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):

@@ -19,6 +19,7 @@ from tests.e2e.conftest import stop, wait_http
 from tests.support.images import Pusher
 
 PASSWORD = "alice-gw-pw"
+TOKEN = "ci-gw-token-9b1e"
 SKOPEO = [
     "skopeo",
     "--insecure-policy",
@@ -51,7 +52,10 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
     cache = start_registry(base / "cache", extra={"proxy": {"remoteurl": upstream.url}})
     config = {
         "registries": {"local": {"url": local.host}, "hub": {"url": cache.host}},
-        "users": {"alice": {"password_env": "GW_ALICE_PASSWORD"}},
+        "users": {
+            "alice": {"password_env": "GW_ALICE_PASSWORD"},
+            "ci": {"token_env": "GW_CI_TOKEN"},
+        },
         "repositories": {
             "docker": {
                 "members": [
@@ -60,7 +64,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
                     {"registry": "hub", "prefix": "library"},
                 ],
                 "deploy": {"registry": "local", "prefix": "dev"},
-                "read": ["alice"],
+                "read": ["alice", "ci"],
                 "write": ["alice"],
             },
             "customers": {
@@ -71,7 +75,12 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
     }
     (base / "virtual.yaml").write_text(yaml.safe_dump(config))
     port = free_port()
-    env = {**os.environ, "GW_ALICE_PASSWORD": PASSWORD, "DOCKER_CONFIG": str(base)}
+    env = {
+        **os.environ,
+        "GW_ALICE_PASSWORD": PASSWORD,
+        "GW_CI_TOKEN": TOKEN,
+        "DOCKER_CONFIG": str(base),
+    }
     log = base / "gateway.log"
     command = [AIRLOCK, "virtual", "serve", "--config", str(base / "virtual.yaml")]
     with log.open("wb") as out:

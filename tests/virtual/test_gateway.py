@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support import images as im
-from tests.virtual.conftest import PASSWORD, Gw
+from tests.virtual.conftest import PASSWORD, TOKEN, Gw
 
 SKOPEO = [
     "skopeo",
@@ -185,3 +185,25 @@ def test_a_remote_member_pulls_through_its_cache(gw: Gw, tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     assert _layout_digest(out) == upstream_only.digest
     assert gw.pusher.tags("dev/alpine") == []  # cached in the remote, not copied into dev
+
+
+def test_a_token_user_reads_but_may_not_push(gw: Gw) -> None:
+    bearer = {"Authorization": f"Bearer {TOKEN}", "Accept": im.ACCEPT}
+    r = httpx.get(f"{gw.url}/v2/docker/app/manifests/1.0", headers=bearer)
+    assert r.status_code == 200, r.text
+    push = httpx.post(f"{gw.url}/v2/docker/app/blobs/uploads/", headers=bearer)
+    assert push.status_code == 403 and push.json()["errors"][0]["code"] == "DENIED"
+    wrong = httpx.get(
+        f"{gw.url}/v2/docker/app/tags/list", headers={"Authorization": "Bearer not-it"}
+    )
+    assert wrong.status_code == 401 and "not-it" not in wrong.text
+
+
+def test_the_referrers_fallback_tag_resolves_like_any_tag(gw: Gw) -> None:
+    subject = im.image("with-referrers")
+    gw.pusher.push("prod/ref", subject, "1.0")
+    index = im.image("fallback-index")  # any manifest stored under the fallback tag
+    tag = im.fallback_tag_of(subject.digest)
+    gw.pusher.push("prod/ref", index, tag)
+    r = httpx.get(f"{gw.url}/v2/customers/ref/manifests/{tag}", headers={"Accept": im.ACCEPT})
+    assert r.status_code == 200 and r.headers["docker-content-digest"] == index.digest

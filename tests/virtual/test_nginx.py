@@ -137,3 +137,21 @@ def test_the_customers_entry_point_serves_prod_and_not_dev(
         )
         assert r.status_code == 404, r.text
         assert json.loads(r.text)["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+def test_tls_stanzas_and_hostnames(gw: Gw) -> None:
+    from virtual.config import load
+    from virtual.nginx import Tls, render
+
+    text = render(
+        load(gw.config), "10.0.0.5:8780", domain="example.com", tls=Tls("/etc/c.pem", "/etc/k.pem")
+    )
+    assert text.count("listen 443 ssl;") == 2
+    assert (
+        "server_name docker.example.com;" in text and "server_name customers.example.com;" in text
+    )
+    assert text.count("ssl_certificate /etc/c.pem;") == 2
+    assert text.count("ssl_certificate_key /etc/k.pem;") == 2
+    assert "rewrite ^/v2/(.+)$ /v2/customers/$1 break;" in text
+    assert "proxy_redirect /v2/customers/ /v2/;" in text
+    assert "client_max_body_size 0;" in text and "proxy_request_buffering off;" in text
