@@ -207,3 +207,25 @@ def test_the_referrers_fallback_tag_resolves_like_any_tag(gw: Gw) -> None:
     gw.pusher.push("prod/ref", index, tag)
     r = httpx.get(f"{gw.url}/v2/customers/ref/manifests/{tag}", headers={"Accept": im.ACCEPT})
     assert r.status_code == 200 and r.headers["docker-content-digest"] == index.digest
+
+
+def test_a_mount_names_virtual_repositories_and_lands_in_the_deploy_target(gw: Gw) -> None:
+    img = im.image("mount-me")
+    gw.pusher.push("dev/mount-src", img, "1.0")
+    blob = img.blobs[-1]
+    r = httpx.post(
+        f"{gw.url}/v2/docker/mount-dst/blobs/uploads/",
+        params={"mount": blob.digest, "from": "docker/mount-src"},
+        auth=("alice", PASSWORD),
+    )
+    assert r.status_code == 201, r.text  # mounted within dev-local, no bytes sent
+    assert r.headers["location"] == f"/v2/docker/mount-dst/blobs/{blob.digest}"
+    assert gw.pusher.blob("dev/mount-dst", blob.digest) == blob.data
+    # from a repository that cannot be mounted from (read-only view): a plain upload instead
+    plain = httpx.post(
+        f"{gw.url}/v2/docker/mount-dst/blobs/uploads/",
+        params={"mount": blob.digest, "from": "customers/app"},
+        auth=("alice", PASSWORD),
+    )
+    assert plain.status_code == 202, plain.text
+    assert plain.headers["location"].startswith("/v2/docker/mount-dst/blobs/uploads/")
