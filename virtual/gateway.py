@@ -36,6 +36,7 @@ from virtual.config import Member, VirtualConfig, VirtualRepository, valid_name
 MAX_MANIFEST = 4 * 1024 * 1024
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_SESSION = re.compile(r"^[A-Za-z0-9_-]{0,128}$")  # distribution's are UUIDs
 _PASS_HEADERS = ("content-type", "content-length", "docker-content-digest", "etag", "range")
 _ROUTE = re.compile(
     r"^(?P<name>.+?)/(?:(?P<uploads>blobs/uploads)/(?P<session>[^/]*)"
@@ -125,6 +126,8 @@ class Gateway:
             raise OciError(400, "MANIFEST_INVALID", f"invalid tag or digest {ref!r}")
         if kind == "blobs" and not _DIGEST.match(ref):
             raise OciError(400, "DIGEST_INVALID", f"invalid digest {ref!r}")
+        if kind == "uploads" and not _SESSION.match(ref):
+            raise OciError(404, "BLOB_UPLOAD_UNKNOWN", f"no upload session {ref!r}")
         return Target(virtual, repo, name, kind, ref)
 
     def allow(self, target: Target, user: str | None, write: bool) -> None:

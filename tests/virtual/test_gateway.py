@@ -130,6 +130,8 @@ def test_tags_merge_and_the_catalog_shows_what_the_caller_may_read(gw: Gw) -> No
         ("GET", "/v2/docker/app/blobs/notadigest", True, 400, "DIGEST_INVALID"),
         ("GET", "/v2/docker/app/manifests/1.0", False, 401, "UNAUTHORIZED"),
         ("DELETE", "/v2/docker/app/manifests/1.0", True, 405, "UNSUPPORTED"),
+        ("PATCH", "/v2/docker/app/blobs/uploads/..", True, 404, "BLOB_UPLOAD_UNKNOWN"),
+        ("PUT", "/v2/docker/app/blobs/uploads/a.b?digest=x", True, 404, "BLOB_UPLOAD_UNKNOWN"),
     ],
 )
 def test_bad_requests_get_oci_errors(
