@@ -17,6 +17,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from starlette.routing import Route
 from registry.client import RegistryClient
 from registry.errors import AirlockError
 from virtual.config import Member, VirtualConfig, VirtualRepository, valid_name
+
+log = logging.getLogger("airlock.virtual")
 
 MAX_MANIFEST = 4 * 1024 * 1024
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
@@ -106,7 +109,7 @@ class Gateway:
             raise _unauthorized("wrong user name or password")
         return user
 
-    def target(self, request: Request) -> Target:
+    def target(self, request: Request, user: str | None) -> Target:
         raw = request.scope.get("raw_path", b"").decode("latin-1")
         if "%2f" in raw.lower() or "%2e" in raw.lower():
             raise OciError(400, "NAME_INVALID", "encoded '/' or '.' in the path")
@@ -118,7 +121,10 @@ class Gateway:
             raise OciError(400, "NAME_INVALID", f"invalid repository name {full!r}")
         virtual, name = full.split("/", 1)
         repo = self.config.repositories.get(virtual)
-        if repo is None:
+        if repo is None or not (repo.may_read(user) or repo.may_write(user)):
+            # the same answer whether or not the name exists: names are not given away
+            if user is None:
+                raise _unauthorized("authentication required")
             raise OciError(404, "NAME_UNKNOWN", f"no virtual repository {virtual!r}")
         kind = m["kind"] or ("uploads" if m["uploads"] else "tags")
         ref = m["ref"] or m["session"] or ""
@@ -160,7 +166,9 @@ class Gateway:
         # clients send one Accept header per media type: pass them all (distribution answers
         # an index the client did not list as "unknown", a different answer than direct)
         accept = ", ".join(request.headers.getlist("accept"))
-        headers = {"Accept": accept} if accept else {}
+        # bytes are relayed raw: a compressed answer would reach the client without its
+        # Content-Encoding, and never hash to its digest
+        headers = {"Accept-Encoding": "identity", **({"Accept": accept} if accept else {})}
         path_kind = "manifests" if target.kind == "manifests" else "blobs"
         for member in target.repo.members:
             client = self.clients[member.registry]
@@ -211,7 +219,7 @@ class Gateway:
 
     # ---------------------------------------------------------------- writes
 
-    async def write(self, request: Request, target: Target) -> Response:
+    async def write(self, request: Request, target: Target, user: str | None) -> Response:
         deploy = target.repo.deploy
         assert deploy is not None  # allow() refused read-only repositories
         client = self.clients[deploy.registry]
@@ -229,7 +237,7 @@ class Gateway:
         elif target.kind == "uploads":
             path = f"/v2/{repo}/blobs/uploads/{target.ref}"
             if query:
-                path += "?" + self._mount_query(query, target, deploy)
+                path += "?" + self._mount_query(query, deploy, user)
             content: Any = None
             if request.method in ("PATCH", "PUT"):
                 content = request.stream()
@@ -240,9 +248,10 @@ class Gateway:
             raise OciError(405, "UNSUPPORTED", f"{request.method} {target.kind} is not supported")
         return await _relayed(response, repo, f"{target.virtual}/{target.name}")
 
-    def _mount_query(self, query: str, target: Target, deploy: Member) -> str:
-        """A mount names a repository as the client sees it (virtual/name): translate it to the
-        deploy target's repository, or drop it (a plain upload follows) when it cannot be."""
+    def _mount_query(self, query: str, deploy: Member, user: str | None) -> str:
+        """A mount names a repository as the client sees it (virtual/name): translate it to that
+        repository's deploy target — only if the caller may read it there — or drop it (a plain
+        upload follows). A mount is a read of the source: never one the caller has no right to."""
         from urllib.parse import parse_qsl, urlencode
 
         params = parse_qsl(query, keep_blank_values=True)
@@ -254,6 +263,8 @@ class Gateway:
                 if (
                     source is None
                     or source.deploy is None
+                    or source.deploy not in source.members  # what it reads is not its deploy
+                    or not source.may_read(user)
                     or source.deploy.registry != deploy.registry
                     or not valid_name(name)
                 ):
@@ -294,8 +305,10 @@ def _streamed(request: Request, response: httpx.Response) -> Response:
 
 async def _relayed(response: httpx.Response, member_repo: str, virtual_repo: str) -> Response:
     """A member's answer to a write, with its Location pointed back at the gateway's names."""
-    body = await response.aread()
-    await response.aclose()
+    try:
+        body = await response.aread()
+    finally:
+        await response.aclose()
     headers = {
         k: v
         for k, v in response.headers.items()
@@ -335,17 +348,19 @@ def create_app(config: VirtualConfig) -> Starlette:
             user = gateway.user(request)
             if request.path_params["path"] == "_catalog":
                 return await gateway.catalog(user)
-            target = gateway.target(request)
+            target = gateway.target(request, user)
             # an upload session is the deploy target's, even to ask how far it got
             write = request.method not in ("GET", "HEAD") or target.kind == "uploads"
             gateway.allow(target, user, write)
             if write:
-                return await gateway.write(request, target)
+                return await gateway.write(request, target, user)
             return await gateway.read(request, target)
         except OciError as e:
             return e.response()
-        except AirlockError as e:
-            return OciError(502, "UNAVAILABLE", str(e)).response()
+        except (AirlockError, httpx.HTTPError) as e:
+            # the detail (member hosts, paths) is for the operator's log, not for any caller
+            log.warning("%s %s: a member failed: %s", request.method, request.url.path, e)
+            return OciError(502, "UNAVAILABLE", "a member registry failed; retry").response()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -2,7 +2,7 @@
 
     POST /registry   distribution notification envelopes, `Authorization: Bearer TOKEN`
                      (the header the registry's notification endpoint is configured to send)
-    POST /ci         {"image": "REGISTRY/REPOSITORY:TAG"}, signed with HMAC-SHA256 of the body:
+    POST /ci         {"image": "REGISTRY/REPOSITORY:TAG", "id": "…"}, HMAC-SHA256 of the body:
                      `X-Airlock-Signature-256: sha256=HEX` (GitHub's `X-Hub-Signature-256` too)
     GET  /healthz
 
@@ -41,7 +41,6 @@ log = logging.getLogger("airlock.webhooks")
 ENVELOPE = "application/vnd.docker.distribution.events.v1+json"
 MAX_BODY = 1024 * 1024  # distribution sends at most `threshold` events per envelope (default 10)
 SIGNATURE_HEADERS = ("x-airlock-signature-256", "x-hub-signature-256")
-DELIVERY_HEADERS = ("x-airlock-delivery", "x-github-delivery", "x-request-id")
 
 
 class _Refused(Exception):
@@ -158,9 +157,10 @@ class Receiver:
         expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(signature.encode(), expected.encode()):
             raise _Refused(401, "missing or wrong signature")
-        delivery = _header(request, DELIVERY_HEADERS)
+        # The event id comes from what the signature covers (never from an unsigned header):
+        # a captured call sent again, whatever its headers, is the same event, dropped by Prefect.
         try:
-            push = ci_push(_json(body), self.settings.pipeline, delivery or _sha256(body))
+            push = ci_push(_json(body), self.settings.pipeline, _sha256(body))
         except BadInputError as e:
             raise _Refused(400, str(e)) from None
         await self.emit([push])

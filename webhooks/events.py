@@ -116,7 +116,8 @@ def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int,
 
 def ci_push(body: Any, pipeline: Pipeline, delivery: str) -> Push:
     """The image a CI job names in the first stage:
-    {"image": "REGISTRY/REPOSITORY:TAG[@DIGEST]", "requester": "NAME" (optional, default "ci")}.
+    {"image": "REGISTRY/REPOSITORY:TAG[@DIGEST]", "requester": "NAME" (default "ci"),
+     "id": "…" (optional: a build id; a new one makes the same image a new event)}.
 
     Raises BadInputError (400) for a body that names none, or an image outside the first stage."""
     if not isinstance(body, dict) or not isinstance(body.get("image"), str):
@@ -131,6 +132,8 @@ def ci_push(body: Any, pipeline: Pipeline, delivery: str) -> Push:
         first = pipeline.stages[0]
         where = f"{pipeline.registries[first.registry].url}/{first.repository}"
         raise BadInputError(f"{ref.name} is not in the pipeline's first stage ({where})")
+    if "id" in body and not (isinstance(body["id"], str) and 0 < len(body["id"]) <= 200):
+        raise BadInputError("id, when given, must be a string of 1-200 characters")
     requester = body.get("requester", "ci")
     if not isinstance(requester, str) or not requester.strip() or len(requester) > 200:
         raise BadInputError("requester must be a non-empty name (at most 200 characters)")

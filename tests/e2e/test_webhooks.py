@@ -295,3 +295,28 @@ def test_settings_never_show_their_secrets(tmp_path: Path) -> None:
     )
     assert TOKEN not in repr(settings) and SECRET not in repr(settings)
     assert "pk" not in repr(settings)
+
+
+async def test_a_replayed_ci_call_is_the_same_event_whatever_its_headers(
+    receiver: Receiver,
+) -> None:
+    """The event id comes from the signed body: resending a captured call with another delivery
+    header cannot start another run; a new build id (signed) is a new event."""
+    body = json.dumps({"image": f"{HOST}/dev/app:3.0", "id": "build-41"}).encode()
+    mac = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    for delivery in ("first", "replayed-with-a-new-header"):
+        r = await receiver.client.post(
+            "/ci",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Hub-Signature-256": f"sha256={mac}",
+                "X-GitHub-Delivery": delivery,
+            },
+        )
+        assert r.status_code == 202, r.text
+    first, replayed = receiver.counting.events()
+    assert first["id"] == replayed["id"]
+    r = await receiver.ci({"image": f"{HOST}/dev/app:3.0", "id": "build-42"})
+    assert r.status_code == 202
+    assert receiver.counting.events()[-1]["id"] != first["id"]

@@ -71,6 +71,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
                 "members": [{"registry": "local", "prefix": "prod"}],
                 "read": ["anonymous"],
             },
+            "secret": {  # alice may not see it (only ci may read)
+                "members": [{"registry": "local", "prefix": "secret"}],
+                "deploy": {"registry": "local", "prefix": "secret"},
+                "read": ["ci"],
+            },
         },
     }
     (base / "virtual.yaml").write_text(yaml.safe_dump(config))

@@ -122,7 +122,9 @@ def test_tags_merge_and_the_catalog_shows_what_the_caller_may_read(gw: Gw) -> No
 @pytest.mark.parametrize(
     ("method", "path", "auth", "status", "code"),
     [
-        ("GET", "/v2/nosuch/app/manifests/1.0", False, 404, "NAME_UNKNOWN"),
+        ("GET", "/v2/nosuch/app/manifests/1.0", False, 401, "UNAUTHORIZED"),
+        ("GET", "/v2/nosuch/app/manifests/1.0", True, 404, "NAME_UNKNOWN"),
+        ("GET", "/v2/secret/app/manifests/1.0", True, 404, "NAME_UNKNOWN"),  # exists; not hers
         ("GET", "/v2/docker/../prod/app/manifests/1.0", True, 400, "NAME_INVALID"),
         ("GET", "/v2/docker/app%2F..%2Fx/manifests/1.0", True, 400, "NAME_INVALID"),
         ("GET", "/v2/docker/App/manifests/1.0", True, 400, "NAME_INVALID"),
@@ -231,3 +233,20 @@ def test_a_mount_names_virtual_repositories_and_lands_in_the_deploy_target(gw: G
     )
     assert plain.status_code == 202, plain.text
     assert plain.headers["location"].startswith("/v2/docker/mount-dst/blobs/uploads/")
+
+
+def test_a_mount_never_reads_what_the_caller_may_not(gw: Gw) -> None:
+    """secret/ is a virtual repository alice may not read: naming it as a mount's source gets
+    her a plain upload session, not its blob."""
+    hidden = im.image("hidden")
+    gw.pusher.push("secret/app", hidden, "1.0")
+    blob = hidden.blobs[-1]
+    r = httpx.post(
+        f"{gw.url}/v2/docker/stolen/blobs/uploads/",
+        params={"mount": blob.digest, "from": "secret/app"},
+        auth=("alice", PASSWORD),
+    )
+    assert r.status_code == 202, r.text  # an upload session: nothing mounted
+    assert gw.pusher.blob("dev/stolen", blob.digest) is None
+    got = httpx.get(f"{gw.url}/v2/docker/stolen/blobs/{blob.digest}", auth=("alice", PASSWORD))
+    assert got.status_code == 404

@@ -21,26 +21,28 @@ from tests.virtual.conftest import PASSWORD, Gw
 from tests.virtual.test_gateway import _layout_digest, skopeo
 
 
-def _two_free_ports() -> int:
-    """A port P with P + 1 free too (the config gives customers P and docker P + 1)."""
+def _free_ports(n: int) -> int:
+    """A port P with P + 1 … P + n - 1 free too (one per repository, in name order: customers P,
+    docker P + 1, secret P + 2)."""
     for _ in range(50):
         with socket.socket() as a:
             a.bind(("127.0.0.1", 0))
             port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
+            try:
+                for k in range(1, n):
+                    with socket.socket() as b:
+                        b.bind(("127.0.0.1", port + k))
+            except OSError:
+                continue
         return port
-    raise AssertionError("no two consecutive free ports")
+    raise AssertionError(f"no {n} consecutive free ports")
 
 
 @pytest.fixture(scope="module")
 def nginx(gw: Gw, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     base = tmp_path_factory.mktemp("nginx")
     os.chmod(base, 0o777)  # noqa: S103 - nginx's workers (nobody) write their temp files here
-    port = _two_free_ports()
+    port = _free_ports(3)
     command = [AIRLOCK, "virtual", "nginx", "--config", str(gw.config), "--gateway", gw.host]
     generated = subprocess.run(
         [*command, "--port-base", str(port), "--listen", "127.0.0.1"],
@@ -139,19 +141,49 @@ def test_the_customers_entry_point_serves_prod_and_not_dev(
         assert json.loads(r.text)["errors"][0]["code"] == "MANIFEST_UNKNOWN"
 
 
-def test_tls_stanzas_and_hostnames(gw: Gw) -> None:
+def test_tls_stanzas_and_hostnames(gw: Gw, tmp_path: Path) -> None:
+    """The HTTPS variant: nginx itself accepts it (`nginx -t`, with a certificate made here),
+    and each repository gets its hostname, certificate and prefix."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.registry.test_client import _cert
     from virtual.config import load
     from virtual.nginx import Tls, render
 
-    text = render(
-        load(gw.config), "10.0.0.5:8780", domain="example.com", tls=Tls("/etc/c.pem", "/etc/k.pem")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _cert("example.com", key, key, "example.com", ca=False)
+    pem = serialization.Encoding.PEM
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(pem))
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    assert text.count("listen 443 ssl;") == 2
+    text = render(
+        load(gw.config),
+        "10.0.0.5:8780",
+        domain="example.com",
+        tls=Tls(str(tmp_path / "c.pem"), str(tmp_path / "k.pem")),
+    )
+    (tmp_path / "airlock.conf").write_text(text)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path / 'nginx.pid'};\nerror_log {tmp_path / 'error.log'};\nevents {{}}\n"
+        f"http {{ include {tmp_path / 'airlock.conf'}; }}\n"
+    )
+    checked = subprocess.run(
+        ["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr
+    text = text.replace(str(tmp_path / "c.pem"), "/etc/c.pem").replace(
+        str(tmp_path / "k.pem"), "/etc/k.pem"
+    )
+    assert text.count("listen 443 ssl;") == 3
     assert (
         "server_name docker.example.com;" in text and "server_name customers.example.com;" in text
     )
-    assert text.count("ssl_certificate /etc/c.pem;") == 2
-    assert text.count("ssl_certificate_key /etc/k.pem;") == 2
+    assert text.count("ssl_certificate /etc/c.pem;") == 3
+    assert text.count("ssl_certificate_key /etc/k.pem;") == 3
     assert "rewrite ^/v2/(.+)$ /v2/customers/$1 break;" in text
     assert "proxy_redirect /v2/customers/ /v2/;" in text
     assert "client_max_body_size 0;" in text and "proxy_request_buffering off;" in text
