@@ -464,17 +464,19 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     """A registry holding dev/app:1.0, and a scripted one serving what airlock will not copy."""
     base = tmp_path_factory.mktemp("corpus")
     registry = start_registry(base / "registry")
-    pusher = Pusher(registry.url)
-    pusher.push("dev/app", im.image("corpus"), "1.0")
-    pusher.close()
-    docker = base / "docker"
-    docker.mkdir()
-    env = {**os.environ, "DOCKER_CONFIG": str(docker), "AIRLOCK_WEBHOOK_TOKEN": ""}
-    env.pop("AIRLOCK_CI_SECRET", None)
-    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # never reached: inputs fail first
-    with scripted_registry() as odd:
-        yield Seeded(registry, env, odd)
-    registry.stop()
+    try:
+        pusher = Pusher(registry.url)
+        pusher.push("dev/app", im.image("corpus"), "1.0")
+        pusher.close()
+        docker = base / "docker"
+        docker.mkdir()
+        env = {**os.environ, "DOCKER_CONFIG": str(docker), "AIRLOCK_WEBHOOK_TOKEN": ""}
+        env.pop("AIRLOCK_CI_SECRET", None)
+        env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # never reached: inputs fail first
+        with scripted_registry() as odd:
+            yield Seeded(registry, env, odd)
+    finally:
+        registry.stop()
 
 
 def _tree(root: Path) -> set[tuple[str, int]]:
