@@ -261,13 +261,14 @@ class Api:
                 return run
         return None
 
-    def waiting_approval(self, image: str) -> dict[str, Any] | None:
+    def waiting_approval(self, image: str, stage: str = "prod") -> dict[str, Any] | None:
+        """The promote run of `image` into `stage`, once it waits for an approval it can take."""
         paused = {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
         for run in self.post("/flow_runs/filter", paused):
             params = run["parameters"] or {}
             keyset = (run["state"].get("state_details") or {}).get("run_input_keyset")
             if not (
-                params.get("to_stage") == "prod" and image in params.get("image", "") and keyset
+                params.get("to_stage") == stage and image in params.get("image", "") and keyset
             ):
                 continue
             # Prefect saves the Resume form's schema just after pausing: wait for it

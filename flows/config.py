@@ -91,14 +91,8 @@ class RegistrySettings(_Strict):
         if source is None:
             return None
         if source.env is not None:
-            user = os.environ.get(source.env.username)
-            password = os.environ.get(source.env.password)
-            if not user or not password:
-                raise BadInputError(
-                    f"registry {self.url}: set the environment variables {source.env.username}"
-                    f" and {source.env.password}"
-                )
-            return Credentials(user, password)
+            env = source.env
+            return Credentials.from_env(env.username, env.password, f"registry {self.url}")
         from flows.blocks import RegistryCredentials
 
         assert source.block is not None

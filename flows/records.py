@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +23,8 @@ from registry.manifest import Descriptor, Manifest, digest_of, referrer_descript
 from registry.referrers import artifact, index_doc, list_referrers, push_referrer
 
 HISTORY_TAG = "airlock.history"
+# Tags that are not releases: the referrers fallback tag, cosign's, airlock's own (history).
+NOT_A_RELEASE = re.compile(r"^(sha256-[0-9a-f]{64}(\..*)?|airlock\..*)$")
 DIGEST_ANNOTATION = "vnd.airlock.record.digest"
 KIND_ANNOTATION = "vnd.airlock.record.kind"
 MAX_RECORD_BYTES = 4 * 1024 * 1024

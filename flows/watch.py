@@ -12,7 +12,6 @@ run. Nothing is changed in any registry by either.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -22,15 +21,13 @@ from prefect.events import emit_event
 from flows.config import GateConfig, Pipeline, Stage, load
 from flows.hops import clients, judge_reports
 from flows.promote import repository_lock
-from flows.records import history
+from flows.records import NOT_A_RELEASE, history
 from registry.client import RegistryClient
 from registry.errors import BadInputError, NotFound, RefusedError
 from registry.reference import Reference
 
 DRIFT_EVENT = "airlock.drift.detected"
 RESCAN_EVENT = "airlock.rescan.failed"
-# Tags that are not releases: the referrers fallback tag, cosign's, airlock's history.
-NOT_A_RELEASE = re.compile(r"^(sha256-[0-9a-f]{64}(\..*)?|airlock\..*)$")
 
 
 class DriftDetected(RefusedError):
@@ -41,14 +38,16 @@ class RescanFailed(RefusedError):
     """A digest in the stage no longer passes the scan gate."""
 
 
-async def _repositories(client: RegistryClient, stage: Stage) -> list[str]:
-    return [r for r in await client.catalog() if stage.name_in(r) is not None]
+def _repositories(catalog: list[str], stage: Stage) -> list[str]:
+    return [r for r in catalog if stage.name_in(r) is not None]
 
 
-async def _stage_drift(client: RegistryClient, pipeline: Pipeline, stage: Stage) -> list[dict]:
+async def _stage_drift(
+    client: RegistryClient, catalog: list[str], pipeline: Pipeline, stage: Stage
+) -> list[dict]:
     host = pipeline.registries[stage.registry].url
     found: list[dict[str, Any]] = []
-    for repo in await _repositories(client, stage):
+    for repo in _repositories(catalog, stage):
         # A promotion moves the tag, then writes its record: wait until none is in flight.
         async with repository_lock(Reference(host, repo)):
             latest, now = await _recorded_and_current(client, stage, repo)
@@ -98,8 +97,10 @@ async def drift_watch(pipeline_file: str | None = None) -> list[dict[str, Any]]:
     drift: list[dict[str, Any]] = []
     checked = pipeline.stages[1:]  # the first stage is where CI pushes: airlock records nothing
     async with clients(pipeline, *checked) as opened:
+        catalogs = {alias: await client.catalog() for alias, client in opened.items()}
         for stage in checked:
-            drift += await _stage_drift(opened[stage.registry], pipeline, stage)
+            client = opened[stage.registry]
+            drift += await _stage_drift(client, catalogs[stage.registry], pipeline, stage)
     if not drift:
         get_run_logger().info("no drift in %s", ", ".join(s.name for s in checked))
         return []
@@ -143,7 +144,7 @@ async def rescan(stage: str | None = None, pipeline_file: str | None = None) -> 
     results: list[dict[str, Any]] = []
     async with clients(pipeline, target) as opened:
         client = opened[target.registry]
-        for repo in await _repositories(client, target):
+        for repo in _repositories(await client.catalog(), target):
             digests: dict[str, list[str]] = {}
             for tag in await client.list_tags(repo):
                 if not NOT_A_RELEASE.match(tag) and (d := await client.head_manifest(repo, tag)):

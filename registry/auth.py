@@ -52,6 +52,16 @@ class Credentials:
             raise BadInputError(f"{flag} expects USER:PASSWORD (both non-empty)")
         return cls(username=user, password=password)
 
+    @classmethod
+    def from_env(cls, user_var: str, password_var: str, where: str) -> Credentials:
+        """Read from the environment variables a config file names (never the values)."""
+        user, password = os.environ.get(user_var), os.environ.get(password_var)
+        if not user or not password:
+            raise BadInputError(
+                f"{where}: set the environment variables {user_var} and {password_var}"
+            )
+        return cls(username=user, password=password)
+
     def __repr__(self) -> str:
         secret = "***" if (self.password or self.identity_token) else None
         return f"Credentials(username={self.username!r}, secret={secret})"

@@ -61,12 +61,7 @@ class MemberRegistry(_Strict):
         env = (self.credentials or {}).get("env")
         if env is None:
             return None
-        user, password = os.environ.get(env.username), os.environ.get(env.password)
-        if not user or not password:
-            raise BadInputError(
-                f"{self.url}: set the environment variables {env.username} and {env.password}"
-            )
-        return Credentials(user, password)
+        return Credentials.from_env(env.username, env.password, f"registry {self.url}")
 
 
 class Member(_Strict):
@@ -127,7 +122,9 @@ class VirtualConfig(_Strict):
 
     def password(self, user: str) -> str | None:
         found = self.users.get(user)
-        return os.environ.get(found.password_env) or None if found and found.password_env else None
+        if found is None or found.password_env is None:
+            return None
+        return os.environ.get(found.password_env) or None
 
     def token_user(self, token: str) -> str | None:
         """The user whose token this is (compared in constant time), or None."""

@@ -208,11 +208,14 @@ class Gateway:
 
     async def catalog(self, user: str | None) -> Response:
         names: list[str] = []
+        listings: dict[str, list[str]] = {}  # one catalog read per member registry
         for virtual, repo in sorted(self.config.repositories.items()):
             if not repo.may_read(user):
                 continue
             for member in repo.members:
-                listing = await self.clients[member.registry].catalog()
+                if member.registry not in listings:
+                    listings[member.registry] = await self.clients[member.registry].catalog()
+                listing = listings[member.registry]
                 prefix = member.prefix + "/"
                 names += [f"{virtual}/{r[len(prefix) :]}" for r in listing if r.startswith(prefix)]
         return JSONResponse({"repositories": sorted(set(names))})

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows.config import Pipeline
+from flows.records import NOT_A_RELEASE
 from registry import mediatypes as mt
 from registry.errors import BadInputError
 from registry.reference import InvalidReference, Reference, parse
@@ -26,8 +27,6 @@ EVENT = "airlock.image.pushed"
 # A fixed namespace: the same registry event id gives the same Prefect event id in any process.
 NAMESPACE = uuid.UUID("6f1c1e0a-6a43-4a53-9d3e-3f2b8f5c7a10")
 
-# Tags that are not releases: the referrers fallback tag, cosign's, airlock's history.
-_NOT_A_RELEASE = re.compile(r"^(sha256-[0-9a-f]{64}(\..*)?|airlock\..*)$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -97,7 +96,7 @@ def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int,
         if not tag:
             notes.append(f"{repo}@{digest}: pushed by digest, no tag (not a release)")
             continue
-        if _NOT_A_RELEASE.match(str(tag)):
+        if NOT_A_RELEASE.match(str(tag)):
             notes.append(f"{repo}:{tag}: referrer, signature or history tag (not a release)")
             continue
         try:

@@ -176,14 +176,16 @@ def prefect_server(postgres: Postgres) -> Iterator[PrefectServer]:
         shutil.rmtree(server.home, ignore_errors=True)
 
 
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = READY) -> None:
-    """Until `url` answers 200 (the process's own readiness, not a sleep)."""
+def wait_http(
+    url: str, proc: subprocess.Popen, log: Path, timeout: float = READY, status: int = 200
+) -> None:
+    """Until `url` answers `status` (the process's own readiness, not a sleep)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"{url}: the process exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == status:
                 return
         except httpx.TransportError:
             pass

@@ -9,11 +9,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
+from airlock.demo import Api
 from tests.airlock.test_cli import AIRLOCK
 from tests.conftest import Reg
 from tests.e2e.conftest import PrefectServer, stop
@@ -30,18 +29,6 @@ def own_server(tmp_path: Path) -> Iterator[PrefectServer]:
     server.start()
     yield server
     server.stop()
-
-
-def _paused_with_form(api: str) -> dict[str, Any] | None:
-    """The paused run once Prefect has saved its Resume form (it rejects a resume before)."""
-    body = {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
-    for run in httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json():
-        keyset = (run["state"].get("state_details") or {}).get("run_input_keyset")
-        if keyset:
-            form = httpx.get(f"{api}/flow_runs/{run['id']}/input/{keyset['schema']}", timeout=10)
-            if form.status_code == 200:
-                return run
-    return None
 
 
 def test_a_waiting_promotion_survives_a_prefect_server_restart(
@@ -62,7 +49,8 @@ def test_a_waiting_promotion_survives_a_prefect_server_restart(
     )
     try:
         deadline = time.monotonic() + WAIT
-        while (run := _paused_with_form(own_server.api)) is None:
+        requests = Api(own_server.api)
+        while (run := requests.waiting_approval("dev/app", stage="qa")) is None:
             assert promoting.poll() is None, (tmp_path / "promote.log").read_text()
             assert time.monotonic() < deadline, "the promotion never paused for its approval"
             time.sleep(0.2)

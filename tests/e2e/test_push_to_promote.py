@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from airlock.demo import Api
 from airlock.localregistry import free_port, start_registry
 from registry import mediatypes as mt
 from tests.airlock.test_cli import AIRLOCK
@@ -202,25 +203,6 @@ async def push_after_evidence(stack: Stack, seed: str, tag: str, **kw: Any) -> i
     return img
 
 
-def approval_waiting(stack: Stack, image_ref: str) -> dict[str, Any] | None:
-    """The promote run into prod for this image, once it waits for an approval it can take."""
-    runs = stack.api(
-        "POST",
-        "/flow_runs/filter",
-        {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}},
-    )
-    for run in runs:
-        params = run["parameters"]
-        keyset = (run["state"].get("state_details") or {}).get("run_input_keyset")
-        if params.get("to_stage") == "prod" and image_ref in params.get("image", "") and keyset:
-            schema = httpx.get(
-                f"{stack.server.api}/flow_runs/{run['id']}/input/{keyset['schema']}", timeout=10
-            )
-            if schema.status_code == 200:
-                return run
-    return None
-
-
 async def test_a_push_runs_the_pipeline_once_through_staging_and_prod_waits_for_approval(
     stack: Stack, postgres: Postgres
 ) -> None:
@@ -234,7 +216,8 @@ async def test_a_push_runs_the_pipeline_once_through_staging_and_prod_waits_for_
     assert run["parameters"]["images"] == [f"{setup.host}/dev/app:1.0@{img.digest}"]
 
     # dev → qa → staging by itself; prod waits for a person
-    paused = stack.wait("prod's approval request", lambda: approval_waiting(stack, "app:1.0"))
+    requests = Api(stack.server.api)
+    paused = stack.wait("prod's approval request", lambda: requests.waiting_approval("app:1.0"))
     assert setup.digest("qa") == setup.digest("staging") == img.digest
     assert setup.digest("prod") is None
     approved = subprocess.run(

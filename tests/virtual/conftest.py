@@ -20,13 +20,6 @@ from tests.support.images import Pusher
 
 PASSWORD = "alice-gw-pw"
 TOKEN = "ci-gw-token-9b1e"
-SKOPEO = [
-    "skopeo",
-    "--insecure-policy",
-    "copy",
-    "--src-tls-verify=false",
-    "--dest-tls-verify=false",
-]
 
 
 @dataclass

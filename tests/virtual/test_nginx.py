@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.airlock.test_cli import AIRLOCK
-from tests.e2e.conftest import stop
+from tests.e2e.conftest import stop, wait_http
 from tests.support import images as im
 from tests.virtual.conftest import PASSWORD, Gw
 from tests.virtual.test_gateway import _layout_digest, skopeo
@@ -79,25 +79,10 @@ def nginx(gw: Gw, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         )
     try:
         # the gateway answers an unauthenticated ping with 401: nginx is up when that comes back
-        wait_http_status(f"http://127.0.0.1:{port}/v2/", 401, proc, base / "error.log")
+        wait_http(f"http://127.0.0.1:{port}/v2/", proc, base / "error.log", status=401)
         yield port
     finally:
         stop(proc)
-
-
-def wait_http_status(url: str, status: int, proc: subprocess.Popen, log: Path) -> None:
-    import time
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text() if log.exists() else "nginx exited"
-        try:
-            if httpx.get(url, timeout=2).status_code == status:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never answered {status}")
 
 
 def test_a_push_through_nginx_lands_in_dev_local(gw: Gw, nginx: int, tmp_path: Path) -> None:
