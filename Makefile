@@ -17,11 +17,14 @@ test: bootstrap
 	uv run --frozen ruff check .
 	uv run --frozen python -m pytest -q
 
-# The fault matrix, the bad-input corpus, secrets, least privilege, TLS (all part of `make test`).
+# The fault matrix, the bad-input corpus, secrets, least privilege, TLS, the insider attacks
+# (all part of `make test`).
 reliability: bootstrap
 	uv run --frozen python -m pytest -q tests/flows/test_faults.py tests/test_bad_input_corpus.py \
 		tests/e2e tests/flows/test_least_privilege.py tests/registry/test_retries.py \
-		tests/registry/test_auth.py tests/registry/test_client.py
+		tests/registry/test_auth.py tests/registry/test_client.py tests/registry/test_secrets.py \
+		tests/registry/test_travel.py tests/flows/test_insider.py \
+		tests/flows/test_insider_served.py tests/virtual/test_stageview.py
 
 lint: bootstrap
 	uv run --frozen ruff check .

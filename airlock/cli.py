@@ -17,10 +17,14 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from airlock import __version__
 from registry.errors import EXIT_BAD_INPUT, EXIT_REGISTRY, AirlockError, BadInputError
+
+if TYPE_CHECKING:
+    from registry.auth import Credentials
 
 _ARGV: list[str] = []  # the arguments main() parses, for scrubbing argparse's messages
 
@@ -31,14 +35,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"airlock: error: {message} (see `{self.prog} --help`)\n")
 
 
+MAX_CREDS_CHARS = 64 * 1024  # a credentials file holds one line; never read a device whole
 _SECRET_FLAG = re.compile(r"cred|pass|token|secret", re.IGNORECASE)
 
 
 def _scrub(message: str, argv: Sequence[str]) -> str:
     """argparse repeats arguments it did not understand; never repeat a credential, even under a
-    mistyped flag (`--srccreds USER:PASS`)."""
+    mistyped flag (`--srccreds USER:PASS`). A `…-file` flag's value is a path, not a secret."""
     for i, arg in enumerate(argv):
-        if not arg.startswith("-") or not _SECRET_FLAG.search(arg):
+        flag = arg.partition("=")[0]
+        if not arg.startswith("-") or not _SECRET_FLAG.search(flag) or flag.endswith("-file"):
             continue
         _, eq, value = arg.partition("=")
         if not eq and i + 1 < len(argv):
@@ -62,11 +68,21 @@ def connection_flags(
     p: argparse.ArgumentParser, *, two_sided: bool = False, referrers: bool = True
 ) -> None:
     """Flags every command that talks to a registry shares (and --json)."""
-    if two_sided:
-        p.add_argument("--src-creds", metavar="USER:PASS", help="credentials for the source")
-        p.add_argument("--dest-creds", metavar="USER:PASS", help="credentials for the target")
-    else:
-        p.add_argument("--creds", metavar="USER:PASS", help="credentials for the registry")
+    sides = [("src", "the source"), ("dest", "the target")] if two_sided else [("", "the registry")]
+    for side, whose in sides:
+        flag, env = _creds_names(side)
+        group = p.add_mutually_exclusive_group()
+        group.add_argument(
+            f"{flag}-file",
+            metavar="FILE",
+            help=f"credentials for {whose}: a file holding one line USER:PASSWORD, or - for"
+            f" stdin (or set {env})",
+        )
+        group.add_argument(
+            flag,
+            metavar="USER:PASS",
+            help=f"as {flag}-file, but on the command line, visible to other users",
+        )
     p.add_argument(
         "--insecure",
         metavar="HOST",
@@ -188,8 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"airlock: error: {message}", file=sys.stderr)
+    from registry.secrets import scrub
+
+    print(f"airlock: error: {scrub(message)}", file=sys.stderr)
     return code
+
+
+def warn(message: str) -> None:
+    from registry.secrets import scrub
+
+    print(f"airlock: warning: {scrub(message)}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- copy / plan
@@ -198,13 +222,12 @@ def _fail(message: str, code: int) -> int:
 def open_clients(
     args: argparse.Namespace, src_registry: str, dst_registry: str, concurrency: int = 6
 ) -> tuple[Any, Any]:
-    from registry.auth import Credentials
     from registry.client import RegistryClient
     from registry.reference import hostname
 
     insecure = set(args.insecure)
 
-    def client(registry: str, creds: Any) -> RegistryClient:
+    def client(registry: str, creds: Credentials | None) -> RegistryClient:
         return RegistryClient(
             registry,
             credentials=creds,
@@ -216,18 +239,74 @@ def open_clients(
     if args.ca_bundle and not os.path.isfile(args.ca_bundle):
         raise BadInputError(f"--ca-bundle {args.ca_bundle}: no such file")
 
-    def creds(flag: str) -> Credentials | None:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
-        return Credentials.parse(value, flag) if value else None
-
-    src_creds = creds("--src-creds") or creds("--creds")
-    dst_creds = creds("--dest-creds") or creds("--creds")
+    files = [getattr(args, f"{side}creds_file", None) for side in ("src_", "dest_", "")]
+    if files.count("-") > 1:
+        raise BadInputError("only one credentials file can be - (stdin)")
+    if hasattr(args, "src_creds"):  # copy, plan: a source and a target
+        src_creds, dst_creds = side_credentials(args, "src"), side_credentials(args, "dest")
+    else:  # attach, gate: one registry
+        src_creds = dst_creds = side_credentials(args, "")
     # One client (one pool, one token cache) when both sides are the same registry and identity;
     # there, either of --src-creds/--dest-creds serves both sides.
     if dst_registry == src_registry and (None in (src_creds, dst_creds) or src_creds == dst_creds):
         shared = client(src_registry, src_creds or dst_creds)
         return shared, shared
     return client(src_registry, src_creds), client(dst_registry, dst_creds)
+
+
+def _creds_names(side: str) -> tuple[str, str]:
+    """The flag and environment variable of one side's credentials: --src-creds and
+    AIRLOCK_SRC_CREDS, or --creds and AIRLOCK_CREDS where there is one registry ("")."""
+    if not side:
+        return "--creds", "AIRLOCK_CREDS"
+    return f"--{side}-creds", f"AIRLOCK_{side.upper()}_CREDS"
+
+
+def side_credentials(args: argparse.Namespace, side: str) -> Credentials | None:
+    """One side's credentials: USER:PASS on the command line (with a warning), a file (`-`:
+    stdin), or the environment variable; None if none is given (docker's config then)."""
+    from registry.auth import Credentials
+
+    flag, env = _creds_names(side)
+    name = flag[2:].replace("-", "_")
+    if value := getattr(args, name, None):
+        creds = Credentials.parse(value, flag)
+        warn(
+            f"{flag} puts the password on the command line, visible to other users of this"
+            f" machine (ps, /proc); use {flag}-file FILE or the environment variable {env}"
+        )
+        return creds
+    if path := getattr(args, f"{name}_file", None):
+        return Credentials.parse(_read_creds_file(path, f"{flag}-file"), f"{flag}-file {path}")
+    if value := os.environ.get(env):
+        return Credentials.parse(value, env)
+    return None
+
+
+def _read_creds_file(path: str, flag: str) -> str:
+    """The one line USER:PASSWORD of a credentials file (`-`: stdin), its line end dropped as
+    docker's --password-stdin does. Errors name the file, never what is in it."""
+    where = f"{flag} {path}" if path != "-" else f"{flag} - (stdin)"
+    try:
+        if path == "-":
+            text = sys.stdin.read(MAX_CREDS_CHARS + 1)
+        else:
+            with Path(path).open(encoding="utf-8") as f:  # /dev/zero has no size to check
+                text = f.read(MAX_CREDS_CHARS + 1)
+    except FileNotFoundError:
+        raise BadInputError(f"{where}: no such file") from None
+    except UnicodeDecodeError:
+        raise BadInputError(f"{where}: not UTF-8 text; expected one line USER:PASSWORD") from None
+    except OSError as e:
+        raise BadInputError(f"{where}: cannot read it ({e.strerror})") from None
+    if len(text) > MAX_CREDS_CHARS:
+        raise BadInputError(f"{where}: over {MAX_CREDS_CHARS} characters; expected one line")
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise BadInputError(f"{where}: is empty; expected one line USER:PASSWORD")
+    if "\n" in text or "\r" in text:
+        raise BadInputError(f"{where}: has more than one line; expected one line USER:PASSWORD")
+    return text
 
 
 def _references(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -273,7 +352,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     else:
         print(result.digest)
         for warning in result.warnings:
-            print(f"airlock: warning: {warning}", file=sys.stderr)
+            warn(warning)
         print(f"{result.target}: {result.summary()}", file=sys.stderr)
     return 0
 
@@ -292,10 +371,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     source, target = _references(args)
 
     async def run() -> Any:
-        from registry.copy import plan_copy
+        from registry.copy import plan_copy, reach
 
         src, dst = open_clients(args, source.registry, target.registry)
         try:
+            await reach(src, dst)
             return await plan_copy(src, source, dst, target, referrers=not args.no_referrers)
         finally:
             await src.aclose()

@@ -321,7 +321,7 @@ stages:
 
 
 def _virtual_yaml(host: str) -> str:
-    """The customers' view: prod only, anonymous reads, no pushes."""
+    """The customers' view: what airlock promoted into prod only, anonymous reads, no pushes."""
     return f"""\
 # written by `airlock demo`: what customers see (airlock virtual serve)
 registries:
@@ -330,6 +330,7 @@ repositories:
   customers:
     members: [{{registry: local, prefix: prod}}]
     read: [anonymous]
+    require_stage: prod
 """
 
 
@@ -434,6 +435,7 @@ def run_demo(
         receiver_env = {**env, "AIRLOCK_WEBHOOK_TOKEN": token}
         receiver_cmd = ["webhooks", "serve", "--port", str(receiver_port)]
         receiver_cmd += ["--pipeline", str(pipeline_file)]
+        receiver_cmd += ["--state", str(state / "webhooks.sqlite")]  # not in the home folder
         services.spawn("webhooks", [*airlock, *receiver_cmd], receiver_env)
         serve_env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
         serve_cmd = ["serve", "--pipeline", str(pipeline_file), "--no-schedules"]
@@ -549,7 +551,7 @@ async def _report(host: str, good: Manifest, bad: Manifest) -> bool:
             records = [
                 r
                 for r in (await records_for(client, f"{stage}/app", now.digest) if now else [])
-                if r.stage == stage
+                if r.is_for(stage, f"{stage}/app")
             ]
             gates = (
                 ", ".join(

@@ -80,6 +80,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("run_id", metavar="RUN_ID", help="the flow run id (shown by the run and UI)")
     p.add_argument("--by", required=True, metavar="NAME", help="who decides")
     p.add_argument("--reject", action="store_true", help="reject instead of approving")
+    p.add_argument(
+        "--digest",
+        metavar="DIGEST",
+        help="decide only if the run waits for this digest (exit 1 and nothing sent otherwise)",
+    )
     p.add_argument("--comment", default="", metavar="TEXT")
     p.set_defaults(func=cmd_approve)
 
@@ -161,6 +166,17 @@ def _requester(args: argparse.Namespace) -> str:
     return args.by or os.environ.get("AIRLOCK_REQUESTER") or getpass.getuser()
 
 
+def _bind_pipeline(args: argparse.Namespace) -> None:
+    """The flows run in this process and read the pipeline this process names (never a flow
+    parameter: flows/config.py): --pipeline, else $AIRLOCK_PIPELINE, else ./pipeline.yaml. A bad
+    file is bad input before Prefect starts."""
+    from flows.config import load, pipeline_path
+
+    path = pipeline_path(args.pipeline)
+    load(path)
+    os.environ["AIRLOCK_PIPELINE"] = os.path.abspath(path)
+
+
 def _print(args: argparse.Namespace, value: Any, text: str) -> None:
     import json
 
@@ -168,21 +184,11 @@ def _print(args: argparse.Namespace, value: Any, text: str) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-
-    from flows.config import load
     from flows.promote import promote
 
     _quiet_tracebacks()
-
-    load(args.pipeline)  # a bad pipeline.yaml is bad input before Prefect starts
-    done = _run(
-        promote(
-            image=args.ref,
-            to_stage=args.to,
-            pipeline_file=args.pipeline,
-            requester=_requester(args),
-        )
-    )
+    _bind_pipeline(args)
+    done = _run(promote(image=args.ref, to_stage=args.to, requester=_requester(args)))
     _print(args, done, done["digest"])
     if not args.json:
         print(f"{done['target']}: {done['status']}", file=sys.stderr)
@@ -190,21 +196,18 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-
-    from flows.config import load
     from flows.promote import PipelineFailed, PipelineRefused, pipeline
 
     _quiet_tracebacks()
 
     if not 1 <= args.concurrency <= 64:
         raise BadInputError("--concurrency expects 1-64")
-    load(args.pipeline)
+    _bind_pipeline(args)
     try:
         outcomes = _run(
             pipeline(
                 images=args.refs,
                 until=args.until,
-                pipeline_file=args.pipeline,
                 requester=_requester(args),
                 max_concurrency=args.concurrency,
             )
@@ -224,13 +227,10 @@ def _outcomes(args: argparse.Namespace, outcomes: list[dict[str, Any]]) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-
-    from flows.config import load
     from flows.promote import rollback
 
     _quiet_tracebacks()
-
-    load(args.pipeline)
+    _bind_pipeline(args)
     if args.to:
         from registry.reference import validate_digest
 
@@ -241,7 +241,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             image=args.image,
             to=args.to,
             tag=args.tag,
-            pipeline_file=args.pipeline,
             requester=_requester(args),
         )
     )
@@ -250,21 +249,39 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    """Resume a waiting promotion with a decision bound to the digest it waits for: the run's
+    request is read first and shown, and `--digest` (when given) must be that digest."""
     import uuid
 
     from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
     from prefect.flow_runs import resume_flow_run
     from pydantic import ValidationError
 
-    from gates.approval import ApprovalInput
+    from gates.approval import ApprovalInput, name_problem
+    from registry.errors import RefusedError
 
     try:
         run_id = uuid.UUID(args.run_id)
     except ValueError:
         raise BadInputError(f"{args.run_id!r} is not a flow run id (a UUID)") from None
+    if args.digest:
+        from registry.reference import validate_digest
+
+        validate_digest(args.digest)
+    if problem := name_problem(args.by):
+        raise BadInputError(f"--by {args.by!r}: {problem}; type the name plainly")
+    request = _run(_waiting_request(run_id))
+    if args.digest and args.digest != request["digest"]:
+        raise RefusedError(
+            f"flow run {run_id} asks to promote {request['digest']}, not {args.digest}:"
+            " nothing sent (check what you approve)"
+        )
     try:
         decision = ApprovalInput(
-            decision="reject" if args.reject else "approve", approver=args.by, comment=args.comment
+            decision="reject" if args.reject else "approve",
+            approver=args.by,
+            digest=request["digest"],
+            comment=args.comment,
         )
     except ValidationError as e:
         raise BadInputError(f"approval: {e.errors()[0]['msg']}") from None
@@ -278,8 +295,30 @@ def cmd_approve(args: argparse.Namespace) -> int:
         raise BadInputError(f"flow run {run_id} waited too long; it cannot be resumed") from None
     except RuntimeError as e:  # the server rejected the resume (e.g. an input it will not take)
         raise BadInputError(f"flow run {run_id} was not resumed: {e}") from None
-    print(f"{decision.decision} given for {run_id} by {decision.approver}")
+    print(
+        f"{decision.decision} given for {run_id} by {decision.approver}: {request['image']}"
+        f" {request['digest']} into {request['stage']}"
+        f" (requested by {request.get('requester') or 'nobody'})"
+    )
     return 0
+
+
+async def _waiting_request(run_id: Any) -> dict[str, Any]:
+    """What the run waits to have approved; bad input if it waits for nothing."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.approvals import read_request
+
+    async with get_client() as client:
+        try:
+            run = await client.read_flow_run(run_id)
+        except ObjectNotFound:
+            raise BadInputError(f"no flow run {run_id} on this Prefect server") from None
+    request = await read_request(run_id) if run.state and run.state.is_paused() else None
+    if request is None:
+        raise BadInputError(f"flow run {run_id} is not waiting for an approval")
+    return request
 
 
 def plan_hop(args: argparse.Namespace) -> int:
@@ -323,7 +362,7 @@ def plan_hop(args: argparse.Namespace) -> int:
                 gates.append(
                     {"gate": result.gate, "passed": result.passed, "summary": result.summary}
                 )
-            copy = await plan_copy(src, hop.source, dst, hop.target)
+            copy = await plan_copy(src, hop.source, dst, hop.target, evidence_only=True)
             return {
                 "stage": stage.name,
                 "source": str(hop.source),

@@ -4,6 +4,10 @@ Secrets come from the environment or files, never from arguments (argv is visibl
 of the machine): AIRLOCK_WEBHOOK_TOKEN (or --token-file) is the bearer token the registry sends,
 AIRLOCK_CI_SECRET (or --ci-secret-file) the HMAC key CI signs with. An endpoint without its secret
 stays closed (401); with neither, the receiver refuses to start.
+
+The ids of the events sent are kept in --state (AIRLOCK_WEBHOOK_STATE), an SQLite file, by default
+$XDG_STATE_HOME/airlock/webhooks.sqlite (~/.local/state/airlock/webhooks.sqlite): a redelivery or a
+replay is not sent again, even after a restart (webhooks/seen.py).
 """
 
 from __future__ import annotations
@@ -30,7 +34,34 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--pipeline", metavar="FILE", help="pipeline.yaml (its first stage is watched)")
     s.add_argument("--token-file", metavar="FILE", help="file holding the registry's bearer token")
     s.add_argument("--ci-secret-file", metavar="FILE", help="file holding the CI HMAC secret")
+    s.add_argument(
+        "--state",
+        metavar="FILE",
+        help="SQLite file of the event ids sent (default $AIRLOCK_WEBHOOK_STATE, else"
+        " $XDG_STATE_HOME/airlock/webhooks.sqlite, else ~/.local/state/airlock/webhooks.sqlite)",
+    )
+    s.add_argument(
+        "--ci-max-age",
+        type=_seconds,
+        default=300,
+        metavar="SECONDS",
+        help="how old a CI call's signed timestamp may be (default 300)",
+    )
     s.set_defaults(func=cmd_serve)
+
+
+def _seconds(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 86400:
+        raise argparse.ArgumentTypeError(f"expected 1-86400 seconds, got {text!r}")
+    return int(text)
+
+
+def state_path(given: str | None) -> Path:
+    """--state, else AIRLOCK_WEBHOOK_STATE, else the XDG state folder."""
+    if chosen := given or os.environ.get("AIRLOCK_WEBHOOK_STATE"):
+        return Path(chosen).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "airlock" / "webhooks.sqlite"
 
 
 def _secret(env: str, path: str | None) -> str | None:
@@ -61,10 +92,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             " (CI), or pass --token-file/--ci-secret-file"
         )
     url, headers = prefect_settings()
-    settings = Settings(load(args.pipeline), token, ci_secret, url, headers)
+    settings = Settings(
+        load(args.pipeline),
+        token,
+        ci_secret,
+        url,
+        headers,
+        state=state_path(args.state),
+        ci_max_age=args.ci_max_age,
+    )
+    app = create_app(settings)  # opens the state file: a bad path is refused before serving
     # one line per request handled or refused (webhooks/app.py), next to uvicorn's own
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, log_level="info", access_log=False
-    )
+    logging.getLogger("airlock.webhooks").info("sent event ids kept in %s", settings.state)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return 0

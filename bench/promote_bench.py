@@ -132,6 +132,7 @@ def main() -> None:
             "PREFECT_HOME": str(work),
             "DO_NOT_TRACK": "1",
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            "AIRLOCK_PIPELINE": str(work / "pipeline.yaml"),  # what the flows read
         }
     )
     try:
@@ -145,7 +146,7 @@ def main() -> None:
         hop_times = []
         for i, name in enumerate(names):
             start = time.perf_counter()
-            asyncio.run(promote(f"{registry.host}/dev/{name}:1.0", "qa", str(pipe)))
+            asyncio.run(promote(f"{registry.host}/dev/{name}:1.0", "qa"))
             if i:  # the first run pays this process's one-off Prefect client set-up
                 hop_times.append(time.perf_counter() - start)
 
@@ -157,7 +158,6 @@ def main() -> None:
             pipeline(
                 [f"{registry.host}/dev/{n}:1.0" for n in batch],
                 until="staging",
-                pipeline_file=str(pipe),
                 max_concurrency=4,
             )
         )

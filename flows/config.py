@@ -21,17 +21,31 @@
 first stage is where CI pushes. Each stage's tag rule (default `{tag}`: keep the tag) may use
 {tag}, {stage} and {short} (12 hex of the digest). Validation errors name the file, the path inside
 it and what is allowed (exit 2).
+
+Which file is the policy is never a run's choice: `load()` reads `$AIRLOCK_PIPELINE`, else
+./pipeline.yaml — set by whoever starts the process (`airlock promote --pipeline`, `airlock serve
+--pipeline`, the worker's environment), never by a flow run's parameters. Each promotion record
+names the file's sha256 and the stage's section it was judged under.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gates.approval import ApprovalPolicy
 from gates.common import Duration
@@ -39,7 +53,7 @@ from gates.scan import ScanPolicy
 from gates.signature import SignaturePolicy
 from gates.soak import SoakPolicy
 from gates.tests import TestsPolicy
-from gates.yamlfile import read_mapping
+from gates.yamlfile import read_mapping_and_bytes
 from registry.auth import Credentials
 from registry.errors import BadInputError
 from registry.reference import InvalidReference, Reference, parse, validate_tag
@@ -213,9 +227,19 @@ class Stage(_Strict):
         return self.tag.format(tag=tag or "latest", stage=self.name, short=digest[7:19])
 
 
+class PolicyRef(_Strict):
+    """The policy a promotion was judged under: the file, its sha256, the stage's section."""
+
+    file: str
+    sha256: str
+    stage: dict[str, Any]
+
+
 class Pipeline(_Strict):
     registries: dict[str, RegistrySettings]
     stages: list[Stage] = Field(min_length=2)
+    _file: str = PrivateAttr(default="")
+    _sha256: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _consistent(self) -> Pipeline:
@@ -265,18 +289,29 @@ class Pipeline(_Strict):
     def reference(self, stage: Stage, name: str) -> Reference:
         return Reference(self.registries[stage.registry].url, stage.repository_for(name))
 
+    def policy(self, stage: Stage) -> PolicyRef:
+        return PolicyRef(file=self._file, sha256=self._sha256, stage=stage.model_dump(mode="json"))
+
+
+def pipeline_path(path: str | Path | None = None) -> Path:
+    """The pipeline file: `path`, else $AIRLOCK_PIPELINE, else ./pipeline.yaml."""
+    return Path(path or os.environ.get("AIRLOCK_PIPELINE") or DEFAULT_PIPELINE)
+
 
 def load(path: str | Path | None = None) -> Pipeline:
     """Read and validate pipeline.yaml; BadInputError (one line, exit 2) on any problem."""
-    path = Path(path or os.environ.get("AIRLOCK_PIPELINE") or DEFAULT_PIPELINE)
-    doc = read_mapping(path, "pipeline")
+    path = pipeline_path(path)
+    doc, raw = read_mapping_and_bytes(path, "pipeline")
     try:
-        return Pipeline.model_validate(doc)
+        pipeline = Pipeline.model_validate(doc)
     except ValidationError as e:
         err = e.errors()[0]
         where = _path(err["loc"], doc)
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         raise BadInputError(f"{path}: {where}: {_message(err)}{more}") from None
+    pipeline._file = str(path.resolve())
+    pipeline._sha256 = hashlib.sha256(raw).hexdigest()
+    return pipeline
 
 
 def _path(loc: tuple[Any, ...], doc: Any) -> str:

@@ -2,8 +2,11 @@
 
 prefect.yaml is the one description of airlock's deployments: `prefect deploy --all` registers it
 on a work pool, and this module serves the same deployments with `prefect.serve` — the local
-default, no pool or worker needed. Served, each deployment's `pipeline_file` is the pipeline given
-here, and promote-on-push watches that pipeline's first stage.
+default, no pool or worker needed. Served, every run reads the pipeline given here (the serving
+process exports it as AIRLOCK_PIPELINE, which its runs inherit and no run can change: the runner
+starts runs with this process's environment, not with per-run job variables), and promote-on-push
+watches that pipeline's first stage. The pipeline is not a parameter of any deployment: a run
+from the UI or the API cannot choose its own policy.
 """
 
 from __future__ import annotations
@@ -42,15 +45,20 @@ async def runner_deployments(
     from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
     from pydantic import TypeAdapter
 
-    pipeline_path = _absolute(pipeline_file)
-    pipeline = load(pipeline_path)
+    pipeline = load(_absolute(pipeline_file))
     doc = read_mapping(spec, "prefect.yaml")
     triggers = TypeAdapter(DeploymentTriggerTypes)
     out = []
     for d in doc.get("deployments") or []:
         if not isinstance(d, dict) or not d.get("name") or not d.get("entrypoint"):
             raise BadInputError(f"{spec}: every deployment needs a name and an entrypoint")
-        parameters = {**(d.get("parameters") or {}), "pipeline_file": pipeline_path}
+        parameters = d.get("parameters") or {}
+        if "pipeline_file" in parameters:
+            raise BadInputError(
+                f"{spec}: deployment {d['name']}: pipeline_file is no longer a parameter (a run"
+                " must not choose its policy); remove it: the pipeline is the one the serving"
+                " process or worker is started with (AIRLOCK_PIPELINE, else ./pipeline.yaml)"
+            )
         made = []
         for i, t in enumerate(d.get("triggers") or [], start=1):
             t = {**t, "name": t.get("name") or f"{d['name']}__automation_{i}"}
@@ -71,7 +79,10 @@ async def runner_deployments(
 
 
 async def serve(pipeline_file: str | Path, *, schedules: bool = True) -> None:
-    """Serve every deployment until interrupted (runs start in subprocesses of this one)."""
+    """Serve every deployment until interrupted (runs start in subprocesses of this one, with
+    this process's environment: AIRLOCK_PIPELINE binds them all to `pipeline_file`)."""
     from prefect import aserve
 
-    await aserve(*await runner_deployments(pipeline_file, schedules=schedules))
+    deployments = await runner_deployments(pipeline_file, schedules=schedules)
+    os.environ["AIRLOCK_PIPELINE"] = _absolute(pipeline_file)
+    await aserve(*deployments)

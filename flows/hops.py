@@ -1,13 +1,13 @@
 """One hop of the pipeline, without Prefect: resolve it, open its clients, judge its gates.
 
 flows/promote.py runs these inside Prefect (gates as tasks); `airlock plan REF --to STAGE` runs
-them as a dry run, so a plan costs no Prefect start-up and writes nothing.
+them as a dry run, so a plan costs no Prefect start-up and writes nothing (except for a soak gate
+on the time in the first stage: that time is a push event, read from the Prefect server).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ import gates.scan
 import gates.signature
 import gates.soak
 import gates.tests
+from flows import pushes
 from flows.config import GateConfig, Pipeline, Stage
 from flows.records import PromotionRecord, records_for
 from gates.base import EvidenceError, GateResult, combine
@@ -94,7 +95,7 @@ async def _evaluate(config: GateConfig, hop: Hop, client: RegistryClient) -> Gat
         signatures = await gates.signature.collect(client, repo, hop.digest)
         return gates.signature.evaluate(signatures, policy, hop.digest)
     if config.kind == "soak":
-        entered_at, source = await entered(hop, client)
+        entered_at, source = await entered(hop)
         return gates.soak.evaluate(
             entered_at, policy, subject=hop.digest, stage=hop.previous.name, source=source
         )
@@ -124,21 +125,18 @@ async def judge_reports(
     return results[0] if len(results) == 1 else combine(config.kind, results)
 
 
-async def entered(hop: Hop, client: RegistryClient) -> tuple[dt.datetime | None, str]:
-    """When the digest entered the previous stage: its promotion record there (records of other
-    stages travel along as referrers, and do not count), or — for the first stage, where images
-    arrive by push — the image config's `created`."""
+async def entered(hop: Hop) -> tuple[dt.datetime | None, str]:
+    """When the digest entered the previous stage, by something airlock or the registry
+    recorded — never by what the image says of itself: its promotion record there, or, for the
+    first stage (where images arrive by push), the first push event Prefect received for it
+    (flows/pushes.py). None when there is no such record: the soak gate then refuses."""
+    where = f"{hop.source.name}@{hop.digest}"
     if hop.entered is not None:
-        return hop.entered.finished_at, f"{hop.source.name}@{hop.digest} {hop.previous.name} record"
-    if hop.pipeline.stages.index(hop.previous) != 0 or hop.manifest.config is None:
-        return None, f"{hop.source.name}@{hop.digest}"
-    config = json.loads(await client.read_blob(hop.source.repository, hop.manifest.config))
-    created = config.get("created") if isinstance(config, dict) else None
-    try:
-        when = dt.datetime.fromisoformat(created) if isinstance(created, str) else None
-    except ValueError:
-        when = None
-    return when, f"{hop.source.name}@{hop.digest} image config (created)"
+        return hop.entered.finished_at, f"{where} {hop.previous.name} record"
+    if hop.previous is not hop.pipeline.stages[0]:
+        return None, f"{where} ({hop.previous.name} record)"
+    repository = hop.pipeline.reference(hop.previous, hop.name)
+    return await pushes.first_received(repository, hop.digest), f"{where} push event"
 
 
 async def resolve(
@@ -173,7 +171,9 @@ async def resolve(
     previous_tag = ref.tag if here is previous else None
     if previous is not pipeline.stages[0]:
         passed = [
-            r for r in await records_for(src, repo.repository, digest) if r.stage == previous.name
+            r
+            for r in await records_for(src, repo.repository, digest)
+            if r.is_for(previous.name, repo.repository)
         ]
         if not passed:
             raise PromotionRefused(

@@ -1,10 +1,13 @@
 """The Prefect flows: promote one hop, run the whole pipeline, roll a stage back.
 
-A hop resolves the digest in the previous stage's repository (no skipping stages), runs the
+A hop resolves the digest in the previous stage's repository (no skipping stages) — once per run:
+a run resumed or retried promotes the digest its first start resolved, or nothing — runs the
 target stage's gates on evidence bound to that digest — concurrently, approval last — and only
-then copies that digest with registry/, verifies it, and writes the promotion record. Promotions to
-the same repository and tag are serialised by a Prefect global concurrency limit. Re-promoting a
-digest already there is an idempotent success; an immutable stage never has a tag moved.
+then copies that digest with registry/ (with its evidence, never other images or records),
+verifies it, and writes the promotion record naming the policy it was judged under. Promotions to
+the same repository are serialised by a Prefect global concurrency limit. Re-promoting a digest
+already there is an idempotent success; an immutable stage never has a tag moved. The pipeline
+is the one the process was started with (flows/config.py: load), never a flow parameter.
 """
 
 from __future__ import annotations
@@ -13,9 +16,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
-import math
 import re
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -23,35 +24,22 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.concurrency.asyncio import concurrency
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run, suspend_flow_run
-from prefect.input import RunInput
 from prefect.runtime import flow_run
 
-import gates.approval
-import gates.scan
-import gates.signature
-import gates.soak
-import gates.tests
 from airlock import __version__
 from flows import hops
-from flows.config import GateConfig, Pipeline, load
+from flows.approvals import deployed, wait_for_approval
+from flows.config import Pipeline, load
 from flows.hops import Hop, PromotionRefused, clients, resolve
 from flows.records import Approval, PromotionRecord, history, recorded, write_record
-from gates.approval import ApprovalInput
+from gates.approval import name_problem
 from gates.base import GateResult
-from gates.common import duration_text
 from registry.client import RegistryClient
 from registry.copy import copy_image
 from registry.errors import AirlockError, BadInputError, RegistryError
 from registry.manifest import Descriptor
 from registry.reference import Reference, parse
 
-APPROVAL_POLL_SECONDS = 2
-PAUSE_MARGIN_SECONDS = 30
-# From a deployment, an approval that may take longer than this suspends the run (no process
-# waits; a worker picks it up again on resume) instead of pausing it.
-SUSPEND_AFTER = dt.timedelta(minutes=10)
 BOARD_KEY = "airlock-stage-board"
 
 
@@ -71,16 +59,14 @@ class PipelineFailed(RegistryError):
         self.outcomes = outcomes
 
 
-class ApprovalRunInput(RunInput, ApprovalInput):
-    """What the Prefect UI's Resume form asks for (and `airlock approve` sends)."""
-
-
 def _gate_key(context: Any, parameters: dict[str, Any]) -> str:
-    """One result per gate per flow run: a run resumed after a suspended approval re-runs the
-    flow from the top, and must not judge its gates again on evidence that may have changed."""
-    config = parameters["config"]
+    """One result per gate per flow run and digest: a run resumed after a suspended approval (or
+    retried) runs the flow again from the top, and must not judge its gates again on evidence
+    that may have changed — nor ever hand one digest's verdicts to another."""
+    config, hop = parameters["config"], parameters["hop"]
     same = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]  # two scan gates
-    return f"airlock-gate-{context.task_run.flow_run_id}-{config.kind}-{same}"
+    run = context.task_run.flow_run_id
+    return f"airlock-gate-{run}-{hop.digest.split(':', 1)[-1][:32]}-{config.kind}-{same}"
 
 
 # Each gate is a task of its own in the UI; its result is persisted for the run (see above).
@@ -92,118 +78,18 @@ evaluate_gate = task(
 )(hops.evaluate)
 
 
-async def _approve(
-    config: GateConfig, hop: Hop, results: list[GateResult], requester: str | None
-) -> tuple[GateResult, list[Approval]]:
-    """Pause the flow run until the approval policy is met, refused, or the timeout passes."""
-    policy = config.policy_model()
-    inputs: list[ApprovalInput] = []
-    approvals: list[Approval] = []
-    suspend = _deployed() and config.timeout >= SUSPEND_AFTER
-    deadline = _started(suspend) + config.timeout
-    while True:
-        verdict = gates.approval.evaluate(inputs, policy, requester)
-        if verdict.passed or any(a.decision == "reject" for a in inputs):
-            return verdict, approvals
-        left = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
-        if left <= 0:
-            break
-        form = ApprovalRunInput.with_initial_data(
-            description=_approval_request(hop, results, verdict), decision="approve"
-        )
-        if suspend:
-            # Exits this process's run; on resume the flow runs again from the top (its gate
-            # results persisted), and this call then returns the input given for this key. A
-            # suspension that expires is failed by the server ("paused and never resumed").
-            given = await suspend_flow_run(
-                wait_for_input=form, timeout=math.ceil(left), key=f"approval-{len(inputs)}"
-            )
-            inputs.append(given)
-            approvals.append(_approval(given))
-            continue
-        try:
-            # airlock keeps the deadline; the server's pause lasts a little longer, so the run is
-            # never failed by the server behind our back (which would lose the refusal message)
-            async with asyncio.timeout(left):
-                given = await pause_flow_run(
-                    wait_for_input=form,
-                    timeout=math.ceil(left) + PAUSE_MARGIN_SECONDS,
-                    poll_interval=APPROVAL_POLL_SECONDS,
-                    key=f"approval-{len(inputs)}",
-                )
-        except (TimeoutError, FlowPauseTimeout):
-            await _running_again()
-            break
-        inputs.append(given)
-        approvals.append(_approval(given))
-        get_run_logger().info("%s by %s", given.decision, given.approver)
-    waited = gates.approval.evaluate(inputs, policy, requester)
-    return (
-        GateResult(
-            gate="approval",
-            passed=False,
-            summary=f"refused: approval timed out after {duration_text(config.timeout)}"
-            f" ({waited.summary})",
-            rows=waited.rows,
-            evidence=waited.evidence,
-        ),
-        approvals,
-    )
+async def _digest_of(hop_digest: str) -> str:
+    return hop_digest
 
 
-def _approval(given: ApprovalInput) -> Approval:
-    return Approval(
-        decision=given.decision,
-        approver=given.approver,
-        comment=given.comment,
-        at=dt.datetime.now(dt.UTC),
-    )
-
-
-def _started(suspend: bool) -> dt.datetime:
-    """When the approval wait began. A suspended run starts over in a new process on every
-    resume, so its deadline counts from the flow run's first start, kept by the server."""
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    first = context.flow_run.start_time if suspend and context and context.flow_run else None
-    return first or dt.datetime.now(dt.UTC)
-
-
-def _deployed() -> bool:
-    """Whether this flow run belongs to a deployment (only those can be suspended)."""
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    return bool(context and context.flow_run and context.flow_run.deployment_id)
-
-
-async def _running_again() -> None:
-    """Take a run that is still paused on the server back to Running, so it can fail with the
-    refusal as its message."""
-    from prefect.client.orchestration import get_client
-    from prefect.states import Running
-
-    async with get_client() as client:
-        await client.set_flow_run_state(uuid.UUID(flow_run.id), Running(), force=True)
-
-
-def _approval_request(hop: Hop, results: list[GateResult], verdict: GateResult) -> str:
-    lines = [
-        f"### Approve {hop.name} into **{hop.stage.name}**?",
-        "",
-        f"- digest: `{hop.digest}`",
-        f"- from: `{hop.source}`",
-        f"- to: `{hop.target}`",
-        f"- so far: {verdict.summary}",
-        "",
-        "| gate | verdict | evidence |",
-        "|---|---|---|",
-    ]
-    for r in results:
-        evidence = ", ".join(f"`{e.source}`" for e in r.evidence) or "—"
-        lines.append(f"| {r.gate} | {r.summary} | {evidence} |")
-    return "\n".join(lines)
+# The digest a run promotes, decided once: a run resumed after a suspension (or retried) gets the
+# digest its first start resolved, whatever the tag says now — the gates and the approval were
+# given for that digest, and it is the only one the run may promote.
+bind_digest = task(
+    name="bind-digest",
+    cache_key_fn=lambda context, _: f"airlock-digest-{context.task_run.flow_run_id}",
+    persist_result=True,
+)(_digest_of)
 
 
 # ---------------------------------------------------------------------------- promote
@@ -255,19 +141,17 @@ async def repository_lock(ref: Reference) -> AsyncIterator[None]:
 
 
 @flow(name="airlock-promote", flow_run_name="promote {image} to {to_stage}")
-async def promote(
-    image: str,
-    to_stage: str,
-    pipeline_file: str | None = None,
-    requester: str | None = None,
-) -> dict[str, Any]:
-    """Promote one image one hop, into `to_stage`, through that stage's gates."""
+async def promote(image: str, to_stage: str, requester: str | None = None) -> dict[str, Any]:
+    """Promote one image one hop, into `to_stage`, through that stage's gates. The pipeline is
+    the one this process was started with (flows/config.py: load), never a run's choice."""
     started = dt.datetime.now(dt.UTC)
     logger = get_run_logger()
-    pipeline = load(pipeline_file)
+    pipeline = load()
     stage = pipeline.stage(to_stage)
     previous = pipeline.previous(stage)
     here, _ = pipeline.locate(parse(image))
+    if requester is not None and (problem := name_problem(requester)):
+        raise BadInputError(f"requester {requester!r}: {problem}")
     if requester is None and any(g.kind == "approval" for g in stage.gates):
         raise BadInputError(
             f"{stage.name} has an approval gate: say who asks (requester), so that nobody"
@@ -277,6 +161,16 @@ async def promote(
     async with clients(pipeline, here, previous, stage) as opened:
         src, dst = opened[previous.registry], opened[stage.registry]
         hop = await resolve(pipeline, image, to_stage, opened)
+        # only a deployment's run can be resumed or retried (started again from the top)
+        digest = await bind_digest(hop.digest) if deployed() else hop.digest
+        if digest != hop.digest:  # resumed or retried: the tag has moved since the first start
+            logger.warning(
+                "%s now names %s; this run promotes %s, the digest it was started for",
+                image,
+                hop.digest,
+                digest,
+            )
+            hop = await resolve(pipeline, str(parse(image).with_digest(digest)), to_stage, opened)
         logger.info("%s: %s -> %s", stage.name, hop.source, hop.target)
 
         current = await dst.head_manifest(hop.target.repository, hop.target.reference)
@@ -293,7 +187,7 @@ async def promote(
         approvals: list[Approval] = []
         if all(r.passed for r in results):
             for g in (g for g in stage.gates if g.kind == "approval"):
-                verdict, approvals = await _approve(g, hop, results, requester)
+                verdict, approvals = await wait_for_approval(g, hop, results, requester)
                 results.append(verdict)
         await _gate_table(hop, results)
         refused = [r for r in results if not r.passed]
@@ -306,7 +200,11 @@ async def promote(
             if await _done_before(dst, hop, current):
                 return _summary(hop, "already there", None)
             _refuse_immutable(hop, current)
-            await copy_image(src, hop.source, dst, hop.target, no_clobber=stage.immutable)
+            copied = await copy_image(
+                src, hop.source, dst, hop.target, no_clobber=stage.immutable, evidence_only=True
+            )
+            for warning in copied.warnings:
+                logger.warning("%s", warning)
             record = PromotionRecord(
                 stage=stage.name,
                 image=hop.name,
@@ -319,6 +217,7 @@ async def promote(
                 gates=results,
                 approvals=approvals,
                 requester=requester,
+                policy=pipeline.policy(stage),
                 flow_run_id=flow_run.id,
                 flow_run_url=flow_run.ui_url,
                 airlock_version=__version__,
@@ -456,13 +355,12 @@ async def _board(pipeline: Pipeline, hop: Hop) -> None:
 async def pipeline(
     images: list[str],
     until: str | None = None,
-    pipeline_file: str | None = None,
     requester: str | None = None,
     max_concurrency: int = 4,
 ) -> list[dict[str, Any]]:
     """Every hop in order for each image (several at once); an image stops at its first refusal
     and the run fails naming the stage, gate and reason."""
-    config = load(pipeline_file)
+    config = load()
     if until is not None:
         config.stage(until)
     for image in images:
@@ -476,12 +374,7 @@ async def pipeline(
             reached: dict[str, Any] = {"image": image, "reached": here.name, "refused": None}
             for stage in config.stages[config.stages.index(here) + 1 :]:
                 try:
-                    done = await promote(
-                        image=image,
-                        to_stage=stage.name,
-                        pipeline_file=pipeline_file,
-                        requester=requester,
-                    )
+                    done = await promote(image=image, to_stage=stage.name, requester=requester)
                 except PromotionRefused as e:
                     reached["refused"] = str(e)
                     return reached
@@ -514,13 +407,12 @@ async def rollback(
     image: str = "",
     to: str | None = None,
     tag: str | None = None,
-    pipeline_file: str | None = None,
     requester: str | None = None,
 ) -> dict[str, Any]:
     """Re-point the stage's tag to the digest promoted there before the current one (or to `to`,
     if it ever passed this stage), and record the rollback."""
     started = dt.datetime.now(dt.UTC)
-    config = load(pipeline_file)
+    config = load()
     st = config.stage(stage)
     if "{name}" in st.repository and not image:
         raise BadInputError(f"{st.name} holds several images ({st.repository}): pass --image")
@@ -528,7 +420,8 @@ async def rollback(
     async with clients(config, st) as opened:
         client = opened[st.registry]
         async with repository_lock(ref):
-            records = [r for r in await history(client, ref.repository) if r.stage == st.name]
+            everything = await history(client, ref.repository)
+            records = [r for r in everything if r.is_for(st.name, ref.repository)]
             if not records:
                 raise PromotionRefused(f"{st.name}: nothing was ever promoted into {ref}")
             tag = tag or (records[-1].tags[0] if records[-1].tags else None)
@@ -551,7 +444,7 @@ async def rollback(
                     " refusing to roll to it"
                 )
             target, source = ref.with_tag(tag), ref.with_digest(to)
-            await copy_image(client, source, client, target)
+            await copy_image(client, source, client, target, evidence_only=True)
             manifest = await client.get_manifest(ref.repository, to)
             record = PromotionRecord(
                 kind="rollback",
@@ -562,6 +455,7 @@ async def rollback(
                 target=str(target.with_digest(to)),
                 tags=[tag],
                 requester=requester,
+                policy=config.policy(st),
                 flow_run_id=flow_run.id,
                 flow_run_url=flow_run.ui_url,
                 airlock_version=__version__,

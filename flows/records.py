@@ -1,9 +1,12 @@
 """Promotion records: the answer to "what is in prod, who let it in, on what evidence".
 
 A record (`application/vnd.airlock.promotion.v1+json`) is attached as an OCI referrer of the
-digest in the target repository, so it travels with the image and is read back from the registry
-itself. Each repository also keeps its history under the tag `airlock.history`: an OCI index of
-its records in order, which rollback reads. Prefect artifacts show the same facts in the UI.
+digest in the target repository and read back from the registry itself. Records never travel:
+a promotion copies the image's evidence but not its records (registry/manifest.py:
+travel_problem), and a record counts for stage S only where airlock writes S's records — in
+S's repository, naming that repository as its target (`PromotionRecord.is_for`). Each
+repository also keeps its history under the tag `airlock.history`: an OCI index of its records
+in order, which rollback reads. Prefect artifacts show the same facts in the UI.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.config import PolicyRef
 from gates.base import GateResult
 from registry import mediatypes as mt
 from registry.client import RegistryClient
-from registry.errors import NotFound, RegistryError
+from registry.errors import InvalidReference, NotFound, RegistryError
 from registry.manifest import Descriptor, Manifest, digest_of, referrer_descriptor
+from registry.reference import parse
 from registry.referrers import artifact, index_doc, list_referrers, push_referrer
 
 HISTORY_TAG = "airlock.history"
@@ -35,6 +40,7 @@ class Approval(BaseModel):
 
     decision: Literal["approve", "reject"]
     approver: str
+    digest: str | None = None  # what the approver decided on
     comment: str = ""
     at: dt.datetime
 
@@ -54,6 +60,7 @@ class PromotionRecord(BaseModel):
     gates: list[GateResult] = Field(default_factory=list)
     approvals: list[Approval] = Field(default_factory=list)
     requester: str | None = None
+    policy: PolicyRef | None = None  # the pipeline file and stage section it was judged under
     flow_run_id: str | None = None
     flow_run_url: str | None = None
     airlock_version: str
@@ -63,6 +70,17 @@ class PromotionRecord(BaseModel):
     @property
     def evidence_digests(self) -> list[str]:
         return [e.referrer or e.digest for g in self.gates for e in g.evidence]
+
+    def is_for(self, stage: str, repository: str) -> bool:
+        """Whether this is `stage`'s record of a promotion into `repository` (the path, as read
+        from that repository: a record written anywhere else — copied, or forged next to an
+        image in a lower stage — never counts). The host is not compared: one registry has
+        many names (localhost:5000, 127.0.0.1:5000)."""
+        try:
+            target = parse(self.target, default_tag=None)
+        except InvalidReference:
+            return False
+        return self.stage == stage and target.repository == repository
 
 
 async def write_record(
@@ -114,7 +132,7 @@ async def recorded(client: RegistryClient, repo: str, digest: str, stage: str) -
         if d.artifact_type != mt.PROMOTION_RECORD:
             continue
         record = await _read(client, repo, d.digest, subject=digest)
-        if record is None or record.stage != stage:
+        if record is None or not record.is_for(stage, repo):
             continue
         if d.digest not in listed:
             await _append_history(client, repo, await client.get_manifest(repo, d.digest))

@@ -79,7 +79,7 @@ async def _recorded_and_current(
     """Per tag: the digest its newest record names, and the digest it points at now."""
     latest: dict[str, str] = {}
     for record in await history(client, repo):
-        if record.stage == stage.name:
+        if record.is_for(stage.name, repo):
             for tag in record.tags:
                 latest[tag] = record.digest
     tags = [t for t in await client.list_tags(repo) if not NOT_A_RELEASE.match(t)]
@@ -91,9 +91,9 @@ async def _recorded_and_current(
 
 
 @flow(name="airlock-drift-watch")
-async def drift_watch(pipeline_file: str | None = None) -> list[dict[str, Any]]:
+async def drift_watch() -> list[dict[str, Any]]:
     """Check every stage tag against its latest promotion record; fail on any drift."""
-    pipeline = load(pipeline_file)
+    pipeline = load()
     drift: list[dict[str, Any]] = []
     checked = pipeline.stages[1:]  # the first stage is where CI pushes: airlock records nothing
     async with clients(pipeline, *checked) as opened:
@@ -135,9 +135,9 @@ def _scan_gate(pipeline: Pipeline, stage: Stage) -> GateConfig:
 
 
 @flow(name="airlock-rescan")
-async def rescan(stage: str | None = None, pipeline_file: str | None = None) -> list[dict]:
+async def rescan(stage: str | None = None) -> list[dict]:
     """Judge the digests now in `stage` (default: the last) against their newest scan report."""
-    pipeline = load(pipeline_file)
+    pipeline = load()
     target = pipeline.stage(stage) if stage else pipeline.stages[-1]
     gate = _scan_gate(pipeline, target)
     host = pipeline.registries[target.registry].url

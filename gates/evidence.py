@@ -2,7 +2,11 @@
 
 Loading is the only I/O a gate needs; gate modules stay pure. Evidence from the registry is bound
 to the digest it is attached to (the referrer's own `subject`, not the listing's word for it), and
-the newest referrer of the wanted artifact types wins (by `org.opencontainers.image.created`).
+the newest referrer of the wanted artifact types wins (by `org.opencontainers.image.created`) —
+among those not dated in the future: whoever attaches a report sets that annotation, and a
+report dated 2099 would otherwise stay "newest" forever and hide every real report attached
+after it. Such a referrer is passed over (more than 5 minutes ahead: the clock skew allowed); the
+gates refuse a report whose own time is in the future.
 For an index, evidence can be required for the index itself or for every platform manifest.
 Every size is capped before reading, and anything missing or unreadable is an EvidenceError.
 """
@@ -17,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from gates.base import MAX_EVIDENCE_BYTES, Evidence, EvidenceError, GateKind
+from gates.common import CLOCK_SKEW
 from registry import mediatypes as mt
 from registry.client import RegistryClient
 from registry.errors import NotFound, RegistryError
@@ -156,17 +161,21 @@ async def _newest(
     listing = await list_referrers(client, repo, digest)
     candidates = [d for d in listing.descriptors if d.artifact_type in artifact_types]
     # Newest first by the listing's created annotation (entries without one last); on a tie the
-    # one listed later — appended later — wins.
+    # one listed later — appended later — wins. Dated in the future: passed over.
     oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
     order = sorted(
         enumerate(candidates), key=lambda p: (_created(p[1].annotations) or oldest, p[0])
     )
-    candidates = [d for _, d in reversed(order)]
+    candidates = [d for _, d in reversed(order) if not _future(_created(d.annotations))]
     for desc in candidates:
         evidence = await _read(client, repo, digest, desc, target, artifact_types, limit)
-        if evidence is not None:
+        if evidence is not None and not _future(evidence.created):
             return evidence
     return None
+
+
+def _future(when: dt.datetime | None) -> bool:
+    return when is not None and when - dt.datetime.now(dt.UTC) > CLOCK_SKEW
 
 
 async def _read(

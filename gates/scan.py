@@ -51,7 +51,8 @@ policy, a validation error. `fail_on: never` turns the severity threshold off (l
 Evaluation order (first refusal wins): the evidence must parse; the digests the report names must
 be the image being promoted; the report must be younger than `max_age` and not dated more than
 5 minutes (clock skew) in the future; then allow-list, `ignore_unfixed`, `fail_on` and
-`max_counts`. Without `max_age` a future date is only reported in a row. A refusal for a wrong
+`max_counts`. A report dated in the future refuses with or without `max_age`: its time was set
+by whoever made it, and a future one is a lie or a broken clock. A refusal for a wrong
 image or a stale report is a policy refusal (exit 1, `error` unset); unusable evidence sets
 `error` (exit 2).
 """
@@ -766,9 +767,8 @@ def _freshness(
     age = now - as_utc(created)
     if age < -CLOCK_SKEW:
         ahead = f"{duration_text(-age)} ahead, by the {origin}"
-        if max_age is None:
-            return _row("report age", f"dated in the future ({ahead}); no max_age"), None
-        status = f"dated in the future ({ahead}; max {duration_text(max_age)})"
+        limit = f"; max {duration_text(max_age)}" if max_age is not None else ""
+        status = f"dated in the future ({ahead}{limit})"
         return _row("report age", status), f"report is dated in the future ({ahead})"
     if max_age is None:
         return None, None

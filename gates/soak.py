@@ -1,9 +1,11 @@
 """The soak gate: a digest must have spent at least `min` in the previous stage.
 
-The time is measured from when the digest entered that stage — its promotion record there, or,
-for the first stage (where images arrive by push, with no record), the image config's `created`
-time. Loading that time is the caller's job (flows/records.py); evaluation is pure. No time at all,
-or a time in the future, refuses.
+The time is measured from when the digest entered that stage, by something airlock or the
+registry recorded: its promotion record there, or, for the first stage (where images arrive by
+push, with no record), the first push event the Prefect server received for it — never the image
+config's `created`, which the builder sets (1970 in every reproducible build). Loading that time
+is the caller's job (flows/hops.py: entered); evaluation is pure. No time at all, or a time in the
+future, refuses.
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ def evaluate(
 
     if entered is None:
         return result(
-            False, f"refused: no record of when {subject[:19]} entered {stage}", "unknown"
+            False,
+            f"refused: nothing airlock or the registry recorded says when {subject[:19]} entered"
+            f" {stage} (looked for: {source})",
+            "unknown",
         )
     soaked = at - as_utc(entered)
     if soaked < -CLOCK_SKEW:

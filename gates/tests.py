@@ -58,7 +58,8 @@ declares more failures or errors than its testcases show (gotestsum puts a packa
 only into the root's `errors=`) has the excess counted as failures/errors — fail closed — and a
 note says so. Timestamps are read leniently (gates/common.parse_time: a naive one is UTC, TestNG
 writes `2021-03-07T10:36:56 UTC`; Go's zero time means "unknown"); an unreadable timestamp is
-simply unknown.
+simply unknown. A report dated more than 5 minutes in the future (its own time, else its
+referrer's) refuses: whoever made it set that time.
 
 pytest-json-report: the `tests` list when present (its counts must agree with `summary`), else
 `summary` alone (`--json-report-summary`: counts but no per-test outcomes, so required tests are
@@ -94,7 +95,17 @@ from gates.base import (
     table_row,
     utcnow,
 )
-from gates.common import JSONError, capped_rows, first_char, load_json, parse_time, plural
+from gates.common import (
+    CLOCK_SKEW,
+    JSONError,
+    as_utc,
+    capped_rows,
+    duration_text,
+    first_char,
+    load_json,
+    parse_time,
+    plural,
+)
 from registry import mediatypes
 
 ReportFormat = Literal["pytest", "junit"]
@@ -759,11 +770,29 @@ def _summary(report: TestReport, failing: list[_Check]) -> str:
     )
 
 
+def _not_in_the_future(report: TestReport, evidence: Evidence, now: dt.datetime) -> _Check | None:
+    """A report (or its referrer) dated beyond the clock skew in the future refuses: that time
+    was made up, and it must never make a report look newer than the real ones."""
+    created = report.created or evidence.created
+    if created is None or as_utc(created) - now <= CLOCK_SKEW:
+        return None
+    ahead = duration_text(as_utc(created) - now)
+    return _Check(
+        "report time",
+        as_utc(created).isoformat(timespec="seconds"),
+        "not in the future",
+        False,
+        f"report is dated in the future ({ahead} ahead)",
+    )
+
+
 def judge(
     report: TestReport, evidence: Evidence, policy: TestsPolicy, now: dt.datetime | None = None
 ) -> GateResult:
     """The verdict on an already parsed report (what `evaluate` does after `parse`)."""
     checks = _checks(report, policy)
+    if future := _not_in_the_future(report, evidence, now or utcnow()):
+        checks.append(future)
     failing = [c for c in checks if not c.ok]
     rows = [c.row() for c in checks]
     rows.extend(table_row(check="note", actual=n, limit="", ok="") for n in report.notes)

@@ -38,6 +38,11 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 
 def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
     """The top-level mapping of a YAML/JSON file; BadInputError (one line) for anything else."""
+    return read_mapping_and_bytes(path, what)[0]
+
+
+def read_mapping_and_bytes(path: str | Path, what: str) -> tuple[dict[str, Any], bytes]:
+    """The mapping and the exact bytes it was read from (whose digest names the policy)."""
     name = f"{what} {path}"
     try:
         with Path(path).open("rb") as f:
@@ -58,7 +63,7 @@ def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
         problem = getattr(e, "problem", None) or "not valid YAML or JSON"
         raise BadInputError(f"{name}: {problem}{at}") from None
     if doc is None:
-        return {}
+        return {}, raw
     if not isinstance(doc, dict):
         raise BadInputError(f"{name}: expected a mapping of keys, got {type(doc).__name__}")
-    return doc
+    return doc, raw

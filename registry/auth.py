@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from registry import secrets
 from registry.errors import AuthError, BadInputError, RegistryError
 from registry.reference import DOCKER_HUB, DOCKER_HUB_API
 
@@ -61,6 +62,12 @@ class Credentials:
                 f"{where}: set the environment variables {user_var} and {password_var}"
             )
         return cls(username=user, password=password)
+
+    def __post_init__(self) -> None:
+        secrets.register(self.password)
+        secrets.register(self.identity_token)
+        if self.username and self.password:
+            secrets.register_basic(self.username, self.password)
 
     def __repr__(self) -> str:
         secret = "***" if (self.password or self.identity_token) else None
@@ -424,7 +431,8 @@ class RegistryAuth(httpx.Auth):
             who = "the given credentials were refused" if creds else "anonymous access was refused"
             raise AuthError(
                 f"token server {_origin(realm)} answered {response.status_code}: {who};"
-                " check the username/password (--src-creds/--dest-creds or docker login)",
+                " check the username/password (a --*creds-file, AIRLOCK_*_CREDS or docker"
+                " login)",
                 status=response.status_code,
             )
         if response.status_code != 200:
@@ -440,6 +448,7 @@ class RegistryAuth(httpx.Auth):
             value = None
         if not isinstance(value, str) or not value:
             raise AuthError(f"token server {_origin(realm)} answered without a token")
+        secrets.register(value, token=True)
         expires = self.clock() + max(lifetime - TOKEN_EXPIRY_MARGIN, 0.0)
         return _Token(value, scopes, expires)
 

@@ -37,7 +37,8 @@ if "httpx" not in sys.modules:
 import httpx
 
 from registry import mediatypes as mt
-from registry.auth import Credentials, DockerConfig, RegistryAuth
+from registry import secrets
+from registry.auth import Challenge, Credentials, DockerConfig, RegistryAuth
 from registry.errors import (
     AirlockError,
     AuthError,
@@ -51,6 +52,7 @@ from registry.errors import (
 )
 from registry.manifest import (
     MAX_MANIFEST_SIZE,
+    MAX_REFERRERS,
     Descriptor,
     Manifest,
     digest_of,
@@ -62,6 +64,7 @@ from registry.reference import api_host, is_loopback, validate_digest
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_PAGES = 100  # of a paginated listing
+PING_BODY_LIMIT = 64 * 1024  # of /v2/'s answer, read to tell a registry from a web site
 READ_CHUNK = 1024 * 1024
 
 # httpcore reads at most 64 KiB per recv(); with 1 MiB reads a streamed copy costs ~20 % less CPU
@@ -110,16 +113,46 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
+async def _ping_body(response: httpx.Response) -> bytes:
+    """The start of the ping's body, enough to tell JSON from a web page; never all of a huge
+    one."""
+    body = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) >= PING_BODY_LIMIT:
+                break
+    finally:
+        await response.aclose()
+    return body[:PING_BODY_LIMIT]
+
+
+def _looks_like_registry(response: httpx.Response, body: bytes) -> bool:
+    """distribution's API version header; else what a registry behind a proxy that drops it
+    still answers: a Basic or Bearer challenge with a 401, or JSON (`{}`) with a 200."""
+    if response.headers.get("docker-distribution-api-version", "").startswith("registry/2."):
+        return True
+    if response.status_code == 401:
+        return Challenge.parse(response.headers.get("www-authenticate", "")) is not None
+    try:
+        json.loads(body)
+    except ValueError:  # UnicodeDecodeError included
+        return False
+    return True
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _errors_of(response: httpx.Response) -> list[tuple[str, str]]:
+    """The registry's error codes and messages; a message is scrubbed before it is cut short,
+    so no part of a secret it repeats survives the cut."""
     try:
         doc = json.loads(response.content)
         return [
-            (str(e.get("code", "")), _one_line(str(e.get("message", ""))))
+            (str(e.get("code", "")), _one_line(secrets.scrub(str(e.get("message", "")))))
             for e in doc.get("errors", [])
             if isinstance(e, dict)
         ]
@@ -128,8 +161,9 @@ def _errors_of(response: httpx.Response) -> list[tuple[str, str]]:
 
 
 _ADVICE = {
-    "UNAUTHORIZED": "authentication required: pass --src-creds/--dest-creds USER:PASS or run"
-    " `docker login {host}`",
+    "UNAUTHORIZED": "authentication required: give credentials (--src-creds-file/"
+    "--dest-creds-file FILE, --creds-file for attach and gate, or AIRLOCK_SRC_CREDS/"
+    "AIRLOCK_DEST_CREDS/AIRLOCK_CREDS) or run `docker login {host}`",
     "DENIED": "access denied: these credentials lack permission on {repo}; ask for the right"
     " (pull to read, push to write)",
     "NAME_UNKNOWN": "repository {repo} does not exist on {host}: check the name",
@@ -263,25 +297,30 @@ class RegistryClient:
                         f"{url}/v2/",
                         what=f"ping {self.host}",
                         auth=False,
+                        stream=True,
                         retry_transport=not another,
                         raw_errors=True,
                     )
+                    body = await _ping_body(response)
                 except httpx.TransportError as e:
                     if another and "CERTIFICATE_VERIFY_FAILED" not in str(e):
                         continue
                     raise _connect_error(self.host, e) from None
-                if response.status_code == 400 and another:
+                status = response.status_code
+                if status == 400 and another:
                     continue  # plain HTTP sent to a TLS port
-                if response.status_code == 401:
-                    self.auth.learn(response)
-                elif response.status_code >= 500:
+                if status >= 500:
                     raise self.error(response, f"ping {url}/v2/", "")
-                elif response.status_code != 200:
+                if status not in (200, 401) or not _looks_like_registry(response, body):
+                    kind = response.headers.get("content-type", "").split(";", 1)[0].strip()
                     raise RegistryError(
-                        f"{url}/v2/ answered {response.status_code}: {self.host} does not look like"
-                        " an OCI registry; check the host and port",
-                        status=response.status_code,
+                        f"{url}/v2/ answered {status}{f' with {kind}' if kind else ''}, not the"
+                        f" registry API: {self.host} does not look like an OCI registry; check"
+                        " the host and port",
+                        status=status,
                     )
+                if status == 401:
+                    self.auth.learn(response)
                 self._base = url
                 return url
             raise AssertionError("unreachable: the last scheme returns or raises")
@@ -592,6 +631,11 @@ class RegistryClient:
             descriptors, bad = index_entries(doc, what)
             found += descriptors
             problems += bad
+            if len(found) + len(problems) > MAX_REFERRERS:  # each page may be under it
+                raise UnsupportedContent(
+                    f"{what}: lists more than {MAX_REFERRERS} referrers, over the limit of"
+                    f" {MAX_REFERRERS} per digest; delete old ones (reports, signatures)"
+                )
             self.referrers_api = True
             following = response.links.get("next", {}).get("url")
             if not following:

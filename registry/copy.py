@@ -14,8 +14,11 @@ Manifests are pushed as the exact bytes read, never re-serialised.
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,11 +36,13 @@ from registry.manifest import (
     Manifest,
     fallback_tag,
     referrer_descriptor,
+    travel_problem,
 )
 from registry.reference import Reference
 from registry.referrers import list_referrers, merge_fallback
 
 BlobAction = Literal["skip", "mount", "stream"]
+MIN_RATE_ENV = "AIRLOCK_MIN_RATE_KIB"  # the slowest transfer allowed, KiB/s (TransferLimits)
 Role = Literal["image", "child", "referrer", "cosign"]
 
 
@@ -169,9 +174,11 @@ class _Planner:
         dst: RegistryClient,
         dst_repo: str,
         referrers: bool,
+        evidence_only: bool = False,
     ):
         self.src, self.src_repo, self.dst, self.dst_repo = src, src_repo, dst, dst_repo
         self.with_referrers = referrers
+        self.evidence_only = evidence_only
         self.same_registry = src.registry == dst.registry
         self.blobs: dict[str, BlobStep] = {}
         self.seen: set[str] = set()
@@ -258,7 +265,18 @@ class _Planner:
         manifest, current = await asyncio.gather(
             self.src.get_manifest(self.src_repo, tag), self.dst.head_manifest(self.dst_repo, tag)
         )
+        if self._stays(manifest, f"{manifest.digest} under the tag {tag}"):
+            return None
         return manifest, tag, current is not None and current.digest == manifest.digest
+
+    def _stays(self, manifest: Manifest, what: str) -> bool:
+        """With `evidence_only` (a promotion), whether this referrer stays behind — with a
+        warning, unless it is one of airlock's records (which never travel, by design)."""
+        problem = travel_problem(manifest) if self.evidence_only else None
+        record = referrer_descriptor(manifest).artifact_type == mt.PROMOTION_RECORD
+        if problem and not record:
+            self.warnings.append(f"referrer {what} not copied: {problem}")
+        return problem is not None
 
     async def _source_referrers(self, digest: str) -> list[Manifest]:
         listing = await list_referrers(self.src, self.src_repo, digest)
@@ -282,6 +300,8 @@ class _Planner:
                 f"referrer {desc.digest} is listed for {subject} but names another subject; skipped"
             )
             return None
+        if self._stays(manifest, f"{desc.digest} of {subject}"):
+            return None
         return manifest
 
 
@@ -292,8 +312,11 @@ async def plan_copy(
     target: Reference,
     *,
     referrers: bool = True,
+    evidence_only: bool = False,
 ) -> CopyPlan:
-    """Walk the source and look at the target; write nothing."""
+    """Walk the source and look at the target; write nothing. With `evidence_only` (promotions),
+    only referrers that are evidence about the image travel (registry/manifest.py:
+    travel_problem); the others stay behind with a warning."""
     target = resolve_target(source, target)
     dst.auth.want(target.repository, "pull", "push")
     # The target tag is looked at while the source is read (one round trip less); by digest the
@@ -307,7 +330,7 @@ async def plan_copy(
             f"target {target} names digest {target.digest} but the source is {root.digest};"
             " drop the digest from the target or fix it"
         )
-    planner = _Planner(src, source.repository, dst, target.repository, referrers)
+    planner = _Planner(src, source.repository, dst, target.repository, referrers, evidence_only)
     if not target.tag:
         current = await dst.head_manifest(target.repository, root.digest)
     conflict = current.digest if current is not None and current.digest != root.digest else None
@@ -335,6 +358,42 @@ async def _none() -> None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class TransferLimits:
+    """How slow a copy may be before it is stopped. Per-read timeouts cannot catch a source that
+    drips a byte a second, which would hold a copy — and a promotion's repository lock — for
+    ever. A blob gets `blob_allowance` + its size at `min_rate` (all its attempts together); a
+    whole copy `copy_allowance` + the bytes it streams at `min_rate`, up to moving the tag, which
+    is never cut off midway."""
+
+    min_rate: float = 64 * 1024  # bytes/s: 1 GiB may take 4.6 h, 6 blobs at once at ~3 Mbit/s
+    blob_allowance: float = 60.0  # s: connections, retries and the registry's own work per blob
+    copy_allowance: float = 600.0  # s: the walk, mounts and manifests of a 1,000-child index
+
+    @classmethod
+    def from_env(cls) -> TransferLimits:
+        """The defaults, with min_rate from AIRLOCK_MIN_RATE_KIB (KiB/s) when it is set."""
+        text = os.environ.get(MIN_RATE_ENV, "").strip()
+        if not text:
+            return cls()
+        try:
+            kib = float(text)
+        except ValueError:
+            kib = 0.0
+        if not (math.isfinite(kib) and kib > 0):
+            raise BadInputError(
+                f"{MIN_RATE_ENV}={text!r}: expected a positive number of KiB/s, e.g. 64"
+            )
+        return cls(min_rate=kib * 1024)
+
+    def blob_seconds(self, size: int) -> float:
+        return self.blob_allowance + size / self.min_rate
+
+    @property
+    def rate(self) -> str:
+        return f"{self.min_rate / 1024:g} KiB/s"
+
+
 async def copy_image(
     src: RegistryClient,
     source: Reference,
@@ -342,20 +401,79 @@ async def copy_image(
     target: Reference,
     *,
     referrers: bool = True,
+    evidence_only: bool = False,
     no_clobber: bool = False,
     concurrency: int = 6,
     on_plan: Callable[[CopyPlan], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    limits: TransferLimits | None = None,
 ) -> CopyResult:
+    """Plan and copy within the copy's deadline (see TransferLimits), then move the tag."""
+    limits = limits or TransferLimits.from_env()
     started = time.monotonic()
-    plan = await plan_copy(src, source, dst, target, referrers=referrers)
-    if no_clobber:
-        _refuse_clobber(plan)
-    if on_plan:
-        on_plan(plan)
-    result = await execute(plan, src, dst, concurrency=concurrency, on_bytes=on_bytes)
+    streamed = 0  # bytes the plan streams, once known
+
+    def too_slow(seconds: float) -> RegistryError:
+        return RegistryError(
+            f"copy {source} to {target} did not finish within its deadline of"
+            f" {_seconds(seconds)} ({_seconds(limits.copy_allowance)} plus"
+            f" {human_size(streamed)} streamed at {limits.rate}, the slowest transfer allowed):"
+            f" a registry is too slow or stalled; the tag was not moved — retry, or set"
+            f" {MIN_RATE_ENV} lower for a slow link"
+        )
+
+    async with _deadline(limits.copy_allowance, too_slow) as deadline:
+        await reach(src, dst)
+        plan = await plan_copy(
+            src, source, dst, target, referrers=referrers, evidence_only=evidence_only
+        )
+        if no_clobber:
+            _refuse_clobber(plan)
+        if on_plan:
+            on_plan(plan)
+        streamed = plan.bytes_to_stream()
+        deadline.reschedule(_when(deadline) + streamed / limits.min_rate)
+        result = await _transfer(plan, src, dst, concurrency, on_bytes, limits)
+    await _commit(plan, dst, result)
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+async def reach(*clients: RegistryClient) -> None:
+    """Ping the registries at once; the first that fails (not a registry, unreachable) stops the
+    others here and now, rather than leaving their connections half made when the loop ends."""
+
+    async def ping(client: RegistryClient) -> None:
+        await client.base_url()
+
+    await _all(ping(client) for client in {id(c): c for c in clients}.values())
+
+
+@asynccontextmanager
+async def _deadline(
+    seconds: float, too_slow: Callable[[float], RegistryError]
+) -> AsyncIterator[asyncio.Timeout]:
+    """Run the body for at most `seconds` (the Timeout yielded may move that); past it, raise
+    too_slow(the seconds it had) instead of TimeoutError."""
+    start = asyncio.get_running_loop().time()
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            yield scope
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise too_slow(_when(scope) - start) from None
+
+
+def _when(scope: asyncio.Timeout) -> float:
+    when = scope.when()
+    assert when is not None  # every deadline here is set when it is made
+    return when
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.3g} s" if seconds < 100 else f"{seconds:,.0f} s"
 
 
 def _refuse_clobber(plan: CopyPlan) -> None:
@@ -373,7 +491,25 @@ async def execute(
     *,
     concurrency: int = 6,
     on_bytes: Callable[[int], None] | None = None,
+    limits: TransferLimits | None = None,
 ) -> CopyResult:
+    """Carry out a plan: blobs (each within its deadline), manifests and referrers by digest,
+    fallback indexes, and the tag last."""
+    limits = limits or TransferLimits.from_env()
+    result = await _transfer(plan, src, dst, concurrency, on_bytes, limits)
+    await _commit(plan, dst, result)
+    return result
+
+
+async def _transfer(
+    plan: CopyPlan,
+    src: RegistryClient,
+    dst: RegistryClient,
+    concurrency: int,
+    on_bytes: Callable[[int], None] | None,
+    limits: TransferLimits,
+) -> CopyResult:
+    """Everything but the tag: blobs, manifests and referrers by digest, fallback indexes."""
     src_repo, dst_repo = plan.source.repository, plan.target.repository
     result = CopyResult(
         str(plan.source), str(plan.target), plan.digest, warnings=list(plan.warnings)
@@ -385,10 +521,19 @@ async def execute(
     limit = asyncio.Semaphore(concurrency)
     mounts_refused = False  # these credentials may not mount from the source: stop asking
 
+    def too_slow(desc: Descriptor) -> Callable[[float], RegistryError]:
+        return lambda seconds: RegistryError(
+            f"blob {desc.digest} ({human_size(desc.size)}) was not copied from"
+            f" {src.registry}/{src_repo} within its deadline of {_seconds(seconds)}"
+            f" ({_seconds(limits.blob_allowance)} plus its size at {limits.rate}, the slowest"
+            f" transfer allowed): the source or target is too slow or stalled; the tag was not"
+            f" moved — retry, or set {MIN_RATE_ENV} lower for a slow link"
+        )
+
     async def one_blob(step: BlobStep) -> None:
         nonlocal mounts_refused
-        async with limit:
-            desc = step.descriptor
+        desc = step.descriptor
+        async with limit, _deadline(limits.blob_seconds(desc.size), too_slow(desc)):
             location = None
             if step.action == "mount" and not mounts_refused:
                 mount = await dst.mount_blob(dst_repo, desc.digest, src_repo)
@@ -419,7 +564,12 @@ async def execute(
 
     for subject, descriptors in fallback.items():
         result.warnings.extend(await merge_fallback(dst, dst_repo, subject, descriptors))
+    return result
 
+
+async def _commit(plan: CopyPlan, dst: RegistryClient, result: CopyResult) -> None:
+    """Move the tag (push the root), then read it back: it must name the source digest."""
+    root, dst_repo = plan.root, plan.target.repository
     ref = root.tag or plan.digest
     if not root.exists:
         await dst.put_manifest(dst_repo, ref, root.manifest)
@@ -432,7 +582,6 @@ async def execute(
             f" {landed.digest if landed else 'nothing'}, not {plan.digest}; another writer moved"
             " it, or the registry rewrote the manifest — check before relying on it"
         )
-    return result
 
 
 async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:

@@ -6,15 +6,21 @@ the CLI contract in DESIGN.md: 1 refused, 2 bad input, 3 registry or network fai
 
 from __future__ import annotations
 
+from registry.secrets import scrub
+
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
 EXIT_REGISTRY = 3
 
 
 class AirlockError(Exception):
-    """Base of every error airlock reports to a user."""
+    """Base of every error airlock reports to a user. Its message never holds a secret airlock
+    knows (registry/secrets.py), whatever text it was made from."""
 
     exit_code = EXIT_REGISTRY
+
+    def __init__(self, message: str = ""):
+        super().__init__(scrub(str(message)))
 
 
 class BadInputError(AirlockError):

@@ -16,6 +16,12 @@ from registry.errors import DigestMismatch, InvalidReference, UnsupportedContent
 from registry.reference import validate_digest
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024  # what distribution and most registries accept
+# Fan-out caps: each child or referrer costs a copy requests and memory (an index of 10,000
+# children took 76 s and 178 MB). Real indexes have tens of entries (platforms, doubled by
+# buildx's attestations); real images a handful of referrers (signature, SBOM, provenance, a
+# report per stage) — a daily scan report for 2.7 years would reach 1,000.
+MAX_INDEX_CHILDREN = 1000
+MAX_REFERRERS = 1000  # per subject digest, over every page of a listing
 _GENERIC_TYPES = frozenset({"application/json", "text/plain", "application/octet-stream"})
 
 
@@ -174,6 +180,11 @@ def parse_manifest(raw: bytes, content_type: str | None, digest: str, where: str
         entries = doc.get("manifests")
         if not isinstance(entries, list):
             raise UnsupportedContent(f"{where}: index has no 'manifests' list")
+        if len(entries) > MAX_INDEX_CHILDREN:
+            raise UnsupportedContent(
+                f"{where}: index has {len(entries)} entries, over the limit of"
+                f" {MAX_INDEX_CHILDREN}; airlock does not copy indexes that wide"
+            )
         children = tuple(
             Descriptor.from_json(e, f"{where} manifests[{i}]") for i, e in enumerate(entries)
         )
@@ -221,6 +232,11 @@ def index_entries(doc: Any, where: str) -> tuple[list[Descriptor], list[str]]:
     """
     if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
         raise UnsupportedContent(f"{where}: not an index (no 'manifests' list)")
+    if len(doc["manifests"]) > MAX_REFERRERS:
+        raise UnsupportedContent(
+            f"{where}: lists {len(doc['manifests'])} referrers, over the limit of {MAX_REFERRERS}"
+            " per digest; delete old ones (reports, signatures) from the registry"
+        )
     found, problems = [], []
     for i, entry in enumerate(doc["manifests"]):
         try:
@@ -243,6 +259,29 @@ def referrer_descriptor(manifest: Manifest) -> Descriptor:
         artifact_type=artifact_type,
         annotations=manifest.annotations or None,
     )
+
+
+def travel_problem(manifest: Manifest) -> str | None:
+    """Why `manifest` may not travel with a promoted image as one of its referrers, or None.
+
+    Only evidence about the image travels: an artifact manifest (not an index, nothing a runtime
+    could unpack) typed as a signature, attestation, SBOM or report. A promotion must never make
+    a digest look promoted that was not — an image pushed to dev with `subject` set to a good
+    image, or an airlock record forged for it, must stay in dev.
+    """
+    if manifest.is_index:
+        return "an index (only artifact manifests travel with a promotion)"
+    kind = referrer_descriptor(manifest).artifact_type or ""
+    types = [kind, *(layer.media_type for layer in manifest.layers)]
+    if mt.PROMOTION_RECORD in types:
+        return "an airlock promotion record (each stage writes its own)"
+    if any(t.startswith(mt.FILESYSTEM_LAYER_PREFIXES) for t in types[1:]):
+        return "a runnable image (it has filesystem layers)"
+    if kind.startswith(mt.EVIDENCE_TYPE_PREFIXES):
+        return None
+    if manifest.layers and all(t.startswith(mt.EVIDENCE_TYPE_PREFIXES) for t in types[1:]):
+        return None  # cosign's tag layout: an image config, evidence layers
+    return f"of type {kind or 'unknown'}, not a signature, attestation, SBOM or report"
 
 
 def fallback_tag(digest: str) -> str:

@@ -38,3 +38,30 @@ PROMOTION_RECORD = "application/vnd.airlock.promotion.v1+json"
 
 # cosign stores signatures, attestations and SBOMs under tags derived from the subject digest.
 COSIGN_TAG_SUFFIXES = (".sig", ".att", ".sbom")
+
+# What may travel with a promoted image as its referrers (or cosign tags): signatures,
+# attestations, SBOMs and reports about it, by artifact type (or, without one, every layer's
+# type). Anything else — another image, a Helm chart, an unknown artifact — is a deliverable of
+# its own that never passed the gates, and stays behind (registry/manifest.py: travel_problem).
+EVIDENCE_TYPE_PREFIXES = (
+    "application/vnd.dev.cosign.",  # simplesigning, artifact.sig/.sbom, attestations
+    "application/vnd.dev.sigstore.bundle",  # sigstore bundles, v0.1 to v0.3
+    "application/vnd.cncf.notary.",  # Notation signatures
+    "application/jose+json",  # Notation's envelopes, as layer types
+    "application/cose",
+    "application/vnd.dsse.envelope",
+    "application/vnd.in-toto",
+    "application/spdx",
+    "text/spdx",
+    "application/vnd.cyclonedx",
+    "application/vnd.syft+json",
+    "application/vnd.openvex",
+    "application/sarif+json",
+    "application/vnd.airlock.test-report.",
+    "application/vnd.airlock.scan-report.",
+)
+# Layers a container runtime unpacks: a manifest with one of these is runnable, never evidence.
+FILESYSTEM_LAYER_PREFIXES = (
+    "application/vnd.oci.image.layer.",
+    "application/vnd.docker.image.rootfs.",
+)

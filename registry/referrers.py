@@ -17,8 +17,9 @@ from typing import Any
 
 from registry import mediatypes as mt
 from registry.client import RegistryClient
-from registry.errors import NotFound, RegistryError
+from registry.errors import NotFound, RegistryError, UnsupportedContent
 from registry.manifest import (
+    MAX_REFERRERS,
     Descriptor,
     Manifest,
     digest_of,
@@ -90,6 +91,12 @@ async def merge_fallback(
             return []
         if attempt == 3:
             break
+        if len(doc["manifests"]) + len(missing) > MAX_REFERRERS:  # readers would refuse it
+            raise UnsupportedContent(
+                f"fallback tag {tag} in {client.registry}/{repo} would list"
+                f" {len(doc['manifests']) + len(missing)} referrers, over the limit of"
+                f" {MAX_REFERRERS} per digest; delete old ones (reports, signatures) first"
+            )
         doc["manifests"] = [*doc["manifests"], *(d.to_json() for d in missing)]
         raw = json.dumps(doc, separators=(",", ":")).encode()
         # Not parsed: entries airlock cannot read must survive the merge as they were.

@@ -27,12 +27,15 @@ import yaml
 from airlock.localregistry import LocalRegistry, start_registry
 from tests.airlock.test_cli import AIRLOCK
 from tests.support import images as im
+from tests.support.hostile import echoing_registry, html_site, secret_forms
 from tests.support.images import Pusher
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SECRET = "s3cr3t-pw"
 H = "{host}"  # replaced by the registry's host:port
 ODD = "{odd}"  # replaced by the scripted registry's host:port
+HTML = "{html}"  # replaced by a web site's host:port (200 and HTML everywhere: not a registry)
+ECHO = "{echo}"  # replaced by a registry that echoes the credentials it is sent in its errors
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Case:
     code: int = 2
     needle: str = ""  # a word the error line must contain
     files: dict[str, str | bytes] = field(default_factory=dict)  # written to the cwd first
+    env: dict[str, str] = field(default_factory=dict)  # set for this run (stdin is always empty)
 
 
 def _pipeline(**change: object) -> str:
@@ -97,15 +101,92 @@ CASES = [
     # -- manifests a source serves that airlock will not copy (a scripted registry, {odd}:
     # distribution refuses to store them)
     *(
-        Case(f"manifest-{name}", ("copy", f"{ODD}/odd/{name}:1.0", COPY_TO), code=code)
-        for name, code in [
-            ("schema1", 2),
-            ("unknown-type", 2),
-            ("oversized", 2),
-            ("not-json", 2),
-            ("index-manifests-not-a-list", 2),
-            ("digest-header-lies", 3),
+        Case(f"manifest-{name}", ("copy", f"{ODD}/odd/{name}:1.0", COPY_TO), code, needle)
+        for name, code, needle in [
+            ("schema1", 2, ""),
+            ("unknown-type", 2, ""),
+            ("oversized", 2, ""),
+            ("not-json", 2, ""),
+            ("index-manifests-not-a-list", 2, ""),
+            ("digest-header-lies", 3, ""),
+            ("index-over-cap", 2, "limit of 1000"),  # 1,001 children
+            ("referrers-over-cap", 2, "limit of 1000"),  # the referrers API lists 1,001
+            ("fallback-over-cap", 2, "limit of 1000"),  # the fallback tag's index lists 1,001
         ]
+    ),
+    # -- hosts that are not what they should be
+    Case(
+        "host-not-a-registry",
+        ("copy", f"{HTML}/dev/app:1.0", COPY_TO),
+        code=3,
+        needle="does not look like an OCI registry",
+    ),
+    Case(
+        "host-echoes-credentials",
+        ("copy", f"{ECHO}/dev/app:1.0", COPY_TO, "--src-creds-file", "c.txt"),
+        code=3,
+        needle="unexpected answer 400",
+        files={"c.txt": f"alice:{SECRET}\n"},
+    ),
+    # -- credentials: files (`-` is stdin, empty here) and environment variables
+    *(
+        Case(
+            f"creds-{name}",
+            ("copy", f"{H}/dev/app:1.0", COPY_TO, *flags),
+            needle=needle,
+            files=files,
+        )
+        for name, flags, needle, files in [
+            ("file-missing", ("--src-creds-file", "nope.txt"), "nope.txt: no such file", {}),
+            ("file-empty", ("--src-creds-file", "c.txt"), "empty", {"c.txt": ""}),
+            ("file-no-colon", ("--dest-creds-file", "c.txt"), "USER:PASSWORD", {"c.txt": SECRET}),
+            (
+                "file-two-lines",
+                ("--src-creds-file", "c.txt"),
+                "one line",
+                {"c.txt": f"alice:{SECRET}\nbob:{SECRET}\n"},
+            ),
+            ("file-directory", ("--src-creds-file", "."), "cannot read", {}),
+            ("file-not-utf8", ("--src-creds-file", "c.txt"), "UTF-8", {"c.txt": b"a:\xff\xfe"}),
+            ("stdin-empty", ("--src-creds-file", "-"), "stdin", {}),
+            ("stdin-twice", ("--src-creds-file", "-", "--dest-creds-file", "-"), "stdin", {}),
+            (
+                "flag-and-file",
+                ("--src-creds", f"alice:{SECRET}", "--src-creds-file", "c.txt"),
+                "not allowed with",
+                {"c.txt": f"alice:{SECRET}"},
+            ),
+        ]
+    ),
+    Case(
+        "env-min-rate-not-a-number",
+        ("copy", f"{H}/dev/app:1.0", COPY_TO),
+        needle="AIRLOCK_MIN_RATE_KIB",
+        env={"AIRLOCK_MIN_RATE_KIB": "fast"},
+    ),
+    Case(
+        "creds-env-no-colon",
+        ("copy", f"{H}/dev/app:1.0", COPY_TO),
+        needle="AIRLOCK_SRC_CREDS",
+        env={"AIRLOCK_SRC_CREDS": SECRET},
+    ),
+    Case(
+        "creds-env-no-password",
+        ("plan", f"{H}/dev/app:1.0", COPY_TO),
+        needle="AIRLOCK_DEST_CREDS",
+        env={"AIRLOCK_DEST_CREDS": "alice:"},
+    ),
+    Case(
+        "creds-attach-file-missing",
+        ("attach", f"{H}/dev/app:1.0", "r.json", "--kind", "pytest", "--creds-file", "no.txt"),
+        needle="no.txt",
+        files={"r.json": PYTEST},
+    ),
+    Case(
+        "creds-gate-env-no-colon",
+        ("gate", "tests", f"{H}/dev/app:1.0", "--attached"),
+        needle="AIRLOCK_CREDS",
+        env={"AIRLOCK_CREDS": SECRET},
     ),
     # -- command-line arguments
     Case("cli-no-command", ()),
@@ -121,6 +202,13 @@ CASES = [
     Case("cli-approve-not-uuid", ("approve", "not-a-run", "--by", "alice"), needle="UUID"),
     Case("cli-approve-no-by", ("approve", RUN)),
     Case("cli-approve-empty-by", ("approve", RUN, "--by", "")),
+    # a look-alike of another approver (zero-width space), checked before Prefect is asked
+    Case("cli-approve-invisible-by", ("approve", RUN, "--by", "ali\u200bce"), needle="U+200B"),
+    Case(
+        "cli-approve-bad-digest",
+        ("approve", RUN, "--by", "bob", "--digest", "sha256:1"),
+        needle="sha256:1",
+    ),
     Case("cli-promote-no-to", ("promote", f"{H}/dev/app:1.0")),
     Case("cli-pipeline-no-refs", ("pipeline",)),
     Case("cli-rollback-no-stage", ("rollback",)),
@@ -258,6 +346,18 @@ CASES = [
                 "prefix",
             ),
             ("no-members", _virtual(repositories={"docker": {"members": []}}), "members"),
+            (
+                "bad-require-stage",
+                _virtual(
+                    repositories={
+                        "shop": {
+                            "members": [{"registry": "local", "prefix": "prod"}],
+                            "require_stage": "Prod Stage",
+                        }
+                    }
+                ),
+                "require_stage",
+            ),
             ("not-a-mapping", "- a\n", "v.yaml"),
         ]
     ),
@@ -356,6 +456,21 @@ CASES = [
                 "name",
             ),
             ("not-a-mapping", "- just\n- a list\n", "p.yaml"),
+            (
+                "invisible-approver",
+                _pipeline(
+                    stages=[
+                        {"name": "dev", "registry": "local", "repository": "dev/{name}"},
+                        {
+                            "name": "qa",
+                            "registry": "local",
+                            "repository": "qa/{name}",
+                            "gates": [{"kind": "approval", "policy": {"approvers": ["bob\u2060"]}}],
+                        },
+                    ]
+                ),
+                "invisible or control character",
+            ),
         ]
     ),
     Case(
@@ -383,9 +498,34 @@ class Seeded:
     registry: LocalRegistry
     env: dict[str, str]
     odd: str
+    html: str
+    echo: str
 
 
 _INDEX = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json"}
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _image(name: str) -> bytes:
+    """A well-formed image manifest (its blobs are never fetched: planning fails first)."""
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": im.sha256(b"{}")}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": _OCI_MANIFEST,
+        "config": {**config, "size": 2},
+        "layers": [],
+        "annotations": {"name": name},
+    }
+    return json.dumps(doc).encode()
+
+
+def _wide_index(count: int) -> bytes:
+    entries = [
+        {"mediaType": _OCI_MANIFEST, "digest": f"sha256:{i:064x}", "size": 9} for i in range(count)
+    ]
+    return json.dumps({**_INDEX, "manifests": entries}).encode()
+
+
 ODD_MANIFESTS: dict[str, tuple[bytes, str]] = {
     "schema1": (
         json.dumps({"schemaVersion": 1, "name": "odd/schema1", "tag": "1.0"}).encode(),
@@ -405,12 +545,29 @@ ODD_MANIFESTS: dict[str, tuple[bytes, str]] = {
         json.dumps({**_INDEX, "manifests": []}).encode(),
         _INDEX["mediaType"],
     ),
+    "index-over-cap": (_wide_index(1001), _INDEX["mediaType"]),
+    "referrers-over-cap": (_image("referrers-over-cap"), _OCI_MANIFEST),
+    "fallback-over-cap": (_image("fallback-over-cap"), _OCI_MANIFEST),
+}
+# What the scripted registry serves: (NAME, "manifests" or "referrers", REF) → (body, type)
+ODD_CONTENT: dict[tuple[str, str, str], tuple[bytes, str]] = {
+    **{(name, "manifests", "1.0"): found for name, found in ODD_MANIFESTS.items()},
+    ("referrers-over-cap", "referrers", im.sha256(ODD_MANIFESTS["referrers-over-cap"][0])): (
+        _wide_index(1001),
+        _INDEX["mediaType"],
+    ),
+    (
+        "fallback-over-cap",
+        "manifests",
+        im.sha256(ODD_MANIFESTS["fallback-over-cap"][0]).replace(":", "-"),
+    ): (_wide_index(1001), _INDEX["mediaType"]),
 }
 
 
 @contextmanager
 def scripted_registry() -> Iterator[str]:
-    """Serves ODD_MANIFESTS at /v2/odd/NAME/manifests/1.0 (and nothing else)."""
+    """Serves ODD_CONTENT at /v2/odd/NAME/manifests/REF and /v2/odd/NAME/referrers/DIGEST
+    (and nothing else)."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -424,8 +581,8 @@ def scripted_registry() -> Iterator[str]:
                 if body:
                     self.wfile.write(b"{}")
                 return
-            parts = self.path.split("/")  # /v2/odd/NAME/manifests/1.0
-            found = ODD_MANIFESTS.get(parts[3]) if len(parts) == 6 else None
+            parts = self.path.split("/")  # /v2/odd/NAME/manifests/REF
+            found = ODD_CONTENT.get((parts[3], parts[4], parts[5])) if len(parts) == 6 else None
             if found is None:
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
@@ -471,10 +628,16 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         docker = base / "docker"
         docker.mkdir()
         env = {**os.environ, "DOCKER_CONFIG": str(docker), "AIRLOCK_WEBHOOK_TOKEN": ""}
-        env.pop("AIRLOCK_CI_SECRET", None)
+        for name in (
+            "AIRLOCK_CI_SECRET",
+            "AIRLOCK_CREDS",
+            "AIRLOCK_SRC_CREDS",
+            "AIRLOCK_DEST_CREDS",
+        ):
+            env.pop(name, None)
         env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # never reached: inputs fail first
-        with scripted_registry() as odd:
-            yield Seeded(registry, env, odd)
+        with scripted_registry() as odd, html_site() as html, echoing_registry() as echo:
+            yield Seeded(registry, env, odd, html, echo)
     finally:
         registry.stop()
 
@@ -490,10 +653,19 @@ def test_bad_input(case: Case, seeded: Seeded, tmp_path: Path) -> None:
         data = content if isinstance(content, bytes) else content.replace(H, host).encode()
         (tmp_path / name).write_bytes(data)
     storage, cwd = _tree(seeded.registry.root), _tree(tmp_path)
-    args = [a.replace(H, host).replace(ODD, seeded.odd) for a in case.args]
+    args = [
+        a.replace(H, host).replace(ODD, seeded.odd).replace(HTML, seeded.html) for a in case.args
+    ]
+    args = [a.replace(ECHO, seeded.echo) for a in args]
 
     proc = subprocess.run(
-        [AIRLOCK, *args], cwd=tmp_path, env=seeded.env, capture_output=True, text=True, timeout=60
+        [AIRLOCK, *args],
+        cwd=tmp_path,
+        env={**seeded.env, **case.env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert proc.returncode == case.code, (proc.returncode, proc.stderr)
@@ -502,7 +674,8 @@ def test_bad_input(case: Case, seeded: Seeded, tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("airlock: error: "), proc.stderr
     assert case.needle in lines[0], lines[0]
     assert proc.stdout == "", proc.stdout
-    assert SECRET not in proc.stderr
+    for form in secret_forms("alice", SECRET):
+        assert form not in proc.stderr, form
     assert _tree(seeded.registry.root) == storage, "the registry was written to"
     assert _tree(tmp_path) == cwd, "the working directory was written to"
 

@@ -18,6 +18,7 @@
       customers:                                 # only what was promoted
         members: [{registry: local, prefix: prod}]
         read: [anonymous]
+        require_stage: prod                      # and of that, what airlock promoted to prod
 
 An image `NAME` in virtual repository `V` is `/v2/V/NAME/...` at the gateway and `PREFIX/NAME` in
 each member. `anonymous` in `read` lets anyone pull. Member registries are reached with the
@@ -91,6 +92,9 @@ class VirtualRepository(_Strict):
     deploy: Member | None = None
     read: list[str] = Field(default_factory=list)
     write: list[str] = Field(default_factory=list)
+    # a view of what airlock promoted into this stage only (virtual/stageview.py): a digest
+    # without that stage's promotion record in the member repository is not served
+    require_stage: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
     def may_read(self, user: str | None) -> bool:
         return ANONYMOUS in self.read or (user is not None and user in self.read + self.write)

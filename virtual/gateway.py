@@ -9,6 +9,12 @@ target; a virtual repository without one is read-only (405 DENIED). tags/list me
 A member that fails (not a 404) while a *tag* is resolved fails the request (502): answering from
 a later member could serve different content under the same tag. By digest, content is the
 content wherever it comes from, so a failing member is passed over.
+
+A view with `require_stage: S` serves only what airlock promoted into S (virtual/stageview.py):
+anything else is answered as absent. A blob HEAD from someone who may push is a push session
+asking "must I upload this?": it is answered from the deploy target alone — a blob that only
+another member holds is mounted into the deploy target first (same registry), or reported
+missing — or the client would skip an upload the deploy target needs.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from starlette.routing import Route
 from registry.client import RegistryClient
 from registry.errors import AirlockError
 from virtual.config import Member, VirtualConfig, VirtualRepository, valid_name
+from virtual.stageview import StageView
 
 log = logging.getLogger("airlock.virtual")
 
@@ -41,6 +48,7 @@ _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{0,128}$")  # distribution's are UUIDs
 _PASS_HEADERS = ("content-type", "content-length", "docker-content-digest", "etag", "range")
+MAX_VIEWS = 1024  # stage views kept (one per member repository asked for); the oldest go first
 _ROUTE = re.compile(
     r"^(?P<name>.+?)/(?:(?P<uploads>blobs/uploads)/(?P<session>[^/]*)"
     r"|(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)|(?P<tags>tags/list))$"
@@ -80,6 +88,15 @@ class Gateway:
             )
             for alias, r in config.registries.items()
         }
+        self.views: dict[tuple[str, str, str], StageView] = {}
+
+    def view(self, member: Member, name: str, stage: str) -> StageView:
+        key = (member.registry, member.repository(name), stage)
+        if key not in self.views:
+            if len(self.views) >= MAX_VIEWS:
+                self.views.pop(next(iter(self.views)))
+            self.views[key] = StageView(self.clients[member.registry], key[1], stage)
+        return self.views[key]
 
     async def aclose(self) -> None:
         for client in self.clients.values():
@@ -157,11 +174,13 @@ class Gateway:
 
     # ---------------------------------------------------------------- reads
 
-    async def read(self, request: Request, target: Target) -> Response:
+    async def read(self, request: Request, target: Target, user: str | None) -> Response:
         if target.kind == "tags":
             return await self.tags(target)
         if target.kind == "referrers":  # members are read by their fallback tags instead
             raise OciError(404, "NOT_FOUND", "the referrers API is not offered; use the tag schema")
+        if target.kind == "blobs" and request.method == "HEAD" and target.repo.may_write(user):
+            return await self.push_head(request, target)
         by_digest = target.kind == "blobs" or bool(_DIGEST.match(target.ref))
         # clients send one Accept header per media type: pass them all (distribution answers
         # an index the client did not list as "unknown", a different answer than direct)
@@ -172,8 +191,11 @@ class Gateway:
         path_kind = "manifests" if target.kind == "manifests" else "blobs"
         for member in target.repo.members:
             client = self.clients[member.registry]
-            path = f"/v2/{member.repository(target.name)}/{path_kind}/{target.ref}"
             try:
+                ref = await self._admitted(member, target)
+                if ref is None:
+                    continue  # not here (or not promoted here): the next member may have it
+                path = f"/v2/{member.repository(target.name)}/{path_kind}/{ref}"
                 response = await client.forward(
                     request.method, path, headers=headers, follow_redirects=True
                 )
@@ -192,6 +214,62 @@ class Gateway:
                 )
         code = "BLOB_UNKNOWN" if target.kind == "blobs" else "MANIFEST_UNKNOWN"
         raise OciError(404, code, f"{target.virtual}/{target.name}:{target.ref} is not here")
+
+    async def _admitted(self, member: Member, target: Target) -> str | None:
+        """What to ask `member` for: the reference as given, or — in a stage view — the digest
+        the stage admits (a tag is pinned to the digest checked), None if there is none."""
+        stage = target.repo.require_stage
+        if stage is None:
+            return target.ref
+        view = self.view(member, target.name, stage)
+        if target.kind == "blobs":
+            return target.ref if await view.blob(target.ref) else None
+        client = self.clients[member.registry]
+        found = await client.head_manifest(member.repository(target.name), target.ref)
+        if found is None:
+            return None
+        tag = None if _DIGEST.match(target.ref) else target.ref
+        if not await view.manifest(found.digest, tag):
+            log.info(
+                "%s/%s:%s is %s, which was never promoted to %s: not served",
+                target.virtual,
+                target.name,
+                target.ref,
+                found.digest,
+                stage,
+            )
+            return None
+        return found.digest
+
+    async def push_head(self, request: Request, target: Target) -> Response:
+        """`HEAD blobs/<digest>` from a pusher: answered by the deploy target alone."""
+        deploy = target.repo.deploy
+        assert deploy is not None  # may_write() is False without one
+        client = self.clients[deploy.registry]
+        repo = deploy.repository(target.name)
+        path = f"/v2/{repo}/blobs/{target.ref}"
+        headers = {"Accept-Encoding": "identity"}
+        response = await client.forward("HEAD", path, headers=headers, follow_redirects=True)
+        if response.status_code == 200:
+            return _streamed(request, response)
+        await response.aclose()
+        if response.status_code == 404 and target.repo.require_stage is None:
+            # Another member on the deploy target's registry may hold it: mount it into the
+            # deploy target (a registry-side link, no bytes move), so nothing is uploaded again.
+            for member in target.repo.members:
+                if member == deploy or member.registry != deploy.registry:
+                    continue
+                mounted = await client.mount_blob(repo, target.ref, member.repository(target.name))
+                if mounted.mounted:
+                    again = await client.forward("HEAD", path, headers=headers)
+                    if again.status_code == 200:
+                        return _streamed(request, again)
+                    await again.aclose()
+                elif mounted.location:
+                    await client.cancel_upload(mounted.location)
+        raise OciError(
+            404, "BLOB_UNKNOWN", f"{target.virtual}/{target.name}@{target.ref}: upload it"
+        )
 
     async def tags(self, target: Target) -> Response:
         found: list[str] = []
@@ -357,7 +435,7 @@ def create_app(config: VirtualConfig) -> Starlette:
             gateway.allow(target, user, write)
             if write:
                 return await gateway.write(request, target, user)
-            return await gateway.read(request, target)
+            return await gateway.read(request, target, user)
         except OciError as e:
             return e.response()
         except (AirlockError, httpx.HTTPError) as e:

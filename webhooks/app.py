@@ -2,14 +2,20 @@
 
     POST /registry   distribution notification envelopes, `Authorization: Bearer TOKEN`
                      (the header the registry's notification endpoint is configured to send)
-    POST /ci         {"image": "REGISTRY/REPOSITORY:TAG", "id": "…"}, HMAC-SHA256 of the body:
-                     `X-Airlock-Signature-256: sha256=HEX` (GitHub's `X-Hub-Signature-256` too)
+    POST /ci         {"image": "REGISTRY/REPOSITORY:TAG", "timestamp": UNIX_SECONDS, "id": "…"},
+                     HMAC-SHA256 of the body: `X-Airlock-Signature-256: sha256=HEX` (GitHub's
+                     `X-Hub-Signature-256` too); the timestamp at most 5 minutes old
     GET  /healthz
 
-Statuses: 202 events sent (or nothing to send), 400 malformed body, 401 bad credentials, 413 body
-too large, 415 wrong content type, 503 Prefect unreachable, 502 Prefect refused the events. Only
-the last two are 5xx, so a registry retries exactly when retrying can help. Each refusal is one
-log line; no secret, token or signature is ever logged or echoed.
+Statuses: 202 events sent (or nothing to send, duplicates included), 400 malformed body (nested
+deeper than 64, or a CI timestamp missing, stale or ahead), 401 bad credentials, 413 body too
+large, 415 wrong content type, 503 Prefect (or the record of sent events) unreachable, 502 Prefect
+refused the events. Only the last two are 5xx, so a registry retries exactly when retrying can
+help. Each refusal is one log line; no secret, token or signature is ever logged or echoed.
+
+An event id is sent once: the receiver keeps the ids it has sent (webhooks/seen.py, for 7 days)
+and skips them, and records an id only once Prefect has accepted its event, so a delivery that
+failed is sent again when retried.
 
 Events go to Prefect's `POST /api/events` (OSS has no webhook endpoint of its own); the
 deployment `promote-on-push` (prefect.yaml) is triggered by them.
@@ -17,13 +23,19 @@ deployment `promote-on-push` (prefect.yaml) is triggered by them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import logging
+import re
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,13 +46,17 @@ from starlette.routing import Route
 
 from flows.config import Pipeline
 from registry.errors import BadInputError
-from webhooks.events import Push, ci_push, registry_pushes
+from webhooks.events import Push, ci_push, ci_timestamp, registry_pushes
+from webhooks.seen import Seen
 
 log = logging.getLogger("airlock.webhooks")
 
 ENVELOPE = "application/vnd.docker.distribution.events.v1+json"
 MAX_BODY = 1024 * 1024  # distribution sends at most `threshold` events per envelope (default 10)
 SIGNATURE_HEADERS = ("x-airlock-signature-256", "x-hub-signature-256")
+MAX_DEPTH = 64  # nesting of arrays and objects; an envelope needs 4 (json.loads recurses)
+CI_MAX_AGE = 300.0  # seconds a signed CI call stays valid
+CI_SKEW = 60.0  # seconds a CI call may be dated ahead of this clock
 
 
 class _Refused(Exception):
@@ -57,9 +73,16 @@ class Settings:
     prefect_api_url: str
     prefect_headers: dict[str, str]  # Prefect's own API auth (key or basic auth string)
     max_body: int = MAX_BODY
+    state: Path | None = None  # the record of sent event ids; None: in memory (tests only)
+    ci_max_age: float = CI_MAX_AGE
+    ci_skew: float = CI_SKEW
+    max_depth: int = MAX_DEPTH
 
     def __repr__(self) -> str:  # the secrets stay out of tracebacks and logs
-        return f"Settings(prefect_api_url={self.prefect_api_url!r}, max_body={self.max_body})"
+        return (
+            f"Settings(prefect_api_url={self.prefect_api_url!r}, max_body={self.max_body},"
+            f" state={self.state!r})"
+        )
 
 
 def prefect_settings() -> tuple[str, dict[str, str]]:
@@ -101,7 +124,23 @@ def _content_type(request: Request, *allowed: str) -> None:
         raise _Refused(415, f"content type {given or 'none'!r}; expected {' or '.join(allowed)}")
 
 
-def _json(body: bytes) -> Any:
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # escapes included
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _too_deep(body: bytes, max_depth: int) -> bool:
+    """Whether arrays and objects nest deeper than `max_depth` in `body` (brackets in strings
+    not counted): a scan of the bytes before parsing, as json.loads recurses (100,000 `[` is a
+    RecursionError). Stops at the first bracket too deep; C-speed throughout (~0.1 s a MiB)."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depths = itertools.accumulate(map(_STEP.__getitem__, brackets))
+    return any(map(max_depth.__lt__, depths))
+
+
+def _json(body: bytes, max_depth: int) -> Any:
+    if _too_deep(body, max_depth):
+        raise _Refused(400, f"body is nested deeper than {max_depth} arrays or objects")
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
@@ -117,6 +156,28 @@ class Receiver:
             timeout=httpx.Timeout(10.0),
             transport=transport,
         )
+        self.seen = Seen(settings.state or ":memory:")
+
+    async def send(self, pushes: list[Push]) -> list[Push]:
+        """Sends the events of `pushes` not sent before, and returns their pushes. An id is
+        recorded as sent only once Prefect has accepted it: a failed delivery, retried, is sent."""
+        if not pushes:
+            return []
+        unique = list({p.event_id: p for p in pushes}.values())
+        try:
+            already = await asyncio.to_thread(self.seen.seen, [p.event_id for p in unique])
+        except sqlite3.Error as e:  # fail closed: the sender retries on 503
+            raise _Refused(503, f"the record of sent events is unavailable ({e}); retry") from None
+        if duplicates := [p for p in unique if p.event_id in already]:
+            refs = ", ".join(str(p.reference) for p in duplicates)
+            log.info("%s push %s: duplicate, skipped", duplicates[0].source, refs)
+        fresh = [p for p in unique if p.event_id not in already]
+        await self.emit(fresh)
+        try:
+            await asyncio.to_thread(self.seen.record, [p.event_id for p in fresh])
+        except sqlite3.Error as e:  # sent all the same; Prefect's own dedupe covers 30 minutes
+            log.error("events sent but not recorded as sent (%s)", e)
+        return fresh
 
     async def emit(self, pushes: list[Push]) -> None:
         if not pushes:
@@ -135,17 +196,19 @@ class Receiver:
         if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
             raise _Refused(401, "missing or wrong bearer token")
         _content_type(request, ENVELOPE)
-        envelope = _json(await _body(request, self.settings.max_body))
+        body = await _body(request, self.settings.max_body)
+        envelope = _json(body, self.settings.max_depth)
         try:
-            pushes, skipped, notes = registry_pushes(envelope, self.settings.pipeline)
+            pushes, _, notes = registry_pushes(envelope, self.settings.pipeline)
         except BadInputError as e:
             raise _Refused(400, str(e)) from None
         for note in notes:
             log.info("registry push skipped: %s", note)
-        await self.emit(pushes)
-        for push in pushes:
+        sent = await self.send(pushes)
+        for push in sent:
             log.info("registry push %s: event sent", push.reference)
-        return JSONResponse({"images": [str(p.reference) for p in pushes], "skipped": skipped}, 202)
+        skipped = len(envelope["events"]) - len(sent)
+        return JSONResponse({"images": [str(p.reference) for p in sent], "skipped": skipped}, 202)
 
     async def ci(self, request: Request) -> Response:
         secret = self.settings.ci_secret
@@ -158,12 +221,19 @@ class Receiver:
         if not hmac.compare_digest(signature.encode(), expected.encode()):
             raise _Refused(401, "missing or wrong signature")
         # The event id comes from what the signature covers (never from an unsigned header):
-        # a captured call sent again, whatever its headers, is the same event, dropped by Prefect.
+        # a captured call sent again, whatever its headers, is the same event, not sent twice;
+        # and the signed timestamp bounds when it may be sent at all. A stale or future one is
+        # 400 like any refused body: the signature is right (401 would send an operator after
+        # the secret), and the same bytes can never succeed later (so no 5xx, no retry).
+        settings = self.settings
         try:
-            push = ci_push(_json(body), self.settings.pipeline, _sha256(body))
+            fields = _json(body, settings.max_depth)
+            push = ci_push(fields, settings.pipeline, _sha256(body))
+            ci_timestamp(fields, time.time(), settings.ci_max_age, settings.ci_skew)
         except BadInputError as e:
             raise _Refused(400, str(e)) from None
-        await self.emit([push])
+        if not await self.send([push]):
+            return JSONResponse({"images": [], "skipped": 1}, 202)
         log.info("ci push %s: event sent", push.reference)
         return JSONResponse({"images": [str(push.reference)], "skipped": 0}, 202)
 
@@ -197,6 +267,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await receiver.http.aclose()
+        receiver.seen.close()
 
     return Starlette(
         routes=[

@@ -3,10 +3,10 @@
 A registry notification envelope (`application/vnd.docker.distribution.events.v1+json`) holds
 events; a manifest push *with a tag* into the first stage of the pipeline is an image pushed, and
 becomes one `airlock.image.pushed` event whose id is derived from the registry's event id (uuid5):
-the registry delivers at least once, and Prefect drops an event id it has already seen, so a
-redelivery never starts a second pipeline run. Everything else (blob pushes, pulls, pushes by
-digest, airlock's own tags, other repositories) is skipped, never an error: the registry sends
-all of it.
+the registry delivers at least once, and the receiver (webhooks/seen.py) and Prefect drop an event
+id already sent, so a redelivery never starts a second pipeline run. Everything else (blob pushes,
+pulls, pushes by digest, airlock's own tags, other repositories) is skipped, never an error: the
+registry sends all of it.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows.config import Pipeline
+from flows.pushes import EVENT, resource_id
 from flows.records import NOT_A_RELEASE
 from registry import mediatypes as mt
 from registry.errors import BadInputError
 from registry.reference import InvalidReference, Reference, parse
 
-EVENT = "airlock.image.pushed"
 # A fixed namespace: the same registry event id gives the same Prefect event id in any process.
 NAMESPACE = uuid.UUID("6f1c1e0a-6a43-4a53-9d3e-3f2b8f5c7a10")
 
@@ -40,14 +40,18 @@ class Push:
     delivery: str  # the sender's id for this delivery (what makes the event id)
     requester: str  # who pushed (the registry's authenticated actor) or who CI says asked
 
+    @property
+    def event_id(self) -> str:
+        return str(uuid.uuid5(NAMESPACE, f"{self.source}:{self.delivery}"))
+
     def event(self, occurred: dt.datetime | None = None) -> dict[str, Any]:
         ref = self.reference
         return {
-            "id": str(uuid.uuid5(NAMESPACE, f"{self.source}:{self.delivery}")),
+            "id": self.event_id,
             "occurred": (occurred or dt.datetime.now(dt.UTC)).isoformat(),
             "event": EVENT,
             "resource": {
-                "prefect.resource.id": f"airlock.image.{ref.registry}/{ref.repository}",
+                "prefect.resource.id": resource_id(ref),
                 "prefect.resource.name": str(ref),
                 "airlock.reference": str(ref),
                 "airlock.repository": ref.repository,
@@ -115,7 +119,8 @@ def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int,
 
 def ci_push(body: Any, pipeline: Pipeline, delivery: str) -> Push:
     """The image a CI job names in the first stage:
-    {"image": "REGISTRY/REPOSITORY:TAG[@DIGEST]", "requester": "NAME" (default "ci"),
+    {"image": "REGISTRY/REPOSITORY:TAG[@DIGEST]", "timestamp": UNIX_SECONDS (see ci_timestamp),
+     "requester": "NAME" (default "ci"),
      "id": "…" (optional: a build id; a new one makes the same image a new event)}.
 
     Raises BadInputError (400) for a body that names none, or an image outside the first stage."""
@@ -137,3 +142,20 @@ def ci_push(body: Any, pipeline: Pipeline, delivery: str) -> Push:
     if not isinstance(requester, str) or not requester.strip() or len(requester) > 200:
         raise BadInputError("requester must be a non-empty name (at most 200 characters)")
     return Push(ref, "", "ci", delivery, requester.strip())
+
+
+def ci_timestamp(body: dict[str, Any], now: float, max_age: float, skew: float) -> None:
+    """A CI call must say when it was made, in its signed body: "timestamp", whole seconds since
+    the epoch (`date +%s`), at most `max_age` seconds old and `skew` seconds ahead. A captured
+    call replayed later is refused; within the window it is the same event (dropped as sent).
+
+    Raises BadInputError otherwise, a missing timestamp included (fail closed)."""
+    if "timestamp" not in body:
+        raise BadInputError('no timestamp: add "timestamp": UNIX_SECONDS (`date +%s`) to the body')
+    stamp = body["timestamp"]
+    if isinstance(stamp, bool) or not isinstance(stamp, int):
+        raise BadInputError("timestamp must be a whole number of seconds since the epoch")
+    if stamp < now - max_age:
+        raise BadInputError(f"timestamp is older than {max_age:.0f} s: a new call needs a new one")
+    if stamp > now + skew:
+        raise BadInputError(f"timestamp is {stamp - now:.0f} s in the future: check CI's clock")

@@ -16,17 +16,21 @@ import pytest
 from airlock.localregistry import free_port
 from tests.conftest import Reg
 from tests.support import images as im
+from tests.support.hostile import ECHO_TOKEN, echoing_registry, html_site, secret_forms
 
 AIRLOCK = str(Path(sys.executable).parent / "airlock")
 
 
-def airlock(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def airlock(
+    *args: str, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [AIRLOCK, *args],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, **(env or {})},
+        input=stdin,
     )
 
 
@@ -160,14 +164,17 @@ def test_a_web_server_that_is_not_a_registry_exits_3(not_a_registry: str) -> Non
     assert_one_line_error(proc, 3, "does not look like an OCI registry")
 
 
-def test_wrong_credentials_exit_3_without_echoing_them(htpasswd_registry: Reg) -> None:
+def test_wrong_credentials_exit_3_without_echoing_them(
+    htpasswd_registry: Reg, tmp_path: Path
+) -> None:
     htpasswd_registry.pusher.push("dev/app", im.image("creds"), "1.0")
+    (tmp_path / "creds").write_text("alice:hunter2-secret\n")
     proc = airlock(
         "copy",
-        "--src-creds",
-        "alice:hunter2-secret",
-        "--dest-creds",
-        "alice:hunter2-secret",
+        "--src-creds-file",
+        str(tmp_path / "creds"),
+        "--dest-creds-file",
+        str(tmp_path / "creds"),
         f"{htpasswd_registry.host}/dev/app:1.0",
         f"{htpasswd_registry.host}/prod/app",
     )
@@ -181,6 +188,125 @@ def test_wrong_credentials_exit_3_without_echoing_them(htpasswd_registry: Reg) -
         f"{htpasswd_registry.host}/prod/app",
     )
     assert ok.returncode == 0, ok.stderr
+
+
+# ---------------------------------------------------------------- credentials kept off argv
+
+
+def test_credentials_from_a_file_stdin_or_the_environment_authenticate(
+    htpasswd_registry: Reg, tmp_path: Path
+) -> None:
+    """/proc/PID/cmdline is readable by every local user: these forms keep the password off it."""
+    img = im.image("creds-forms")
+    htpasswd_registry.pusher.push("dev/app", img, "1.0")
+    host = htpasswd_registry.host
+    creds = tmp_path / "creds"
+    creds.write_text("alice:wonderland\n")
+    src, ok = f"{host}/dev/app:1.0", "alice:wonderland"
+    runs = {
+        "file": airlock("copy", "--src-creds-file", str(creds), src, f"{host}/a/b"),
+        "stdin": airlock("copy", "--dest-creds-file", "-", src, f"{host}/c/d", stdin=ok + "\r\n"),
+        "env": airlock("copy", src, f"{host}/e/f", env={"AIRLOCK_SRC_CREDS": ok}),
+        "plan": airlock("plan", src, f"{host}/g/h", env={"AIRLOCK_DEST_CREDS": ok}),
+    }
+    for form, proc in runs.items():
+        assert proc.returncode == 0, (form, proc.stderr)
+        assert "warning" not in proc.stderr and "wonderland" not in proc.stderr, proc.stderr
+    for repo in ("a/b", "c/d", "e/f"):
+        assert htpasswd_registry.pusher.digest(repo, "1.0") == img.digest
+    without = airlock("copy", src, f"{host}/x/y")
+    assert_one_line_error(without, 3, "authentication required")
+
+
+def test_credentials_on_the_command_line_still_work_with_a_warning(
+    htpasswd_registry: Reg,
+) -> None:
+    htpasswd_registry.pusher.push("dev/app", im.image("creds-argv"), "1.0")
+    host = htpasswd_registry.host
+    proc = airlock(
+        "copy", "--src-creds", "alice:wonderland", f"{host}/dev/app:1.0", f"{host}/prod/app"
+    )
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, proc.stderr
+    assert warnings[0].startswith("airlock: warning: --src-creds ")
+    assert "other users" in warnings[0]
+    assert "--src-creds-file" in warnings[0] and "AIRLOCK_SRC_CREDS" in warnings[0]
+    assert "wonderland" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "no such file"),
+        ("", "empty"),
+        ("\n", "empty"),
+        ("alice-s3cr3t-pw\n", "USER:PASSWORD"),
+        ("alice:s3cr3t-pw\nbob:other\n", "one line"),
+        (":s3cr3t-pw", "USER:PASSWORD"),
+        (b"alice:\xffs3cr3t-pw", "UTF-8"),
+    ],
+)
+def test_a_bad_credentials_file_exits_2_without_echoing_it(
+    content: str | bytes | None, needle: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "creds"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    proc = airlock("copy", "--src-creds-file", str(path), "localhost:1/a:1", "localhost:1/b")
+    assert_one_line_error(proc, 2, "--src-creds-file", str(path), needle)
+    assert "s3cr3t" not in proc.stderr
+
+
+def test_bad_credentials_from_stdin_or_the_environment_exit_2(tmp_path: Path) -> None:
+    both = airlock(
+        "copy", "--src-creds-file", "-", "--dest-creds-file", "-", "localhost:1/a:1", "x/b"
+    )
+    assert_one_line_error(both, 2, "stdin")
+    empty = airlock("copy", "--src-creds-file", "-", "localhost:1/a:1", "localhost:1/b")
+    assert_one_line_error(empty, 2, "stdin", "empty")
+    env = airlock(
+        "copy", "localhost:1/a:1", "localhost:1/b", env={"AIRLOCK_DEST_CREDS": "s3cr3t-pw"}
+    )
+    assert_one_line_error(env, 2, "AIRLOCK_DEST_CREDS", "USER:PASSWORD")
+    (tmp_path / "c").write_text("alice:s3cr3t-pw")
+    clash = airlock(
+        "copy",
+        "--src-creds",
+        "alice:s3cr3t-pw",
+        "--src-creds-file",
+        str(tmp_path / "c"),
+        "localhost:1/a:1",
+        "localhost:1/b",
+    )
+    assert_one_line_error(clash, 2, "--src-creds-file", "--src-creds")
+    for proc in (both, empty, env, clash):
+        assert "s3cr3t" not in proc.stderr
+
+
+def test_a_registry_echoing_credentials_cannot_make_airlock_print_them(tmp_path: Path) -> None:
+    password = "p@ss w/rd+S3cr3t%"
+    (tmp_path / "creds").write_text(f"alice:{password}\n")
+    for scheme in ("basic", "bearer"):
+        with echoing_registry(scheme) as host:  # type: ignore[arg-type]
+            proc = airlock(
+                "copy",
+                "--src-creds-file",
+                str(tmp_path / "creds"),
+                f"{host}/dev/app:1.0",
+                f"{host}/prod/app",
+            )
+        assert_one_line_error(proc, 3, "unexpected answer 400", "***")
+        for form in secret_forms("alice", password, ECHO_TOKEN):
+            assert form not in proc.stderr, (form, proc.stderr)
+
+
+def test_a_web_site_answering_200_everywhere_is_not_a_registry() -> None:
+    with html_site() as host:
+        proc = airlock("copy", f"{host}/dev/app:1.0", f"{host}/prod/app")
+    assert_one_line_error(proc, 3, "does not look like an OCI registry", host)
 
 
 def test_copy_does_not_import_prefect(registry: Reg, tmp_path: Path) -> None:

@@ -305,3 +305,27 @@ def test_an_image_id_that_cannot_be_checked_offline_is_no_binding() -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "cannot be checked against" in proc.stdout
     assert airlock("gate", "scan", str(CLEAN)).returncode == 0  # no digest asked: nothing to bind
+
+
+def test_attach_and_gate_take_credentials_from_a_file_or_the_environment(
+    htpasswd_registry: Reg, tmp_path: Path
+) -> None:
+    img = im.image("attach-creds")
+    htpasswd_registry.pusher.push("dev/app", img, "1.0")
+    ref = f"{htpasswd_registry.host}/dev/app:1.0"
+    creds = tmp_path / "creds"
+    creds.write_text("alice:wonderland\n")
+    attached = airlock("attach", ref, str(PASSING), "--kind", "pytest", "--creds-file", str(creds))
+    assert attached.returncode == 0, attached.stderr
+    assert [e["digest"] for e in fallback_listing(htpasswd_registry, "dev/app", img.digest)] == [
+        attached.stdout.strip()
+    ]
+    gated = airlock("gate", "tests", ref, "--attached", env={"AIRLOCK_CREDS": "alice:wonderland"})
+    assert gated.returncode == 0, gated.stdout + gated.stderr
+    argv = airlock("gate", "tests", ref, "--attached", "--creds", "alice:wonderland")
+    assert argv.returncode == 0 and "airlock: warning: --creds " in argv.stderr
+    assert "--creds-file" in argv.stderr and "AIRLOCK_CREDS" in argv.stderr
+    for proc in (attached, gated, argv):
+        assert "wonderland" not in proc.stderr + proc.stdout
+    missing = airlock("attach", ref, str(PASSING), "--kind", "pytest", "--creds-file", "nope")
+    assert_one_line_error(missing, 2, "--creds-file nope", "no such file")

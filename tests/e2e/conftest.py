@@ -138,6 +138,8 @@ class PrefectServer:
             "PREFECT_HOME": str(self.home),
             "DO_NOT_TRACK": "1",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # a webhook receiver keeps the event ids it sent here, not in the home folder
+            "AIRLOCK_WEBHOOK_STATE": str(self.home / "webhooks.sqlite"),
         }
         env.update(extra)
         return env

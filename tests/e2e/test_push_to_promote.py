@@ -264,7 +264,8 @@ async def test_a_ci_call_with_a_bad_signature_starts_nothing_and_a_signed_one_st
     setup.reg.pusher.push("dev/ci", img, "2.0")  # a tag push: its own run (image dev/ci)
     await attach_evidence(setup.reg, img, repo="dev/ci")
     ref = f"{setup.host}/dev/ci:2.0"
-    body = json.dumps({"image": ref, "requester": "jenkins"}).encode()
+    body = json.dumps({"image": ref, "requester": "jenkins", "timestamp": int(time.time())})
+    body = body.encode()
 
     forged = _ci(stack, body, "not-the-secret", "delivery-1")
     assert forged.status_code == 401

@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import json
 import logging
+import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -86,18 +88,39 @@ class Receiver:
 
 
 async def _receiver(settings: Settings, counting: Counting) -> AsyncIterator[Receiver]:
+    """One receiver process's life: started (its lifespan), serving, stopped. A second one on
+    the same settings is the receiver restarted."""
     app = create_app(settings, transport=counting)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://receiver") as client,
+    ):
         yield Receiver(client, counting)
     await counting.aclose()
 
 
+def _settings(tmp_path: Path, api: str, **kw: Any) -> Settings:
+    """The receiver's settings, its durable state in this test's own folder."""
+    kw.setdefault("state", tmp_path / "state" / "webhooks.sqlite")
+    return Settings(load(_pipeline(tmp_path)), TOKEN, SECRET, api, {}, **kw)
+
+
 @pytest.fixture
 async def receiver(tmp_path: Path, prefect_server: PrefectServer) -> AsyncIterator[Receiver]:
-    settings = Settings(load(_pipeline(tmp_path)), TOKEN, SECRET, prefect_server.api, {})
-    async for r in _receiver(settings, Counting()):
+    async for r in _receiver(_settings(tmp_path, prefect_server.api), Counting()):
         yield r
+
+
+def ci_body(image: str = f"{HOST}/dev/app:1.0", *, age: float = 0, **fields: Any) -> dict:
+    """A CI call's body, dated `age` seconds ago (negative: in the future) unless `timestamp`
+    is given (None: left out)."""
+    body = {"image": image, "timestamp": int(time.time() - age), **fields}
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def nested(depth: int, opener: bytes = b"[", closer: bytes = b"]", inner: bytes = b"1") -> bytes:
+    return opener * depth + inner + closer * depth
 
 
 def push(
@@ -137,10 +160,10 @@ async def test_a_tagged_push_to_the_first_stage_becomes_one_event_in_prefect(
     assert event["resource"]["airlock.reference"] == f"{HOST}/dev/app:1.0@{DIGEST}"
     assert event["resource"]["airlock.requester"] == "ci-bot"
 
-    # the same delivery again: the same event id (Prefect keeps one)
+    # the same delivery again: recorded as sent, so not sent again
     again = await receiver.registry({"events": [push(id=event_id, actor="ci-bot")]})
-    assert again.status_code == 202
-    assert len({e["id"] for e in receiver.counting.events()}) == 1
+    assert (again.status_code, again.json()) == (202, {"images": [], "skipped": 1})
+    assert len(receiver.counting.sent) == 1
 
     # and the server has it (events are stored in batches: poll for it)
     import time
@@ -211,6 +234,9 @@ async def test_what_is_not_an_image_push_is_skipped_not_refused(
         ({"body": {"events": [push(tag="Bad Tag!")]}}, 400, "events[0]"),
         ({"body": {"events": [push(), "x"]}}, 400, "events[1]"),
         ({"body": b"{" + b" " * (1024 * 1024) + b"}"}, 413, "limit"),
+        ({"body": nested(100_000)}, 400, "nested deeper than 64"),
+        ({"body": nested(100_000, b'{"a":', b"}")}, 400, "nested deeper than 64"),
+        ({"body": {"events": [push()], "x": json.loads(nested(64))}}, 400, "nested deeper"),
     ],
     ids=lambda v: str(v)[:40] if not isinstance(v, int) else str(v),
 )
@@ -241,13 +267,24 @@ async def test_bad_registry_calls_get_a_clear_status_one_log_line_and_no_event(
         ({"body": {"image": f"{HOST}/prod/app:1.0"}}, 400, "not in the pipeline's first stage"),
         ({"body": {"image": "elsewhere:5000/dev/app:1.0"}}, 400, "first stage"),
         ({"body": {"image": f"{HOST}/dev/app:1.0", "requester": ""}}, 400, "requester"),
+        # "ci": the arguments of ci_body, called when the test runs (its timestamps are "now")
+        ({"ci": {"timestamp": None}}, 400, 'add "timestamp"'),
+        ({"ci": {"timestamp": "2025-01-01T00:00:00Z"}}, 400, "whole number of seconds"),
+        ({"ci": {"timestamp": True}}, 400, "whole number of seconds"),
+        ({"ci": {"timestamp": 1767225600.5}}, 400, "whole number of seconds"),
+        ({"ci": {"age": 301}}, 400, "older than 300 s"),
+        ({"ci": {"age": 7 * 86400}}, 400, "older than 300 s"),
+        ({"ci": {"age": -120}}, 400, "in the future"),
+        ({"body": nested(100_000)}, 400, "nested deeper than 64"),
+        ({"body": nested(100_000, b'{"a":', b"}")}, 400, "nested deeper than 64"),
     ],
     ids=lambda v: str(v)[:40] if not isinstance(v, int) else str(v),
 )
 async def test_bad_ci_calls_get_a_clear_status_one_log_line_and_no_event(
     receiver: Receiver, caplog: pytest.LogCaptureFixture, call: dict, status: int, needle: str
 ) -> None:
-    body = call.pop("body", {"image": f"{HOST}/dev/app:1.0"})
+    body = ci_body(**call.pop("ci", {}))
+    body = call.pop("body", body)
     with caplog.at_level(logging.INFO, logger="airlock.webhooks"):
         r = await receiver.ci(body, **call)
     assert r.status_code == status, r.text
@@ -259,7 +296,7 @@ async def test_bad_ci_calls_get_a_clear_status_one_log_line_and_no_event(
 
 
 async def test_a_signed_ci_call_becomes_an_event(receiver: Receiver) -> None:
-    r = await receiver.ci({"image": f"{HOST}/dev/app:2.0", "requester": "jenkins"})
+    r = await receiver.ci(ci_body(f"{HOST}/dev/app:2.0", requester="jenkins"))
     assert r.status_code == 202, r.text
     [event] = receiver.counting.events()
     assert event["resource"]["airlock.reference"] == f"{HOST}/dev/app:2.0"
@@ -271,8 +308,7 @@ async def test_prefect_unreachable_is_503_with_retry_after(tmp_path: Path) -> No
     from airlock.localregistry import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
-    settings = Settings(load(_pipeline(tmp_path)), TOKEN, SECRET, dead, {})
-    async for receiver in _receiver(settings, Counting()):
+    async for receiver in _receiver(_settings(tmp_path, dead), Counting()):
         r = await receiver.registry({"events": [push()]})
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"] == "5"
@@ -282,7 +318,9 @@ async def test_prefect_unreachable_is_503_with_retry_after(tmp_path: Path) -> No
 
 
 async def test_an_endpoint_without_its_secret_is_closed(tmp_path: Path) -> None:
-    settings = Settings(load(_pipeline(tmp_path)), None, None, "http://127.0.0.1:9/api", {})
+    settings = Settings(
+        load(_pipeline(tmp_path)), None, None, "http://127.0.0.1:9/api", {}, state=None
+    )
     async for receiver in _receiver(settings, Counting()):
         assert (await receiver.registry({"events": [push()]}, token="")).status_code == 401
         assert (await receiver.ci({"image": f"{HOST}/dev/app:1.0"}, secret="")).status_code == 401
@@ -298,25 +336,134 @@ def test_settings_never_show_their_secrets(tmp_path: Path) -> None:
 
 
 async def test_a_replayed_ci_call_is_the_same_event_whatever_its_headers(
-    receiver: Receiver,
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The event id comes from the signed body: resending a captured call with another delivery
-    header cannot start another run; a new build id (signed) is a new event."""
-    body = json.dumps({"image": f"{HOST}/dev/app:3.0", "id": "build-41"}).encode()
+    header is the same event, not sent again; a new build id (signed) is a new event."""
+    body = json.dumps(ci_body(f"{HOST}/dev/app:3.0", id="build-41")).encode()
     mac = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    for delivery in ("first", "replayed-with-a-new-header"):
-        r = await receiver.client.post(
-            "/ci",
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                "X-Hub-Signature-256": f"sha256={mac}",
-                "X-GitHub-Delivery": delivery,
-            },
-        )
-        assert r.status_code == 202, r.text
-    first, replayed = receiver.counting.events()
-    assert first["id"] == replayed["id"]
-    r = await receiver.ci({"image": f"{HOST}/dev/app:3.0", "id": "build-42"})
+    answers = []
+    with caplog.at_level(logging.INFO, logger="airlock.webhooks"):
+        for delivery in ("first", "replayed-with-a-new-header"):
+            r = await receiver.client.post(
+                "/ci",
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Hub-Signature-256": f"sha256={mac}",
+                    "X-GitHub-Delivery": delivery,
+                },
+            )
+            answers.append((r.status_code, r.json()))
+    assert answers == [
+        (202, {"images": [f"{HOST}/dev/app:3.0"], "skipped": 0}),
+        (202, {"images": [], "skipped": 1}),
+    ]
+    [first] = receiver.counting.events()
+    assert _lines(caplog, "duplicate") == [f"ci push {HOST}/dev/app:3.0: duplicate, skipped"]
+    r = await receiver.ci(ci_body(f"{HOST}/dev/app:3.0", id="build-42"))
     assert r.status_code == 202
     assert receiver.counting.events()[-1]["id"] != first["id"]
+
+
+def _lines(caplog: pytest.LogCaptureFixture, needle: str) -> list[str]:
+    return [
+        rec.getMessage()
+        for rec in caplog.records
+        if rec.name == "airlock.webhooks" and needle in rec.getMessage()
+    ]
+
+
+async def test_a_signed_ci_call_replayed_to_a_restarted_receiver_sends_nothing(
+    tmp_path: Path, prefect_server: PrefectServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Prefect forgets event ids after ~30 minutes (and on a restart); the receiver's own record
+    does not: a captured call replayed to the receiver after its restart never leaves it."""
+    settings = _settings(tmp_path, prefect_server.api)
+    body = json.dumps(ci_body(f"{HOST}/dev/app:4.0", requester="jenkins")).encode()
+    async for receiver in _receiver(settings, Counting()):
+        assert (await receiver.ci(body)).status_code == 202
+        assert len(receiver.counting.events()) == 1
+    async for restarted in _receiver(settings, Counting()):
+        with caplog.at_level(logging.INFO, logger="airlock.webhooks"):
+            r = await restarted.ci(body)
+        assert (r.status_code, r.json()) == (202, {"images": [], "skipped": 1})
+        assert restarted.counting.sent == []
+        assert len(_lines(caplog, "duplicate, skipped")) == 1
+
+
+async def test_a_registry_redelivery_to_a_restarted_receiver_sends_nothing(
+    tmp_path: Path, prefect_server: PrefectServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(tmp_path, prefect_server.api)
+    old, new = f"evt-{uuid.uuid4()}", f"evt-{uuid.uuid4()}"
+    async for receiver in _receiver(settings, Counting()):
+        assert (await receiver.registry({"events": [push(id=old)]})).status_code == 202
+        [sent] = receiver.counting.events()
+    async for restarted in _receiver(settings, Counting()):
+        with caplog.at_level(logging.INFO, logger="airlock.webhooks"):
+            r = await restarted.registry({"events": [push(id=old)]})
+        assert (r.status_code, r.json()) == (202, {"images": [], "skipped": 1})
+        assert restarted.counting.sent == []
+        assert len(_lines(caplog, "duplicate, skipped")) == 1
+        # a delivery mixing the old event and a new one sends the new one only
+        r = await restarted.registry({"events": [push(id=old), push(id=new, tag="1.1")]})
+        assert r.status_code == 202 and r.json()["skipped"] == 1, r.text
+        [event] = restarted.counting.events()
+        assert event["id"] == str(uuid.uuid5(NAMESPACE, f"registry:{new}")) != sent["id"]
+
+
+async def test_a_failed_emit_is_not_recorded_so_the_retry_is_sent(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    from airlock.localregistry import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    state = tmp_path / "webhooks.sqlite"
+    delivery = {"events": [push(id=f"evt-{uuid.uuid4()}")]}
+    body = json.dumps(ci_body(f"{HOST}/dev/app:5.0")).encode()
+    async for down in _receiver(_settings(tmp_path, dead, state=state), Counting()):
+        assert (await down.registry(delivery)).status_code == 503
+        assert (await down.ci(body)).status_code == 503
+        assert len(down.counting.sent) == 2  # both were tried
+    async for up in _receiver(_settings(tmp_path, prefect_server.api, state=state), Counting()):
+        assert (await up.registry(delivery)).status_code == 202
+        assert (await up.ci(body)).status_code == 202
+        assert len(up.counting.events()) == 2  # the retries were sent
+
+
+async def test_nesting_up_to_the_cap_and_brackets_inside_strings_are_accepted(
+    receiver: Receiver,
+) -> None:
+    deep = json.loads(nested(63, b'{"a":', b"}"))  # 63 here + the envelope itself = 64
+    r = await receiver.registry({"events": [push(id=f"evt-{uuid.uuid4()}")], "x": deep})
+    assert r.status_code == 202, r.text
+    # in a string (escaped quotes and backslashes too), brackets are text, not nesting
+    requester = '\\"[{' * 50  # 200 characters, 100 brackets
+    r = await receiver.ci(ci_body(f"{HOST}/dev/app:6.0", requester=requester))
+    assert r.status_code == 202, r.text
+
+
+def test_the_record_of_sent_events_expires_is_capped_and_shared_between_processes(
+    tmp_path: Path,
+) -> None:
+    from webhooks.seen import Seen
+
+    now = [1_000_000.0]
+    path = tmp_path / "a" / "b" / "webhooks.sqlite"  # parent folders are made
+    one = Seen(path, keep=100, cap=3, clock=lambda: now[0])
+    other = Seen(path, keep=100, cap=3, clock=lambda: now[0])  # another receiver process
+    try:
+        one.record(["e1"])
+        assert other.seen(["e1", "e2"]) == {"e1"}
+        now[0] += 101  # past the expiry: a redelivery this late is sent again
+        assert one.seen(["e1"]) == set()
+        other.record(["e2", "e3", "e4", "e5"])  # beyond the cap: the oldest go
+        assert one.seen(["e1", "e2", "e3", "e4", "e5"]) == {"e3", "e4", "e5"}
+    finally:
+        one.close()
+        other.close()
+    with sqlite3.connect(path) as db:  # read independently of the store
+        assert db.execute("pragma journal_mode").fetchone() == ("wal",)
+        assert db.execute("select count(*) from seen").fetchone() == (3,)
+    db.close()

@@ -61,10 +61,12 @@ def prefect_api() -> Iterator[str]:
 
 
 @pytest.fixture
-def setup(registry: Reg, tmp_path: Path) -> Setup:
-    """The default pipeline (dev → qa → staging → prod) on a fresh registry."""
+def setup(registry: Reg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
+    """The default pipeline (dev → qa → staging → prod) on a fresh registry; the flows run in
+    this process read it, as they read the one `airlock promote --pipeline` names."""
     s = Setup(registry, tmp_path / "pipeline.yaml")
     s.write()
+    monkeypatch.setenv("AIRLOCK_PIPELINE", s.file)
     return s
 
 
@@ -72,6 +74,6 @@ def setup(registry: Reg, tmp_path: Path) -> Setup:
 def fast_approval_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     """A paused promotion notices a resume within 0.2 s instead of 2 s (speed only: the tests
     wait for states, never for time)."""
-    import flows.promote
+    import flows.approvals
 
-    monkeypatch.setattr(flows.promote, "APPROVAL_POLL_SECONDS", 0.2)
+    monkeypatch.setattr(flows.approvals, "APPROVAL_POLL_SECONDS", 0.2)

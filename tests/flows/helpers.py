@@ -7,11 +7,15 @@ before Prefect is first imported, and test_config.py needs no Prefect at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +27,7 @@ import yaml
 from flows.records import PromotionRecord, history, records_for
 from registry import mediatypes as mt
 from registry.manifest import Descriptor
-from registry.referrers import artifact, push_referrer
+from registry.referrers import artifact, list_referrers, push_referrer
 from tests.conftest import Reg
 from tests.support import images as im
 
@@ -135,6 +139,12 @@ class Setup:
     async def history(self, stage: str, name: str = "app") -> list[PromotionRecord]:
         async with self.reg.client() as client:
             return await history(client, f"{stage}/{name}")
+
+    async def referrers(self, stage: str, digest: str, name: str = "app") -> list[Descriptor]:
+        """What the stage's repository lists as referrers of `digest`, records excluded."""
+        async with self.reg.client() as client:
+            listing = await list_referrers(client, f"{stage}/{name}", digest)
+        return [d for d in listing.descriptors if d.artifact_type != mt.PROMOTION_RECORD]
 
 
 # ---------------------------------------------------------------------------- evidence
@@ -265,12 +275,21 @@ class Approver:
     async def run(self) -> None:
         from prefect.flow_runs import resume_flow_run
 
+        from flows.approvals import read_request
+
         seen: set[UUID] = set()
         for decision, approver, comment in self.decisions:
             run = await wait_for_approval_request(self.match, since=self.since, seen=seen)
+            request = await read_request(run.id)  # what a person sees, as `airlock approve` does
+            assert request is not None, f"flow run {run.id} waits without saying for what"
             await resume_flow_run(
                 run.id,
-                run_input={"decision": decision, "approver": approver, "comment": comment},
+                run_input={
+                    "decision": decision,
+                    "approver": approver,
+                    "digest": request["digest"],
+                    "comment": comment,
+                },
             )
             self.given.append((run.id, decision, approver))
 
@@ -301,3 +320,64 @@ async def flow_run_states(flow_run_id: UUID) -> list[str]:
 
     async with get_client() as client:
         return [s.type.value for s in await client.read_flow_run_states(flow_run_id)]
+
+
+# ---------------------------------------------------------------------------- served deployments
+
+
+@contextlib.contextmanager
+def serving(prefect_api: str, pipeline: Path, code: str) -> Iterator[None]:
+    """A process of its own running `code` (which serves deployments) against the test server,
+    reading `pipeline` as `airlock serve --pipeline` binds its runs; stopped by PID."""
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "AIRLOCK_PIPELINE": str(pipeline),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def deployment_ready(name: str, timeout: float = 120) -> None:
+    """Wait until a served deployment is registered (the process registers it at start)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while time.monotonic() < deadline:
+            try:
+                await client.read_deployment_by_name(name)
+                return
+            except ObjectNotFound:
+                await asyncio.sleep(0.3)
+    raise AssertionError(f"the served deployment {name} never appeared")
+
+
+async def run_state(run_id: UUID) -> Any:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return (await client.read_flow_run(run_id)).state
+
+
+async def wait_for_state(run_id: UUID, accept: Callable[[Any], bool], timeout: float = 120) -> Any:
+    """Poll the run's state until `accept(state)` (a state change, not a sleep to hide a race)."""
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        state = await run_state(run_id)
+        if state is not None and accept(state):
+            return state
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"flow run {run_id} never reached the expected state (last: {state})")

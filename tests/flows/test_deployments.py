@@ -43,7 +43,7 @@ async def test_served_deployments_are_bound_to_the_pipeline_given(tmp_path: Path
     )
     made = {d.name: d for d in await runner_deployments(pipeline, schedules=False)}
     assert set(made) == NAMES
-    assert all(d.parameters["pipeline_file"] == str(pipeline) for d in made.values())
+    assert all("pipeline_file" not in d.parameters for d in made.values())  # no run chooses it
     [trigger] = made["promote-on-push"].triggers
     assert trigger.match.model_dump()["airlock.repository"] == "ci/*/out"
     assert not made["drift-watch"].schedules
@@ -55,12 +55,28 @@ async def test_served_deployments_are_bound_to_the_pipeline_given(tmp_path: Path
 
 
 def test_prefect_deploy_all_accepts_the_file(prefect_api: str) -> None:
-    """The real `prefect deploy --all`, against the test server, with the work pool it names."""
-    pool = httpx.post(
-        f"{prefect_api}/work_pools/", json={"name": "airlock", "type": "process"}, timeout=30
-    )
-    assert pool.status_code in (201, 409), pool.text
+    """The real `prefect deploy --all`, against the test server, with the work pool it names
+    created as the README says (work-pool.json: no run may override a job variable)."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    template = str(ROOT / "work-pool.json")
+    create = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "work-pool",
+        "create",
+        "airlock",
+        "--type",
+        "process",
+    ]
+    pool = subprocess.run(
+        [*create, "--base-job-template", template],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pool.returncode == 0, pool.stdout + pool.stderr
     proc = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=ROOT,
@@ -84,3 +100,24 @@ def test_prefect_deploy_all_accepts_the_file(prefect_api: str) -> None:
         if any(act.get("deployment_id") == on_push["id"] for act in a["actions"])
     ]
     assert [a["trigger"]["expect"] for a in owned] == [["airlock.image.pushed"]]
+
+    # A run may not change what its deployment runs with: the pool's template has no variables,
+    # so a job variable (the pipeline's path, a working directory, a command) is refused.
+    promote_id = next(d["id"] for d in found if d["name"] == "promote")
+    run = {"parameters": {"image": "r.example/dev/app:1.0", "to_stage": "qa"}}
+    for override in (
+        {"env": {"AIRLOCK_PIPELINE": "/tmp/gateless.yaml"}},
+        {"working_dir": "/tmp"},
+        {"command": "sh -c 'echo owned'"},
+    ):
+        refused = httpx.post(
+            f"{prefect_api}/deployments/{promote_id}/create_flow_run",
+            json={**run, "job_variables": override},
+            timeout=30,
+        )
+        assert refused.status_code == 422, (override, refused.status_code, refused.text)
+    plain = httpx.post(
+        f"{prefect_api}/deployments/{promote_id}/create_flow_run", json=run, timeout=30
+    )
+    assert plain.status_code == 201, plain.text  # (never picked up: no worker here)
+    assert httpx.delete(f"{prefect_api}/flow_runs/{plain.json()['id']}", timeout=30).is_success

@@ -100,7 +100,7 @@ class Two:
 
 
 @pytest.fixture
-def two(tmp_path: Path, docker_config: Path) -> Iterator[Two]:
+def two(tmp_path: Path, docker_config: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Two]:
     a, b = start_registry(tmp_path / "a"), start_registry(tmp_path / "b")
     with FaultProxy(a.host) as pa, FaultProxy(b.host) as pb:
         doc = {
@@ -118,6 +118,7 @@ def two(tmp_path: Path, docker_config: Path) -> Iterator[Two]:
         }
         path = tmp_path / "pipeline.yaml"
         path.write_text(yaml.safe_dump(doc))
+        monkeypatch.setenv("AIRLOCK_PIPELINE", str(path))
         two = Two(_reg(a), _reg(b), pa, pb, str(path))
         yield two
         two.a.pusher.close()
@@ -131,7 +132,6 @@ async def _promote(two: Two, to: str) -> tuple[Any, str]:
     state = await promote(
         image=two.ref("dev" if to == "qa" else "qa"),
         to_stage=to,
-        pipeline_file=two.file,
         return_state=True,
     )
     return state, str(state.state_details.flow_run_id)

@@ -111,7 +111,7 @@ async def test_approve_resumes_a_waiting_promotion(setup: Setup, cli_env: dict[s
     img = await push_with_evidence(setup, "cli-approve")
     for stage in ("qa", "staging"):
         previous = "dev" if stage == "qa" else "qa"
-        await promote(image=setup.ref(previous), to_stage=stage, pipeline_file=setup.file)
+        await promote(image=setup.ref(previous), to_stage=stage)
     approved: list[tuple[str, subprocess.CompletedProcess[str]]] = []
     started = dt.datetime.now(dt.UTC)
 
@@ -123,9 +123,7 @@ async def test_approve_resumes_a_waiting_promotion(setup: Setup, cli_env: dict[s
         approved.append((str(run.id), await run_cli(*args, env=cli_env)))
 
     done = await alongside(
-        promote(
-            image=setup.ref("staging"), to_stage="prod", pipeline_file=setup.file, requester="ci"
-        ),
+        promote(image=setup.ref("staging"), to_stage="prod", requester="ci"),
         approve_from_the_cli(),
     )
 
@@ -134,13 +132,16 @@ async def test_approve_resumes_a_waiting_promotion(setup: Setup, cli_env: dict[s
     [record] = await setup.history("prod")
     [approval] = record.approvals
     assert (approval.approver, approval.comment) == ("alice", "from the CLI")
+    assert approval.digest == img.digest  # the CLI bound the decision to what the run asked
     [(run_id, proc)] = approved
     # the run is no longer waiting: approving it again is bad input
     again = await run_cli("approve", run_id, "--by", "bob", env=cli_env)
     assert_one_line_error(again, 2, "not waiting for an approval")
     # and the command said so, and succeeded
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"approve given for {run_id} by alice\n"
+    assert proc.stdout == (
+        f"approve given for {run_id} by alice: app {img.digest} into prod (requested by ci)\n"
+    )
     assert proc.stderr == ""
 
 
@@ -153,9 +154,9 @@ async def test_approve_bad_input(cli_env: dict[str, str]) -> None:
 
 async def test_rollback_from_the_cli(setup: Setup, cli_env: dict[str, str]) -> None:
     first = await push_with_evidence(setup, "cli-rb-1")
-    await promote(image=setup.ref("dev"), to_stage="qa", pipeline_file=setup.file)
+    await promote(image=setup.ref("dev"), to_stage="qa")
     second = await push_with_evidence(setup, "cli-rb-2")
-    await promote(image=setup.ref("dev"), to_stage="qa", pipeline_file=setup.file)
+    await promote(image=setup.ref("dev"), to_stage="qa")
     assert setup.digest("qa") == second.digest
     bad = await run_cli(
         "rollback", "qa", "--image", "app", "--to", "sha256:nope", "--pipeline", setup.file,

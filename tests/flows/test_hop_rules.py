@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api", "fast_ap
 
 async def hop(setup: Setup, image: str, to_stage: str, **kw: Any) -> dict[str, Any]:
     kw.setdefault("requester", "ci")
-    return await promote(image=image, to_stage=to_stage, pipeline_file=setup.file, **kw)
+    return await promote(image=image, to_stage=to_stage, **kw)
 
 
 async def test_present_in_the_previous_stage_is_not_passed(setup: Setup) -> None:
@@ -69,7 +69,6 @@ async def test_the_board_keeps_every_image_of_a_concurrent_pipeline(setup: Setup
     await pipeline(
         [setup.ref("dev", "1.0", name=n) for n in names],
         until="qa",
-        pipeline_file=setup.file,
         requester="ci",
     )
     board = json.loads((await Artifact.aget(fp.BOARD_KEY)).data)
@@ -99,7 +98,7 @@ async def test_rolling_to_the_digest_already_there_is_refused(setup: Setup) -> N
     img = await push_with_evidence(setup, "already", "1.0")
     await hop(setup, setup.ref("dev", "1.0"), "qa")
     with pytest.raises(PromotionRefused, match="already points at"):
-        await rollback(stage="qa", image="app", to=img.digest, pipeline_file=setup.file)
+        await rollback(stage="qa", image="app", to=img.digest)
     assert [r.kind for r in await setup.history("qa")] == ["promotion"]
 
 
@@ -108,7 +107,6 @@ async def test_a_stage_with_approvals_needs_a_requester(setup: Setup) -> None:
         await promote(
             image=setup.ref("staging", "1.0"),
             to_stage="prod",
-            pipeline_file=setup.file,
             requester=None,
         )
 

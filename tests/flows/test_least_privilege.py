@@ -61,11 +61,8 @@ async def test_each_side_asks_only_for_what_it_needs(
     img = im.image("least-privilege")
     token_registry.pusher.push("dev/app", img, "1.0")
 
-    done = await promote(
-        image=f"{token_registry.host}/dev/app:1.0",
-        to_stage="prod",
-        pipeline_file=_pipeline(tmp_path, token_registry),
-    )
+    monkeypatch.setenv("AIRLOCK_PIPELINE", _pipeline(tmp_path, token_registry))
+    done = await promote(image=f"{token_registry.host}/dev/app:1.0", to_stage="prod")
 
     assert done["digest"] == img.digest
     assert token_registry.pusher.digest("prod/app", "1.0") == img.digest
@@ -95,12 +92,9 @@ async def test_promoting_to_prod_with_devs_credentials_is_denied_and_changes_not
     img = im.image("denied-flow")
     token_registry.pusher.push("dev/app", img, "1.0")
 
+    monkeypatch.setenv("AIRLOCK_PIPELINE", _pipeline(tmp_path, token_registry))
     with pytest.raises(AuthError) as caught:
-        await promote(
-            image=f"{token_registry.host}/dev/app:1.0",
-            to_stage="prod",
-            pipeline_file=_pipeline(tmp_path, token_registry),
-        )
+        await promote(image=f"{token_registry.host}/dev/app:1.0", to_stage="prod")
 
     message = str(caught.value)
     assert "denied" in message and "prod/app" in message, message

@@ -42,7 +42,7 @@ REQUESTER = "ci"
 
 async def hop(setup: Setup, image: str, to_stage: str, **kw: Any) -> dict[str, Any]:
     kw.setdefault("requester", REQUESTER)
-    return await promote(image=image, to_stage=to_stage, pipeline_file=setup.file, **kw)
+    return await promote(image=image, to_stage=to_stage, **kw)
 
 
 async def refused(setup: Setup, image: str, to_stage: str, **kw: Any) -> str:
@@ -81,7 +81,7 @@ async def test_a_clean_pipeline_run_promotes_the_same_digest_into_every_stage(
     )
 
     outcomes = await alongside(
-        pipeline(images=[setup.ref("dev")], pipeline_file=setup.file, requester=REQUESTER),
+        pipeline(images=[setup.ref("dev")], requester=REQUESTER),
         approver.run(),
     )
 
@@ -102,9 +102,7 @@ async def test_a_clean_pipeline_run_promotes_the_same_digest_into_every_stage(
 
 async def test_pipeline_until_stops_there(setup: Setup) -> None:
     img = await push_with_evidence(setup, "until")
-    outcomes = await pipeline(
-        images=[setup.ref("dev")], until="qa", pipeline_file=setup.file, requester=REQUESTER
-    )
+    outcomes = await pipeline(images=[setup.ref("dev")], until="qa", requester=REQUESTER)
     assert [o["reached"] for o in outcomes] == ["qa"]
     assert setup.digest("qa") == img.digest
     assert setup.tags("staging") == [] and setup.tags("prod") == []
@@ -212,7 +210,6 @@ async def test_a_refused_gate_asks_nobody_for_approval(setup: Setup) -> None:
     state = await promote(
         image=setup.ref("dev"),
         to_stage="qa",
-        pipeline_file=setup.file,
         requester=REQUESTER,
         return_state=True,
     )
@@ -224,9 +221,7 @@ async def test_a_refused_gate_asks_nobody_for_approval(setup: Setup) -> None:
 async def test_the_pipeline_run_fails_naming_stage_gate_and_reason(setup: Setup) -> None:
     img = setup.push("pipeline-refused")
     await attach_evidence(setup.reg, img, scan=CRITICAL_SCAN)
-    state = await pipeline(
-        images=[setup.ref("dev")], pipeline_file=setup.file, requester=REQUESTER, return_state=True
-    )
+    state = await pipeline(images=[setup.ref("dev")], requester=REQUESTER, return_state=True)
     assert state.is_failed()
     message = state.message or ""
     assert setup.ref("dev") in message and "qa: scan gate refused" in message, message
@@ -243,7 +238,6 @@ async def test_pipeline_stops_each_image_at_its_own_refusal(setup: Setup) -> Non
         await pipeline(
             images=[setup.ref("dev", "1.0"), setup.ref("dev", "2.0")],
             until="staging",
-            pipeline_file=setup.file,
             requester=REQUESTER,
         )
     assert "2.0: qa: tests gate refused" in str(info.value)
@@ -576,7 +570,7 @@ async def test_a_malformed_reference_fails_before_any_registry_write(
     with pytest.raises(BadInputError):
         await hop(setup, ref, "qa")
     with pytest.raises(BadInputError):
-        await pipeline(images=[ref], pipeline_file=setup.file, requester=REQUESTER)
+        await pipeline(images=[ref], requester=REQUESTER)
     assert no_registry_writes == []
     assert setup.catalog() == catalog
 
@@ -593,7 +587,7 @@ async def test_bad_flow_parameters_are_bad_input(
     with pytest.raises(BadInputError, match="first stage"):
         await hop(setup, setup.ref("dev"), "dev")
     with pytest.raises(BadInputError, match="unknown stage 'uat'"):
-        await pipeline(images=[setup.ref("dev")], until="uat", pipeline_file=setup.file)
+        await pipeline(images=[setup.ref("dev")], until="uat")
     assert no_registry_writes == []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 from typing import Any
 from uuid import UUID
@@ -22,9 +23,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api", "fast_ap
 
 
 async def hop(setup: Setup, image: str, to_stage: str, requester: str = "ci") -> dict[str, Any]:
-    return await promote(
-        image=image, to_stage=to_stage, pipeline_file=setup.file, requester=requester
-    )
+    return await promote(image=image, to_stage=to_stage, requester=requester)
 
 
 def now() -> dt.datetime:
@@ -58,6 +57,11 @@ async def test_the_record_is_read_back_with_every_field(setup: Setup) -> None:
     assert record.digest == img.digest
     assert record.source == f"{setup.ref('dev')}@{img.digest}"
     assert record.target == f"{setup.ref('qa')}@{img.digest}"
+    # the policy it was judged under: the file's own bytes, and qa's section of it
+    assert record.policy is not None
+    assert record.policy.sha256 == hashlib.sha256(setup.path.read_bytes()).hexdigest()
+    assert record.policy.file == str(setup.path.resolve())
+    assert [g["kind"] for g in record.policy.stage["gates"]] == ["tests", "scan"]
     assert record.tags == ["1.0"]
     assert record.requester == "ci-bot"
     assert record.approvals == []
@@ -112,7 +116,10 @@ async def test_the_record_as_stored_in_the_registry(setup: Setup) -> None:
     assert [e["digest"] for e in history] == [record_digest]
 
 
-async def test_records_travel_with_the_image_and_prod_holds_the_chain(setup: Setup) -> None:
+async def test_each_stage_holds_its_own_record_and_records_never_travel(setup: Setup) -> None:
+    """A record is the decision of the stage that wrote it: a promotion copies the image's
+    evidence, never the records of the stage it leaves (a record forged next to an image in a
+    lower stage must not arrive in a higher one looking like that stage's decision)."""
     img = setup.push("chain")
     await attach_evidence(setup.reg, img)
     await hop(setup, setup.ref("dev"), "qa")
@@ -120,10 +127,14 @@ async def test_records_travel_with_the_image_and_prod_holds_the_chain(setup: Set
     approver = Approver(promote_runs(setup.ref("staging"), "prod"), [("approve", "alice", "go")])
     await alongside(hop(setup, setup.ref("staging"), "prod", requester="rel-eng"), approver.run())
 
-    chain = await setup.records("prod", img.digest)
-    assert [r.stage for r in chain] == ["qa", "staging", "prod"]
+    chain = [r for s in ("qa", "staging", "prod") for r in await setup.records(s, img.digest)]
+    assert [r.stage for r in chain] == ["qa", "staging", "prod"]  # one per stage, in its own
     assert all(r.digest == img.digest for r in chain)
     qa, staging, prod = chain
+    # the evidence travelled: prod's repository still has the reports attached in dev
+    assert len(await setup.referrers("prod", img.digest)) == 2
+    assert [r.policy.stage["name"] for r in chain if r.policy] == ["qa", "staging", "prod"]
+    assert len({r.policy.sha256 for r in chain if r.policy}) == 1
     assert qa.finished_at <= staging.started_at and staging.finished_at <= prod.started_at
     assert [g.gate for g in staging.gates] == ["soak"] and staging.gates[0].passed
     assert staging.gates[0].evidence[0].created == qa.finished_at  # soaked since the qa record

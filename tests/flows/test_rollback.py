@@ -18,14 +18,14 @@ async def release(setup: Setup, seed: str) -> im.Image:
     """A new build under dev/app:1.0 with passing evidence, promoted into qa:1.0 (qa is not
     immutable, so its tag moves)."""
     img = await push_with_evidence(setup, seed)
-    await promote(image=setup.ref("dev"), to_stage="qa", pipeline_file=setup.file, requester="ci")
+    await promote(image=setup.ref("dev"), to_stage="qa", requester="ci")
     assert setup.digest("qa") == img.digest
     return img
 
 
 async def roll(setup: Setup, **kw: Any) -> dict[str, Any]:
     kw.setdefault("requester", "oncall")
-    return await rollback(stage="qa", image="app", pipeline_file=setup.file, **kw)
+    return await rollback(stage="qa", image="app", **kw)
 
 
 async def test_rollback_returns_the_tag_to_the_previous_digest(setup: Setup) -> None:
@@ -100,6 +100,6 @@ async def test_rollback_without_an_image_name_is_bad_input(setup: Setup) -> None
     """The pipeline's repositories are per image (`qa/{name}`): no name, no repository."""
     await release(setup, "unnamed")
     with pytest.raises(BadInputError):
-        await rollback(stage="qa", pipeline_file=setup.file)
+        await rollback(stage="qa")
     with pytest.raises(BadInputError, match="unknown stage"):
-        await rollback(stage="uat", image="app", pipeline_file=setup.file)
+        await rollback(stage="uat", image="app")

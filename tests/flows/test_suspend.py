@@ -6,12 +6,7 @@ this is the path a deployment takes."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
@@ -22,8 +17,11 @@ from tests.flows.helpers import (
     CRITICAL_SCAN,
     Setup,
     attach_evidence,
+    deployment_ready,
     push_with_evidence,
+    serving,
     wait_for_approval_request,
+    wait_for_state,
 )
 from tests.flows.test_flow_cli import run_cli
 
@@ -33,52 +31,11 @@ DEPLOYMENT = "airlock-promote/suspend-test"
 
 
 @pytest.fixture
-def served(prefect_api: str) -> Iterator[None]:
-    """The promote flow served as a deployment by a separate process (stopped by PID)."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+def served(prefect_api: str, setup: Setup) -> Iterator[None]:
+    """The promote flow served as a deployment by a separate process."""
     code = "from flows.promote import promote; promote.serve(name='suspend-test')"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    yield
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-async def _state(run_id: UUID) -> Any:
-    from prefect.client.orchestration import get_client
-
-    async with get_client() as client:
-        return (await client.read_flow_run(run_id)).state
-
-
-async def _wait_for(run_id: UUID, accept: Any, timeout: float = 120) -> Any:
-    """Poll the run's state until `accept(state)` (a state change, not a sleep to hide a race)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = await _state(run_id)
-        if state is not None and accept(state):
-            return state
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"flow run {run_id} never reached the expected state (last: {state})")
-
-
-async def _deployment_ready(timeout: float = 120) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    deadline = time.monotonic() + timeout
-    async with get_client() as client:
-        while time.monotonic() < deadline:
-            try:
-                await client.read_deployment_by_name(DEPLOYMENT)
-                return
-            except ObjectNotFound:
-                await asyncio.sleep(0.3)
-    raise AssertionError("the served deployment never appeared")
+    with serving(prefect_api, setup.path, code):
+        yield
 
 
 async def _gate_runs(run_id: UUID) -> list[Any]:
@@ -109,18 +66,17 @@ async def test_a_long_approval_suspends_and_resumes_without_judging_gates_again(
         }
     )
     img = await push_with_evidence(setup, "suspended", "1.0")
-    await _deployment_ready()
+    await deployment_ready(DEPLOYMENT)
     run = await run_deployment(
         DEPLOYMENT,
         parameters={
             "image": setup.ref("dev", "1.0"),
             "to_stage": "qa",
-            "pipeline_file": setup.file,
             "requester": "ci",
         },
         timeout=0,
     )
-    suspended = await _wait_for(run.id, lambda s: s.is_paused() and s.name == "Suspended")
+    suspended = await wait_for_state(run.id, lambda s: s.is_paused() and s.name == "Suspended")
     assert suspended.state_details.pause_reschedule  # suspended, not a paused process
     assert setup.digest("qa", "1.0") is None
     first = await _gate_runs(run.id)
@@ -133,7 +89,7 @@ async def test_a_long_approval_suspends_and_resumes_without_judging_gates_again(
         "approve", str(run.id), "--by", "alice", "--comment", "ship it", env=cli_env
     )
     assert approved.returncode == 0, approved.stderr
-    done = await _wait_for(run.id, lambda s: s.is_final())
+    done = await wait_for_state(run.id, lambda s: s.is_final())
     assert done.is_completed(), done
     assert setup.digest("qa", "1.0") == img.digest
     again = await _gate_runs(run.id)

@@ -1,5 +1,5 @@
-"""Approval gate: the decision model and the pure rules (rejects, self-approval, allowed
-approvers, case-insensitive duplicates, N distinct approvals)."""
+"""Approval gate: the decision model and the pure rules (rejects, the digest an approval names,
+look-alike and invisible names, self-approval, allowed approvers, duplicates, N distinct)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,49 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
-from gates.approval import ApprovalInput, ApprovalPolicy, evaluate
+import gates.approval
+from gates.approval import ApprovalInput, ApprovalPolicy, identity, name_problem
+from gates.base import GateResult
+
+DIGEST = "sha256:" + "d" * 64  # the digest the request is for
+OTHER = "sha256:" + "e" * 64
 
 
-def approve(who: str, comment: str = "") -> ApprovalInput:
-    return ApprovalInput(decision="approve", approver=who, comment=comment)
+def approve(who: str, comment: str = "", digest: str = DIGEST) -> ApprovalInput:
+    return ApprovalInput(decision="approve", approver=who, digest=digest, comment=comment)
 
 
-def reject(who: str, comment: str = "") -> ApprovalInput:
-    return ApprovalInput(decision="reject", approver=who, comment=comment)
+def reject(who: str, comment: str = "", digest: str = DIGEST) -> ApprovalInput:
+    return ApprovalInput(decision="reject", approver=who, digest=digest, comment=comment)
+
+
+def evaluate(
+    approvals: list[ApprovalInput],
+    policy: ApprovalPolicy,
+    requester: str | None,
+    now: dt.datetime | None = None,
+) -> GateResult:
+    """The gate on a request for DIGEST."""
+    return gates.approval.evaluate(approvals, policy, requester, DIGEST, now=now)
 
 
 # ---------------------------------------------------------------------------- the model
 
 
-def test_input_model_strips_and_requires_an_approver() -> None:
-    a = ApprovalInput.model_validate({"decision": "approve", "approver": "  alice  "})
+def test_input_model_strips_and_requires_an_approver_and_a_digest() -> None:
+    a = ApprovalInput.model_validate(
+        {"decision": "approve", "approver": "  alice  ", "digest": DIGEST}
+    )
     assert a.approver == "alice"
     assert a.comment == ""
     for bad in (
-        {"decision": "approve", "approver": "   "},
-        {"decision": "approve", "approver": ""},
-        {"decision": "approve"},
-        {"decision": "maybe", "approver": "alice"},
-        {"decision": "approve", "approver": "alice", "role": "admin"},  # extra="forbid"
+        {"decision": "approve", "approver": "   ", "digest": DIGEST},
+        {"decision": "approve", "approver": "", "digest": DIGEST},
+        {"decision": "approve", "digest": DIGEST},
+        {"decision": "approve", "approver": "alice"},  # which digest?
+        {"decision": "approve", "approver": "alice", "digest": "sha256:abc"},
+        {"decision": "maybe", "approver": "alice", "digest": DIGEST},
+        {"decision": "approve", "approver": "alice", "digest": DIGEST, "role": "admin"},
     ):
         with pytest.raises(ValidationError):
             ApprovalInput.model_validate(bad)
@@ -43,11 +62,16 @@ def test_input_model_is_a_plain_subclassable_pydantic_model() -> None:
     class Resume(ApprovalInput):
         pass
 
-    r = Resume(decision="reject", approver="bob", comment="no")
-    assert r.model_dump() == {"decision": "reject", "approver": "bob", "comment": "no"}
+    r = Resume(decision="reject", approver="bob", digest=DIGEST, comment="no")
+    assert r.model_dump() == {
+        "decision": "reject",
+        "approver": "bob",
+        "digest": DIGEST,
+        "comment": "no",
+    }
     schema = ApprovalInput.model_json_schema()
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == {"decision", "approver"}
+    assert set(schema["required"]) == {"decision", "approver", "digest"}
 
 
 def test_policy_validation() -> None:
@@ -78,6 +102,68 @@ def test_one_approval_passes_by_default() -> None:
         {"approver": "alice", "decision": "approve", "note": "counted", "comment": "lgtm"}
     ]
     assert [e.source for e in result.evidence] == ["approval by alice"]
+
+
+# ---------------------------------------------------------------------------- insider attacks
+
+
+def test_an_approval_of_another_digest_does_not_count() -> None:
+    """The tag moved while the request waited: an approval given for what the reviewer saw
+    never counts for another digest."""
+    result = evaluate([approve("alice", digest=OTHER)], ApprovalPolicy(), "ci")
+    assert not result.passed
+    assert result.rows[0]["note"].startswith("not counted: approves sha256:eeeeeeeeeeee")
+    assert "alice approved another digest" in result.summary
+
+
+def test_a_reject_of_another_digest_still_refuses() -> None:
+    result = evaluate([approve("alice"), reject("bob", digest=OTHER)], ApprovalPolicy(), "ci")
+    assert not result.passed and result.summary.startswith("refused: rejected by bob")
+
+
+@pytest.mark.parametrize(
+    "twin",
+    [
+        "alice\u200b",  # zero-width space
+        "\u200dalice",  # zero-width joiner
+        "al\u00adice",  # soft hyphen
+        "alice\u2060",  # word joiner
+        "\ufeffalice",  # byte order mark
+        "alice\u3164",  # Hangul filler (a letter that renders as nothing)
+        "\uff41\uff4c\uff49\uff43\uff45",  # fullwidth
+        "ALICE",
+        "alice\u3000",  # ideographic space
+    ],
+)
+def test_look_alike_names_are_one_person(twin: str) -> None:
+    assert identity(twin) == identity("alice")
+    policy = ApprovalPolicy(required=2)
+    result = evaluate([approve("alice"), approve(twin)], policy, "ci")
+    assert not result.passed, result.rows
+    assert result.summary.startswith("pending: 1 of 2"), result.summary
+
+
+@pytest.mark.parametrize("name", ["alice\u200b", "bob\x00", "car\u202eol", "dave\x1b[31m"])
+def test_names_with_invisible_or_control_characters_never_approve(name: str) -> None:
+    assert name_problem(name) is not None
+    result = evaluate([approve(name)], ApprovalPolicy(), "ci")
+    assert not result.passed
+    assert "invisible or control character" in result.rows[0]["note"]
+    # …but may always reject (a reject only ever stops a promotion)
+    assert evaluate([reject(name)], ApprovalPolicy(), "ci").summary.startswith("refused")
+
+
+def test_the_requester_in_fullwidth_is_still_the_requester() -> None:
+    result = evaluate([approve("\uff43\uff49")], ApprovalPolicy(), requester="ci")
+    assert not result.passed
+    assert "requester may not approve" in result.rows[0]["note"]
+
+
+def test_an_approvers_list_with_an_invisible_name_is_refused() -> None:
+    with pytest.raises(ValidationError, match="invisible or control"):
+        ApprovalPolicy(approvers=["alice", "bob\u200b"])
+    with pytest.raises(ValidationError, match="could never pass"):
+        ApprovalPolicy(required=2, approvers=["alice", "\uff41\uff4c\uff49\uff43\uff45"])
 
 
 def test_no_approvals_is_pending() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from gates.base import EvidenceError
 from gates.evidence import GATE_TYPES, from_file, from_referrers, from_url, target_of
 from registry import mediatypes as mt
 from registry.manifest import Descriptor
-from registry.referrers import artifact, push_referrer
+from registry.referrers import artifact, merge_fallback, push_referrer
 from tests.conftest import Reg
 from tests.support import images as im
 
@@ -84,6 +84,58 @@ async def test_the_newest_report_wins_and_other_types_are_ignored(registry: Reg)
         target = await target_of(client, "dev/app", img.digest)
         [(_, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
     assert evidence is not None and evidence.referrer == newest and evidence.data == b'{"new": 2}'
+
+
+async def test_a_report_dated_in_the_future_cannot_pin_the_verdict(registry: Reg) -> None:
+    """Insider attack: a passing report annotated 2099 would stay "newest" forever, hiding the
+    real reports attached after it. Dated in the future, it is passed over."""
+    img = im.image("future-pin")
+    registry.pusher.push("dev/app", img, "1.0")
+    now = dt.datetime.now(dt.UTC)
+    await attach(registry, "dev/app", img, b'{"forged": 1}', when="2099-01-01T00:00:00+00:00")
+    real = await attach(registry, "dev/app", img, b'{"real": 2}', when=now.isoformat())
+    # just inside the clock skew is still believed (and, being newest, wins for now)
+    skew = (now + dt.timedelta(minutes=4)).isoformat()
+    async with registry.client() as client:
+        target = await target_of(client, "dev/app", img.digest)
+        [(_, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
+        assert evidence is not None and evidence.referrer == real
+        skewed = await attach(registry, "dev/app", img, b'{"skew": 3}', when=skew)
+        [(_, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
+        assert evidence is not None and evidence.referrer == skewed
+
+
+async def test_a_future_date_only_in_the_manifest_is_passed_over_too(registry: Reg) -> None:
+    """The listing (a fallback index anyone with push can rewrite) may say one time and the
+    referrer's own manifest another: either in the future and the report is passed over."""
+    img = im.image("future-manifest")
+    registry.pusher.push("dev/app", img, "1.0")
+    real = await attach(registry, "dev/app", img, b'{"real": 1}', when="2026-11-01T00:00:00+00:00")
+    forged, blobs = artifact(
+        subject_of(img),
+        mt.TEST_REPORT_PYTEST,
+        b'{"forged": 2}',
+        created=dt.datetime(2099, 1, 1, tzinfo=dt.UTC),
+    )
+    async with registry.client() as client:
+        for digest, data in blobs.items():
+            await client.upload_blob("dev/app", Descriptor("x", digest, len(data)), _once(data))
+        await client.put_manifest("dev/app", forged.digest, forged)
+        listed = Descriptor(
+            forged.media_type,
+            forged.digest,
+            len(forged.raw),
+            artifact_type=mt.TEST_REPORT_PYTEST,
+            annotations={"org.opencontainers.image.created": dt.datetime.now(dt.UTC).isoformat()},
+        )
+        assert await merge_fallback(client, "dev/app", img.digest, [listed]) == []
+        target = await target_of(client, "dev/app", img.digest)
+        [(_, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
+    assert evidence is not None and evidence.referrer == real
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def test_per_platform_evidence_for_an_index(registry: Reg) -> None:

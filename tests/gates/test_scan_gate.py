@@ -778,11 +778,13 @@ def test_future_referrer_time_refuses_when_the_report_has_none() -> None:
     assert result.summary == "refused: report is dated in the future (1d ahead, by the referrer)"
 
 
-def test_future_report_without_max_age_passes_but_says_so() -> None:
+def test_a_future_report_refuses_even_without_max_age() -> None:
+    """A time in the future was made up (or a clock is broken): such a report never counts."""
     doc = trivy_doc("alpine-310-registry.json")
     doc["CreatedAt"] = "2099-01-01T00:00:00Z"
     result = evaluate(as_evidence(doc), now=NOW)
-    assert result.passed
+    assert not result.passed and result.error is None
+    assert result.summary.startswith("refused: report is dated in the future (")
     age = next(r for r in result.rows if r["finding"] == "report age")
     assert age["status"].startswith("dated in the future")
     # a report in the past without max_age gets no age row

@@ -902,3 +902,27 @@ def test_required_pattern_brackets_are_literal() -> None:
     assert result.passed, result.summary
     row = next(r for r in result.rows if r["check"] == "required t.py::test_x[*]")
     assert row["actual"] == "passed (2 tests)"
+
+
+# ---------------------------------------------------------------------------- dates
+
+
+def test_a_report_dated_in_the_future_refuses() -> None:
+    """Its time was set by whoever made it: a report from 2099 is a lie (or a broken clock)
+    and must never count — it would otherwise look newer than every real report."""
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    future = ev(pytest_json([("t::a", "passed")], created=4070908800.0))  # 2099-01-01
+    result = evaluate(future, TestsPolicy(), now=now)
+    assert not result.passed and result.error is None
+    assert result.summary.startswith("refused: report is dated in the future (")
+    within_skew = (now + dt.timedelta(minutes=4)).timestamp()
+    assert evaluate(
+        ev(pytest_json([("t::a", "passed")], created=within_skew)), TestsPolicy(), now=now
+    ).passed
+    # a report without a time of its own, on a referrer dated in the future, too
+    referrer = Evidence(
+        data=pytest_json([("t::a", "passed")], created=None),
+        source="r",
+        created=now + dt.timedelta(days=1),
+    )
+    assert "in the future" in evaluate(referrer, TestsPolicy(), now=now).summary

@@ -25,7 +25,8 @@ from cryptography.x509.oid import NameOID
 from airlock.localregistry import start_registry
 from registry.client import RegistryClient, allowed_schemes
 from registry.errors import DigestMismatch, RegistryError, UnsupportedContent
-from registry.manifest import MAX_MANIFEST_SIZE
+from registry.manifest import MAX_INDEX_CHILDREN, MAX_MANIFEST_SIZE, MAX_REFERRERS, Descriptor
+from registry.referrers import list_referrers, merge_fallback
 from tests.conftest import FAST_RETRY
 from tests.support import images as im
 
@@ -131,7 +132,7 @@ class Scripted(BaseHTTPRequestHandler):
 
     def _answer(self, method: str) -> None:
         status, headers, body = self.routes.get((method, self.path), (404, {}, b""))
-        if self.path == "/v2/":
+        if self.path == "/v2/" and (method, self.path) not in self.routes:
             status, headers, body = 200, {"Docker-Distribution-API-Version": "registry/2.0"}, b"{}"
         self.send_response(status)
         for k, v in headers.items():
@@ -273,3 +274,121 @@ async def test_referrers_api_pages_are_followed_and_its_absence_is_none(
     assert found[0].artifact_type == "application/vnd.airlock.test-report.pytest+json"
     assert len(problems) == 1 and "sha256:bad" in problems[0]
     assert missing is None
+
+
+# ------------------------------------------------------------------------ is it a registry at all
+
+
+HTML = {"Content-Type": "text/html; charset=utf-8"}
+JSON = {"Content-Type": "application/json; charset=utf-8"}
+API = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body"),
+    [
+        (200, HTML, b"<!doctype html><h1>Our shop</h1>"),
+        (200, {"Content-Type": "text/plain"}, b"OK"),
+        (200, {}, b""),
+        (401, HTML, b"<h1>Please log in</h1>"),  # a login page: no Basic or Bearer challenge
+        (401, {"WWW-Authenticate": 'Negotiate realm="corp"'}, b""),
+    ],
+)
+async def test_a_web_server_that_is_not_a_registry_is_named_as_such(
+    scripted: tuple[str, dict], status: int, headers: dict[str, str], body: bytes
+) -> None:
+    host, routes = scripted
+    routes[("GET", "/v2/")] = (status, headers, body)
+    async with RegistryClient(host, retry=FAST_RETRY) as client:
+        with pytest.raises(RegistryError, match="does not look like an OCI registry") as info:
+            await client.base_url()
+    assert info.value.exit_code == 3 and host in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body"),
+    [
+        (200, {**API, **JSON}, b"{}"),  # distribution
+        (200, API, b""),  # the header alone
+        (200, JSON, b"{}"),  # behind a proxy that drops the header
+        (200, {}, b"{}"),  # JSON without a content type
+        (401, {"WWW-Authenticate": 'Bearer realm="https://auth.example/token"'}, b""),
+        (401, {"WWW-Authenticate": 'Basic realm="Registry"', **HTML}, b"<h1>401</h1>"),
+        (401, API, b""),
+    ],
+)
+async def test_registries_answer_the_ping_in_several_ways(
+    scripted: tuple[str, dict], status: int, headers: dict[str, str], body: bytes
+) -> None:
+    host, routes = scripted
+    routes[("GET", "/v2/")] = (status, headers, body)
+    async with RegistryClient(host, retry=FAST_RETRY) as client:
+        assert await client.base_url() == f"http://{host}"
+
+
+# ------------------------------------------------------------------------ caps on fan-out
+
+
+def _listing(count: int) -> bytes:
+    entries = [
+        {"mediaType": im.OCI_MANIFEST, "digest": f"sha256:{i:064x}", "size": 10}
+        for i in range(count)
+    ]
+    return json.dumps(
+        {"schemaVersion": 2, "mediaType": im.OCI_INDEX, "manifests": entries}
+    ).encode()
+
+
+async def test_an_index_over_the_children_cap_is_refused(scripted: tuple[str, dict]) -> None:
+    host, routes = scripted
+    body = _listing(MAX_INDEX_CHILDREN + 1)
+    _serve_manifest(routes, "wide", body, im.OCI_INDEX)
+    _serve_manifest(routes, "ok", _listing(MAX_INDEX_CHILDREN), im.OCI_INDEX)
+    async with RegistryClient(host, retry=FAST_RETRY) as client:
+        assert len((await client.get_manifest("app", "ok")).children()) == MAX_INDEX_CHILDREN
+        with pytest.raises(UnsupportedContent, match=f"limit of {MAX_INDEX_CHILDREN}") as info:
+            await client.get_manifest("app", "wide")
+    assert info.value.exit_code == 2
+
+
+async def test_referrers_over_the_cap_are_refused_across_pages(
+    scripted: tuple[str, dict],
+) -> None:
+    """Each page is under the cap; together they are over it."""
+    host, routes = scripted
+    subject = "sha256:" + "ab" * 32
+    path = f"/v2/app/referrers/{subject}"
+    half = MAX_REFERRERS // 2 + 1
+    index = {"Content-Type": im.OCI_INDEX}
+    routes[("GET", path)] = (200, {**index, "Link": f'<{path}?n=2>; rel="next"'}, _listing(half))
+    routes[("GET", f"{path}?n=2")] = (200, index, _listing(half))
+    routes[("GET", f"/v2/one/referrers/{subject}")] = (200, index, _listing(MAX_REFERRERS + 1))
+    async with RegistryClient(host, retry=FAST_RETRY) as client:
+        for repo in ("app", "one"):
+            with pytest.raises(UnsupportedContent, match=f"limit of {MAX_REFERRERS}") as info:
+                await client.get_referrers(repo, subject)
+            assert info.value.exit_code == 2
+
+
+async def test_a_fallback_tag_index_over_the_referrers_cap_is_refused(
+    scripted: tuple[str, dict],
+) -> None:
+    """Registries without the referrers API (404 here) list referrers under the fallback tag:
+    the same cap applies to reading it, and to adding to it."""
+    host, routes = scripted
+    subject = "sha256:" + "cd" * 32
+    tag = "sha256-" + "cd" * 32
+    _serve_manifest(routes, tag, _listing(MAX_REFERRERS + 1), im.OCI_INDEX)
+    full = _listing(MAX_REFERRERS)
+    routes[("GET", f"/v2/full/manifests/{tag}")] = (
+        200,
+        {"Content-Type": im.OCI_INDEX, "Docker-Content-Digest": im.sha256(full)},
+        full,
+    )
+    one_more = Descriptor(im.OCI_MANIFEST, "sha256:" + "ef" * 32, 10)
+    async with RegistryClient(host, retry=FAST_RETRY) as client:
+        with pytest.raises(UnsupportedContent, match=f"limit of {MAX_REFERRERS}"):
+            await list_referrers(client, "app", subject)
+        assert len((await list_referrers(client, "full", subject)).descriptors) == MAX_REFERRERS
+        with pytest.raises(UnsupportedContent, match=f"limit of {MAX_REFERRERS}"):
+            await merge_fallback(client, "full", subject, [one_more])

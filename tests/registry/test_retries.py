@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from registry.copy import CopyResult, copy_image
-from registry.errors import EXIT_REGISTRY, DigestMismatch, RegistryError
+from registry.copy import CopyResult, TransferLimits, copy_image
+from registry.errors import EXIT_REGISTRY, BadInputError, DigestMismatch, RegistryError
 from registry.reference import parse
 from tests.conftest import FAST_RETRY, Reg
 from tests.registry.conftest import ProxiedReg
@@ -42,10 +42,16 @@ def _seed(reg: Reg, img: Image) -> None:
     reg.pusher.push("dev/app", img, "1.0")
 
 
-async def _copy(src: Reg, dst: Reg, **client_kw: object) -> CopyResult:
+async def _copy(
+    src: Reg, dst: Reg, limits: TransferLimits | None = None, **client_kw: object
+) -> CopyResult:
     async with src.client(**client_kw) as a, dst.client(**client_kw) as b:
         return await copy_image(
-            a, parse(f"{src.host}/dev/app:1.0"), b, parse(f"{dst.host}/prod/app", default_tag=None)
+            a,
+            parse(f"{src.host}/dev/app:1.0"),
+            b,
+            parse(f"{dst.host}/prod/app", default_tag=None),
+            limits=limits,
         )
 
 
@@ -328,3 +334,72 @@ async def test_target_registry_killed_and_restarted_mid_copy(
     for child in img.children:
         for blob in child.blobs:
             assert proxied_registry.pusher.blob("prod/app", blob.digest) == blob.data
+
+
+# ------------------------------------------------------------------ deadlines: slow sources
+# A source that drips one byte at a time defeats every per-read timeout and would hold the copy
+# (and a promotion's repository lock) for ever. The deadlines here are tiny and the drips slow
+# (minutes of dripping against deadlines of a fraction of a second): nothing depends on timing.
+
+DRIP = 0.01  # seconds per byte: a 64 KiB layer takes 11 minutes; a manifest at 10x, a minute
+
+
+async def test_a_blob_dripping_in_hits_its_deadline_and_no_tag_moves(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
+    img = image("drip-blob", layers=1, layer_size=64 * 1024)
+    _seed(proxied_registry, img)
+    config, layer = img.blobs
+    registry2.pusher.push_blob("prod/app", config)  # the layer is the only blob with a deadline
+    proxied_registry.faults.add(Fault("GET", _blob_path(layer.digest), trickle=DRIP, times=None))
+    limits = TransferLimits(min_rate=1024 * 1024, blob_allowance=0.2)
+    with pytest.raises(RegistryError) as caught:
+        await _copy(proxied_registry, registry2, limits)
+    _assert_one_line_registry_error(caught.value)
+    message = str(caught.value)
+    assert f"blob {layer.digest}" in message and "1024 KiB/s" in message, message
+    assert "AIRLOCK_MIN_RATE_KIB" in message
+    _assert_no_tag(registry2)
+
+
+async def test_a_manifest_dripping_in_hits_the_copy_deadline(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
+    _seed(proxied_registry, image("drip-manifest"))
+    proxied_registry.faults.add(Fault("GET", MANIFEST_TAG, trickle=10 * DRIP, times=None))
+    with pytest.raises(RegistryError) as caught:
+        await _copy(proxied_registry, registry2, TransferLimits(copy_allowance=0.3))
+    _assert_one_line_registry_error(caught.value)
+    message = str(caught.value)
+    assert (
+        message.startswith(f"copy {proxied_registry.host}/dev/app:1.0 to ") and "0.3 s" in message
+    )
+    assert "tag was not moved" in message
+    _assert_no_tag(registry2)
+
+
+async def test_the_copy_deadline_covers_the_blobs_too(
+    proxied_registry: ProxiedReg, registry2: Reg
+) -> None:
+    """Every blob within its own deadline, the whole copy over its own: the copy's wins."""
+    img = image("drip-copy", layer_size=64 * 1024)
+    _seed(proxied_registry, img)
+    layer = img.blobs[1]
+    proxied_registry.faults.add(Fault("GET", _blob_path(layer.digest), trickle=DRIP, times=None))
+    limits = TransferLimits(min_rate=1024 * 1024, blob_allowance=3600, copy_allowance=0.5)
+    with pytest.raises(RegistryError) as caught:
+        await _copy(proxied_registry, registry2, limits)
+    _assert_one_line_registry_error(caught.value)
+    assert str(caught.value).startswith("copy ") and "1024 KiB/s" in str(caught.value)
+    _assert_no_tag(registry2)
+
+
+def test_the_minimum_rate_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRLOCK_MIN_RATE_KIB", raising=False)
+    assert TransferLimits.from_env() == TransferLimits()
+    monkeypatch.setenv("AIRLOCK_MIN_RATE_KIB", "16")
+    assert TransferLimits.from_env().min_rate == 16 * 1024
+    for bad in ("0", "-1", "fast", "nan", "inf"):
+        monkeypatch.setenv("AIRLOCK_MIN_RATE_KIB", bad)
+        with pytest.raises(BadInputError, match="AIRLOCK_MIN_RATE_KIB"):
+            TransferLimits.from_env()

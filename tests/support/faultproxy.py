@@ -43,6 +43,7 @@ class Fault:
     retry_after: str | None = None  # with status: send this Retry-After
     delay: float = 0.0  # seconds to wait before forwarding (latency)
     stall: float = 0.0  # seconds to pause after the response headers, before the body
+    trickle: float = 0.0  # seconds between body bytes: the body drips one byte at a time
     reset_after: int | None = None  # send K body bytes, then reset the connection (RST)
     truncate_after: int | None = None  # send K body bytes, then close the connection (FIN)
     declare_truncated: bool = False  # with truncate_after: Content-Length says K (looks complete)
@@ -259,8 +260,11 @@ class FaultProxy:
                 if fault and fault.reset_after is not None:
                     _reset(writer)
                 return False
-            writer.write(piece)
-            await writer.drain()
+            if fault and fault.trickle:
+                await _drip(writer, piece, fault.trickle)
+            else:
+                writer.write(piece)
+                await writer.drain()
             offset += len(piece)
         return framed and not _wants_close(headers)
 
@@ -337,6 +341,14 @@ def _error_response(status: int, retry_after: str | None) -> bytes:
     if retry_after is not None:
         headers.append(("Retry-After", retry_after))
     return _head(f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}", headers) + body
+
+
+async def _drip(writer: asyncio.StreamWriter, piece: bytes, pause: float) -> None:
+    """A slow source: one byte, then a pause, for as long as the peer keeps listening."""
+    for i in range(len(piece)):
+        writer.write(piece[i : i + 1])
+        await writer.drain()
+        await asyncio.sleep(pause)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

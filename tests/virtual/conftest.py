@@ -64,6 +64,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
                 "members": [{"registry": "local", "prefix": "prod"}],
                 "read": ["anonymous"],
             },
+            "shop": {  # the production view: only what airlock promoted into prod
+                "members": [{"registry": "local", "prefix": "prod"}],
+                "read": ["anonymous"],
+                "require_stage": "prod",
+            },
             "secret": {  # alice may not see it (only ci may read)
                 "members": [{"registry": "local", "prefix": "secret"}],
                 "deploy": {"registry": "local", "prefix": "secret"},

@@ -23,7 +23,7 @@ from tests.virtual.test_gateway import _layout_digest, skopeo
 
 def _free_ports(n: int) -> int:
     """A port P with P + 1 … P + n - 1 free too (one per repository, in name order: customers P,
-    docker P + 1, secret P + 2)."""
+    docker P + 1, secret P + 2, shop P + 3)."""
     for _ in range(50):
         with socket.socket() as a:
             a.bind(("127.0.0.1", 0))
@@ -42,7 +42,7 @@ def _free_ports(n: int) -> int:
 def nginx(gw: Gw, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     base = tmp_path_factory.mktemp("nginx")
     os.chmod(base, 0o777)  # noqa: S103 - nginx's workers (nobody) write their temp files here
-    port = _free_ports(3)
+    port = _free_ports(4)
     command = [AIRLOCK, "virtual", "nginx", "--config", str(gw.config), "--gateway", gw.host]
     generated = subprocess.run(
         [*command, "--port-base", str(port), "--listen", "127.0.0.1"],
@@ -163,12 +163,12 @@ def test_tls_stanzas_and_hostnames(gw: Gw, tmp_path: Path) -> None:
     text = text.replace(str(tmp_path / "c.pem"), "/etc/c.pem").replace(
         str(tmp_path / "k.pem"), "/etc/k.pem"
     )
-    assert text.count("listen 443 ssl;") == 3
+    assert text.count("listen 443 ssl;") == 4
     assert (
         "server_name docker.example.com;" in text and "server_name customers.example.com;" in text
     )
-    assert text.count("ssl_certificate /etc/c.pem;") == 3
-    assert text.count("ssl_certificate_key /etc/k.pem;") == 3
+    assert text.count("ssl_certificate /etc/c.pem;") == 4
+    assert text.count("ssl_certificate_key /etc/k.pem;") == 4
     assert "rewrite ^/v2/(.+)$ /v2/customers/$1 break;" in text
     assert "proxy_redirect /v2/customers/ /v2/;" in text
     assert "client_max_body_size 0;" in text and "proxy_request_buffering off;" in text
