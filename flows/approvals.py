@@ -45,6 +45,8 @@ SUSPEND_AFTER = dt.timedelta(minutes=10)
 REQUEST_KEY = "airlock-approval-request"  # on the waiting run: what it asks for
 DECISION_PREFIX = "airlock-decision-"  # on the root run: one input per decision given
 _EPOCH = dt.datetime.min.replace(tzinfo=dt.UTC)
+PAGE = 200  # decisions read per request to the server
+_FIELDS = set(ApprovalInput.model_fields)  # what a Resume form's answer holds of a decision
 
 
 class ApprovalRunInput(RunInput, ApprovalInput):
@@ -66,16 +68,26 @@ class Decisions:
         return cls(await _root_run_id(), key)
 
     async def read(self) -> list[tuple[ApprovalInput, Approval]]:
-        """Every decision stored so far, oldest first."""
+        """Every decision stored so far, oldest first (all of them: a rejection missed would
+        let a Retry ask again, so the listing is read page by page)."""
         from prefect.input.actions import afilter_flow_run_input
 
-        stored = await afilter_flow_run_input(key_prefix=self.key, limit=200, flow_run_id=self.root)
+        stored: list[Any] = []
+        while True:
+            page = await afilter_flow_run_input(
+                key_prefix=self.key,
+                limit=PAGE,
+                exclude_keys={i.key for i in stored},
+                flow_run_id=self.root,
+            )
+            stored += page
+            if len(page) < PAGE:
+                break
         out = []
         for item in sorted(stored, key=lambda i: (i.created or _EPOCH, i.key)):
-            given = ApprovalInput.model_validate(item.decoded_value["input"])
-            out.append(
-                (given, _approval(given, dt.datetime.fromisoformat(item.decoded_value["at"])))
-            )
+            value = item.decoded_value
+            given = ApprovalInput.model_validate(value["input"])
+            out.append((given, _approval(given, dt.datetime.fromisoformat(value["at"]))))
         return out
 
     async def store(self, given: ApprovalInput) -> Approval:
@@ -197,9 +209,6 @@ async def wait_for_approval(
         ),
         approvals,
     )
-
-
-_FIELDS = set(ApprovalInput.model_fields)
 
 
 def _request(hop: Hop, requester: str | None, deadline: dt.datetime) -> dict[str, Any]:

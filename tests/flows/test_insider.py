@@ -34,13 +34,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api", "fast_ap
 SBOM = "application/spdx+json"
 
 
-def with_subject(img: im.Image, subject: im.Image) -> im.Image:
-    """A runnable image that names `subject`: it is listed as one of `subject`'s referrers."""
-    doc = json.loads(img.raw)
-    doc["subject"] = subject.descriptor()
-    return im.Image(json.dumps(doc).encode(), img.media_type, img.blobs)
-
-
 def forged_record(setup: Setup, stage: str, img: im.Image) -> bytes:
     """A promotion record as airlock writes one, claiming `img` passed `stage`."""
     now = dt.datetime.now(dt.UTC)
@@ -81,7 +74,7 @@ async def test_an_image_smuggled_as_a_referrer_with_forged_records_stays_in_dev(
     forged qa and staging records for F, and under G's cosign signature tag a runnable image.
     G's promotion must carry G's evidence and nothing else; F must stay unpromotable."""
     good = await push_with_evidence(setup, "good-carrier")
-    smuggled = with_subject(im.image("never-gated"), good)
+    smuggled = im.with_subject(im.image("never-gated"), good)
     setup.reg.pusher.push("dev/app", smuggled)  # by digest
     for stage in ("qa", "staging"):
         forged = forged_record(setup, stage, smuggled)

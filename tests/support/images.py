@@ -182,6 +182,14 @@ def cosign_signature(subject: Image) -> Image:
     return Image(json.dumps(doc).encode(), OCI_MANIFEST, [config, layer])
 
 
+def with_subject(img: Image, subject: Image) -> Image:
+    """`img` naming `subject` as its subject: a runnable image listed among `subject`'s
+    referrers (what an insider pushes to have it carried along)."""
+    doc = json.loads(img.raw)
+    doc["subject"] = subject.descriptor()
+    return Image(json.dumps(doc).encode(), img.media_type, img.blobs)
+
+
 def fallback_index(referrers: list[Image], artifact_types: list[str]) -> Image:
     doc = {
         "schemaVersion": 2,

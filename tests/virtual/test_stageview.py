@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from pathlib import Path
 
 import httpx
@@ -46,13 +45,6 @@ def promote_by_record(gw: Gw, repo: str, img: im.Image, tag: str, stage: str = "
             await write_record(client, repo, subject, record)
 
     asyncio.run(write())
-
-
-def with_subject(img: im.Image, subject: im.Image) -> im.Image:
-    """A runnable image that names `subject`: what an insider pushes to smuggle it along."""
-    doc = json.loads(img.raw)
-    doc["subject"] = subject.descriptor()
-    return im.Image(json.dumps(doc).encode(), img.media_type, img.blobs)
 
 
 def shop(gw: Gw, path: str, method: str = "GET") -> httpx.Response:
@@ -106,7 +98,7 @@ def test_an_image_smuggled_in_as_a_referrer_is_not_served(gw: Gw) -> None:
     the production view does not serve it, nor its layers."""
     good = im.image("good-release")
     promote_by_record(gw, "prod/smuggle", good, "1.0")
-    bad = with_subject(im.image("never-gated"), good)
+    bad = im.with_subject(im.image("never-gated"), good)
     gw.pusher.push("prod/smuggle", bad)
     assert gw.pusher.digest("prod/smuggle", bad.digest) == bad.digest  # it is there
     assert shop(gw, f"smuggle/manifests/{good.digest}").status_code == 200
