@@ -49,15 +49,22 @@ def assert_refusal(proc: subprocess.CompletedProcess[str], code: int, *needles: 
     return errors[0]
 
 
-async def runs_of(image: str) -> list[Any]:
+async def runs_of(image: str, since: dt.datetime) -> list[Any]:
+    """Promote runs of `image` created after `since`: the Prefect server lives for the whole
+    session, and a later test's registry may get an earlier test's port (so the same name)."""
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        return [r for r in await client.read_flow_runs() if promote_runs(image)(r)]
+        return [
+            r
+            for r in await client.read_flow_runs()
+            if promote_runs(image)(r) and r.created and r.created >= since
+        ]
 
 
 async def test_promote_prints_the_digest(setup: Setup, cli_env: dict[str, str]) -> None:
     img = await push_with_evidence(setup, "cli-promote")
+    started = dt.datetime.now(dt.UTC)
     proc = await run_cli(
         "promote", setup.ref("dev"), "--to", "qa", "--pipeline", setup.file, env=cli_env
     )
@@ -67,7 +74,7 @@ async def test_promote_prints_the_digest(setup: Setup, cli_env: dict[str, str]) 
     assert "Traceback" not in proc.stderr
     assert setup.digest("qa") == img.digest
     # the run was made on this test's Prefect server, not an ephemeral one of its own
-    [run] = await runs_of(setup.ref("dev"))
+    [run] = await runs_of(setup.ref("dev"), since=started)
     assert run.state and run.state.is_completed()
 
 
