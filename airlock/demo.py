@@ -412,7 +412,14 @@ def run_demo(
         api_url = f"http://127.0.0.1:{port}/api"
         ui = ["--no-ui"] if not (keep or interactive) else []
         server = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-        services.spawn("prefect-server", [*server, "--port", str(port), *ui], base_env)
+        # The UI asks /ui-settings where the API is: without these it names the default port
+        # (4200), and every page of a server on another port says "Can't connect".
+        server_env = {
+            **base_env,
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_UI_API_URL": api_url,
+        }
+        services.spawn("prefect-server", [*server, "--port", str(port), *ui], server_env)
         env = {**base_env, "PREFECT_API_URL": api_url}
 
         from cryptography.hazmat.primitives import serialization
@@ -485,18 +492,18 @@ def run_demo(
             services,
             timeout=WAIT if not interactive else 600,
         )
+        from flows.approvals import run_pages
+
+        ui_run = asyncio.run(run_pages(api_url.removesuffix("/api")))(waiting["id"])
         if interactive:
-            ui_run = f"{api_url.removesuffix('/api')}/runs/flow-run/{waiting['id']}"
-            clock.say(
-                f"prod is waiting: approve in the UI ({ui_run}, Resume) or run:"
-                f" airlock approve {waiting['id']} --by NAME"
-            )
+            clock.say(f"prod is waiting for an approval: open {ui_run} and press Resume")
+            clock.say(f"  (or run: airlock approve {waiting['id']} --by NAME)")
         else:
             approve = [*airlock, "approve", waiting["id"], "--by", APPROVER, "--comment", "demo"]
             given = subprocess.run(approve, env=env, capture_output=True, text=True, timeout=60)
             if given.returncode != 0:
                 raise DemoFailed(f"airlock approve failed: {given.stderr.strip()}")
-            clock.say(f"approved        by {APPROVER} (airlock approve {waiting['id']})")
+            clock.say(f"approved        by {APPROVER} (airlock approve {waiting['id']}; {ui_run})")
         done = until(
             "the pipeline run of app:1.0 to end",
             lambda: api.final(run["id"]),
@@ -541,6 +548,7 @@ async def _report(host: str, good: Manifest, bad: Manifest) -> bool:
     from flows.records import records_for
 
     rows = []
+    ignored: list[str] = []  # approvals that did not count, shown apart from those that did
     async with RegistryClient(host) as client:
         dev = await client.head_manifest("dev/app", "1.0")
         rows.append(("dev", dev.digest if dev else "-", "pushed by CI", "-"))
@@ -560,13 +568,17 @@ async def _report(host: str, good: Manifest, bad: Manifest) -> bool:
                 if records
                 else "-"
             )
-            approvers = ", ".join(a.approver for a in records[-1].approvals) if records else ""
+            decisions = records[-1].approvals if records else []
+            approvers = ", ".join(a.shown for a in decisions if not a.not_counted)
             rows.append((stage, now.digest if now else "-", gates or "(none)", approvers or "-"))
+            ignored += [f"{stage}: {a.shown}" for a in decisions if a.not_counted]
         bad_in_qa = await client.head_manifest("qa/app", "1.1")
     print()
     print(f"{'stage':<8} {'digest':<72} {'gates':<40} approved by")
     for stage, digest, gates, approvers in rows:
         print(f"{stage:<8} {digest:<72} {gates:<40} {approvers}")
+    for line in ignored:
+        print(f"  {line}")
     same = len(set(digests.values())) == 1 and good.digest in digests.values()
     print(f"\napp:1.0: the same digest at every stage: {'yes' if same else 'NO'}")
     stopped = bad_in_qa is None

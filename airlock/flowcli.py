@@ -115,9 +115,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _quiet_tracebacks() -> None:
-    """Prefect logs a flow's exception with its traceback; for airlock's own errors (a refusal,
-    bad input) the one-line message is the whole story, so drop the traceback."""
+    """Prefect logs a flow's exception with its traceback, and a Failed state once per task and
+    run; for airlock's own errors (a refusal, bad input) the one-line message printed at the end
+    is the whole story, so the console shows neither (the server's logs keep them)."""
     import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
 
     from registry.errors import AirlockError
 
@@ -126,6 +129,16 @@ def _quiet_tracebacks() -> None:
             if record.exc_info and isinstance(record.exc_info[1], AirlockError):
                 record.exc_info, record.exc_text = None, None
             return True
+
+    class NoFailedEcho(logging.Filter):
+        """On the console only: a run or gate that ended Failed repeats the one line airlock
+        prints at the end (once, not once per task and run among the log lines)."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            message = str(record.msg)
+            return not message.startswith(
+                ("Finished in state Failed", "Task run failed with state")
+            )
 
     quiet = NoAirlockTracebacks()
     loggers = [
@@ -136,9 +149,12 @@ def _quiet_tracebacks() -> None:
             if name.startswith("prefect")
         ),
     ]
+    console = NoFailedEcho()
     for logger in loggers:
         for handler in logger.handlers:
             handler.addFilter(quiet)
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.addFilter(console)
 
 
 def _run(flow_call: Any) -> Any:
@@ -285,6 +301,11 @@ def cmd_approve(args: argparse.Namespace) -> int:
         )
     except ValidationError as e:
         raise BadInputError(f"approval: {e.errors()[0]['msg']}") from None
+    if decision.decision == "approve" and (why := _would_not_count(request, decision)):
+        raise RefusedError(
+            f"{decision.approver}'s approval of {request['image']} into {request['stage']}"
+            f" would not count ({why}): nothing sent"
+        )
     try:
         resume_flow_run(run_id, run_input=decision.model_dump())  # sync here (async_dispatch)
     except ObjectNotFound:
@@ -301,6 +322,22 @@ def cmd_approve(args: argparse.Namespace) -> int:
         f" (requested by {request.get('requester') or 'nobody'})"
     )
     return 0
+
+
+def _would_not_count(request: dict[str, Any], decision: Any) -> str | None:
+    """Why this approval would not count, judged as the run will judge it: by the request's
+    policy, after the decisions it has had so far (the requester's own, a repeat, an outsider)."""
+    from gates.approval import ApprovalInput, ApprovalPolicy, notes
+
+    try:
+        policy = ApprovalPolicy.model_validate(request["approval"])
+        before = [
+            ApprovalInput.model_validate({k: d[k] for k in ApprovalInput.model_fields if k in d})
+            for d in request["decisions"]
+        ]
+    except (KeyError, TypeError, ValueError):
+        return None  # a request from an older airlock: the run judges alone
+    return notes([*before, decision], policy, request.get("requester"), request["digest"])[-1]
 
 
 async def _waiting_request(run_id: Any) -> dict[str, Any]:

@@ -19,19 +19,24 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import math
+import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
+from prefect.runtime import flow_run
 
 import gates.approval
 from flows.config import GateConfig
-from flows.hops import Hop
+from flows.hops import Earlier, Hop, artifact_key
 from flows.records import Approval
 from gates.approval import ApprovalInput
 from gates.base import GateResult
@@ -46,6 +51,7 @@ REQUEST_KEY = "airlock-approval-request"  # on the waiting run: what it asks for
 DECISION_PREFIX = "airlock-decision-"  # on the root run: one input per decision given
 _EPOCH = dt.datetime.min.replace(tzinfo=dt.UTC)
 PAGE = 200  # decisions read per request to the server
+TOP_FINDINGS = 5  # a gate's findings shown in the request
 _FIELDS = set(ApprovalInput.model_fields)  # what a Resume form's answer holds of a decision
 
 
@@ -146,9 +152,17 @@ async def _publish(request: dict[str, Any]) -> None:
 
 
 async def wait_for_approval(
-    config: GateConfig, hop: Hop, results: list[GateResult], requester: str | None
+    config: GateConfig,
+    hop: Hop,
+    results: list[GateResult],
+    requester: str | None,
+    earlier: list[Earlier],
+    announce: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> tuple[GateResult, list[Approval]]:
-    """Wait until the approval policy is met, a decision rejects, or the timeout passes."""
+    """Wait until the approval policy is met, a decision rejects, or the timeout passes. The
+    request (what is asked, on what evidence: this stage's gates and `earlier` stages' records)
+    is shown in the Resume form, in a pending-approval artifact and to `airlock approve`."""
+    logger = get_run_logger()
     policy = config.policy_model()
     decisions = await Decisions.of(hop)
     given = await decisions.read()
@@ -156,20 +170,28 @@ async def wait_for_approval(
     approvals = [a for _, a in given]
     suspend = deployed() and config.timeout >= SUSPEND_AFTER
     deadline = _started(suspend) + config.timeout
-    asked = False
+    announced = False
+    pages: Callable[[str], str] | None = None
     while True:
         verdict = gates.approval.evaluate(inputs, policy, requester, hop.digest)
         if verdict.passed or any(a.decision == "reject" for a in inputs):
-            return verdict, approvals
+            return verdict, _annotated(approvals, inputs, policy, requester, hop.digest)
         left = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
         if left <= 0:
             break
-        if not asked:
-            await _publish(_request(hop, requester, deadline))
-            asked = True
-        form = ApprovalRunInput.with_initial_data(
-            description=_description(hop, results, verdict), decision="approve", digest=hop.digest
-        )
+        pages = pages or await run_pages()
+        request = _request(hop, requester, deadline, policy, results, earlier, inputs, pages)
+        await _publish(request)  # again at each pause: it says who has decided so far
+        text = request_markdown(request)
+        if not announced:
+            await create_markdown_artifact(
+                key=artifact_key("pending", hop), markdown=text, description=asking(request)
+            )
+            logger.info("%s", _waiting_line(request))
+            if announce is not None:
+                await announce(request)
+            announced = True
+        form = ApprovalRunInput.with_initial_data(description=text, digest=hop.digest)
         # One pause key per decision: on resume, a suspended run reaches this call again with
         # the same count, and Prefect hands back the input given for that key.
         key = f"approval-{len(inputs)}"
@@ -177,6 +199,7 @@ async def wait_for_approval(
             # Exits this process's run; on resume the flow runs again from the top (its gate
             # results persisted), and this call then returns the input given for this key. A
             # suspension that expires is failed by the server ("paused and never resumed").
+            _waiting_is_not_an_error()
             answer = await suspend_flow_run(wait_for_input=form, timeout=math.ceil(left), key=key)
         else:
             try:
@@ -196,7 +219,11 @@ async def wait_for_approval(
         given_now = ApprovalInput.model_validate(answer.model_dump(include=_FIELDS))
         approvals.append(await decisions.store(given_now))  # kept before it is acted on
         inputs.append(given_now)
-        get_run_logger().info("%s by %s", given_now.decision, given_now.approver)
+        why = gates.approval.notes(inputs, policy, requester, hop.digest)[-1]
+        if why:  # said at once, not only in the record at the end
+            logger.warning("%s by %s: not counted (%s)", *_who(given_now), why)
+        else:
+            logger.info("%s by %s", *_who(given_now))
     waited = gates.approval.evaluate(inputs, policy, requester, hop.digest)
     return (
         GateResult(
@@ -207,11 +234,57 @@ async def wait_for_approval(
             rows=waited.rows,
             evidence=waited.evidence,
         ),
-        approvals,
+        _annotated(approvals, inputs, policy, requester, hop.digest),
     )
 
 
-def _request(hop: Hop, requester: str | None, deadline: dt.datetime) -> dict[str, Any]:
+class _WaitingIsNotAnError(logging.Filter):
+    """Prefect logs a flow run that ends in any state but Completed at ERROR — a run suspended
+    to wait for people too. Waiting is not a failure: that line is logged at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith(
+            ("Finished in state Suspended", "Finished in state Paused")
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _waiting_is_not_an_error() -> None:
+    logger = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, _WaitingIsNotAnError) for f in logger.filters):
+        logger.addFilter(_WaitingIsNotAnError())
+
+
+def _who(given: ApprovalInput) -> tuple[str, str]:
+    return ("approval" if given.decision == "approve" else "rejection"), given.approver
+
+
+def _annotated(
+    approvals: list[Approval],
+    inputs: list[ApprovalInput],
+    policy: gates.approval.ApprovalPolicy,
+    requester: str | None,
+    digest: str,
+) -> list[Approval]:
+    """The decisions as recorded: each one that did not count says why."""
+    why = gates.approval.notes(inputs, policy, requester, digest)
+    return [a.model_copy(update={"not_counted": w}) for a, w in zip(approvals, why, strict=True)]
+
+
+def _request(
+    hop: Hop,
+    requester: str | None,
+    deadline: dt.datetime,
+    policy: gates.approval.ApprovalPolicy,
+    results: list[GateResult],
+    earlier: list[Earlier],
+    inputs: list[ApprovalInput],
+    pages: Callable[[str], str],
+) -> dict[str, Any]:
+    """Everything a reviewer needs to decide, as data (JSON): `airlock approve` reads it."""
+    ref = hop.pipeline.policy(hop.stage)
+    why = gates.approval.notes(inputs, policy, requester, hop.digest)
     return {
         "image": hop.name,
         "stage": hop.stage.name,
@@ -220,8 +293,161 @@ def _request(hop: Hop, requester: str | None, deadline: dt.datetime) -> dict[str
         "target": str(hop.target),
         "requester": requester,
         "deadline": deadline.isoformat(),
-        "policy_sha256": hop.pipeline.policy(hop.stage).sha256,
+        "policy_file": ref.file,
+        "policy_sha256": ref.sha256,
+        "approval": policy.model_dump(mode="json"),
+        "decisions": [
+            {**i.model_dump(mode="json"), "not_counted": w}
+            for i, w in zip(inputs, why, strict=True)
+        ],
+        "gates": [_gate(r) for r in results],
+        "earlier": [
+            {
+                "stage": e.stage,
+                "note": e.note,
+                "at": e.record.finished_at.isoformat() if e.record else None,
+                "gates": [_gate(g) for g in e.record.gates] if e.record else [],
+                "approvals": [a.shown for a in e.record.approvals] if e.record else [],
+                "run": pages(e.record.flow_run_id) if e.record and e.record.flow_run_id else None,
+            }
+            for e in earlier
+        ],
+        "run_id": flow_run.id,
+        "run": pages(str(flow_run.id)),
     }
+
+
+def _gate(r: GateResult) -> dict[str, Any]:
+    """A gate's verdict for the request: the summary, the evidence it rests on, and for a scan
+    its top findings (its rows name them, most severe first)."""
+    findings = [
+        " ".join(filter(None, (row["finding"], row.get("package"), row.get("severity"))))
+        for row in r.rows
+        if row.get("finding") and row.get("severity")
+    ]
+    return {
+        "gate": r.gate,
+        "passed": r.passed,
+        "summary": r.summary,
+        "evidence": [f"{e.source} ({e.digest[:19]}…)" for e in r.evidence],
+        "findings": findings[:TOP_FINDINGS],
+        "more_findings": max(0, len(findings) - TOP_FINDINGS),
+    }
+
+
+async def run_pages(ui_root: str | None = None) -> Callable[[str], str]:
+    """Links to flow runs in the UI version the Prefect server serves by default, as its
+    /ui-settings says (Prefect 3.9: V2 under /v2, where a run is /runs/flow-run/ID; V1 at /,
+    where it is /flow-runs/flow-run/ID — Prefect's own `ui_url` names V1's)."""
+    import httpx
+    from prefect.settings import PREFECT_UI_URL
+
+    root = (ui_root or PREFECT_UI_URL.value() or "").rstrip("/")
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.get(f"{root}/ui-settings")
+        settings = r.json() if r.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        settings = {}
+    if not isinstance(settings, dict):
+        settings = {}
+    v2 = settings.get("v2_base_url")
+    if settings.get("default_ui") == "v2" and isinstance(v2, str):
+        return lambda run_id: f"{root}{v2.rstrip('/')}/runs/flow-run/{run_id}"
+    v1 = settings.get("v1_base_url")
+    v1 = v1.rstrip("/") if isinstance(v1, str) else ""
+    return lambda run_id: f"{root}{v1}/flow-runs/flow-run/{run_id}"
+
+
+def asking(request: dict[str, Any]) -> str:
+    """`1 approval from anyone but the requester (ci)`."""
+    p = request["approval"]
+    n = p["required"]
+    who = ", ".join(p["approvers"]) if p["approvers"] else "anyone"
+    if request.get("requester") and not p["allow_self_approval"]:
+        who += f" but the requester ({request['requester']})"
+    return f"{n} approval{'s' * (n > 1)} from {who}"
+
+
+def _waiting_line(request: dict[str, Any]) -> str:
+    """What the run says while it waits: for what, from whom, until when, and how to answer."""
+    return (
+        f"waiting for {asking(request)} to promote {request['image']} {request['digest']} into"
+        f" {request['stage']}, until {request['deadline']}; approve in the UI ({request['run']},"
+        f" Resume) or run: airlock approve {request['run_id']} --by NAME"
+        f" --digest {request['digest']}"
+    )
+
+
+def request_markdown(request: dict[str, Any]) -> str:
+    """The request as a reviewer reads it (the Resume form and the pending-approval artifact).
+    Headings and lists only: a Markdown table collapses in one Prefect UI and loses its rows in
+    the other. The digest is shown whole twice — in a code block to copy, and in groups of eight
+    that wrap in a narrow dialog — and shortened everywhere else (no line runs off the form).
+    Every value someone typed or a report carried (names, comments, summaries, findings) is
+    shown as text: it can neither add a line nor look like a link, a heading or a verdict."""
+    digest = request["digest"]
+    algorithm, _, hexes = digest.partition(":")
+    groups = " ".join(hexes[i : i + 8] for i in range(0, len(hexes), 8))
+    lines = [
+        f"### Approve {_md(request['image'])} into {_md(request['stage'])}?",
+        "",
+        "Your decision names this digest and counts for no other:",
+        "",
+        "```",
+        digest,
+        "```",
+        "",
+        f"{algorithm}: **{groups}**",
+        "",
+        f"- **from** {_md(request['source'])}",
+        f"- **to** {_md(request['target'])}",
+        f"- **requested by** {_md(request.get('requester') or '(nobody named)')}",
+        f"- **needs** {_md(asking(request))}",
+        f"- **deadline** {_md(request['deadline'])} (refused if not approved by then)",
+        f"- **policy** {_md(request['policy_file'])} (sha256 {request['policy_sha256'][:16]}…)",
+        f"- **this run** {request['run']}",
+    ]
+    if request["decisions"]:
+        lines += ["", "#### Decisions so far"]
+        for d in request["decisions"]:
+            note = f": not counted ({d['not_counted']})" if d["not_counted"] else ""
+            lines.append(f"- {_md(d['approver'])} ({d['decision']}){_md(note)}")
+    lines += ["", f"#### {_md(request['stage'])}'s gates"]
+    lines += _gate_lines(request["gates"]) or ["- (none before the approval)"]
+    for e in request["earlier"]:
+        lines += ["", f"#### Passed {_md(e['stage'])}" + (f" at {_md(e['at'])}" if e["at"] else "")]
+        if e["note"]:
+            lines.append(f"- {_md(e['note'])}")
+        lines += _gate_lines(e["gates"])
+        if e["approvals"]:
+            lines.append(f"- **approvals** {_md(', '.join(e['approvals']))}")
+        if e["run"]:
+            lines.append(f"- **run** {e['run']}")
+    return "\n".join(lines)
+
+
+_LONG_DIGEST = re.compile(r"(sha256[:-])([0-9a-f]{12})[0-9a-f]{52}")
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~&!:])")  # what makes links, emphasis, HTML
+
+
+def _md(text: str) -> str:
+    """Untrusted text as one line of plain Markdown text: control and line-break characters
+    become spaces, Markdown's punctuation is escaped, and full digests are cut to 12 hex digits
+    (the request shows the one that matters in full)."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+    return _MARKDOWN.sub(r"\\\1", _LONG_DIGEST.sub(r"\1\2…", flat))
+
+
+def _gate_lines(gates_: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for g in gates_:
+        lines.append(f"- **{_md(g['gate'])}** {_md(g['summary'])}")
+        lines += [f"    - {_md(f)}" for f in g["findings"]]
+        if g["more_findings"]:
+            lines.append(f"    - and {g['more_findings']} more")
+        lines += [f"    - evidence: {_md(e)}" for e in g["evidence"]]
+    return lines
 
 
 def _started(suspend: bool) -> dt.datetime:
@@ -247,26 +473,7 @@ async def _running_again() -> None:
     """Take a run that is still paused on the server back to Running, so it can fail with the
     refusal as its message."""
     from prefect.client.orchestration import get_client
-    from prefect.runtime import flow_run
     from prefect.states import Running
 
     async with get_client() as client:
         await client.set_flow_run_state(uuid.UUID(flow_run.id), Running(), force=True)
-
-
-def _description(hop: Hop, results: list[GateResult], verdict: GateResult) -> str:
-    lines = [
-        f"### Approve {hop.name} into **{hop.stage.name}**?",
-        "",
-        f"- digest: `{hop.digest}` (your decision names this digest; it counts for no other)",
-        f"- from: `{hop.source}`",
-        f"- to: `{hop.target}`",
-        f"- so far: {verdict.summary}",
-        "",
-        "| gate | verdict | evidence |",
-        "|---|---|---|",
-    ]
-    for r in results:
-        evidence = ", ".join(f"`{e.source}`" for e in r.evidence) or "—"
-        lines.append(f"| {r.gate} | {r.summary} | {evidence} |")
-    return "\n".join(lines)

@@ -182,6 +182,11 @@ class Stage(_Strict):
             raise ValueError("publish names a repository (REGISTRY/PATH/{name}), without tag")
         return value
 
+    @property
+    def asks_approval(self) -> bool:
+        """Whether a person must approve promotions into this stage."""
+        return any(g.kind == "approval" for g in self.gates)
+
     def published(self, name: str, tag: str | None) -> str | None:
         """Where customers pull the image promoted here, or None."""
         if self.publish is None:

@@ -66,16 +66,43 @@ async def runner_deployments(
                 t["match"] = {**t["match"], "airlock.repository": first_stage_match(pipeline)}
             made.append(triggers.validate_python(t))
         crons = [s["cron"] for s in d.get("schedules") or [] if "cron" in s] if schedules else []
-        out.append(
-            await _flow(d["entrypoint"]).ato_deployment(
-                name=d["name"],
-                description=d.get("description"),
-                parameters=parameters,
-                triggers=made or None,
-                cron=crons or None,
-            )
+        deployment = await _flow(d["entrypoint"]).ato_deployment(
+            name=d["name"],
+            description=d.get("description"),
+            parameters=parameters,
+            triggers=made or None,
+            cron=crons or None,
         )
+        _run_form(deployment._parameter_openapi_schema, pipeline)
+        out.append(deployment)
     return out
+
+
+def _run_form(schema: Any, pipeline: Pipeline) -> None:
+    """The run form as this pipeline needs it: stages are a choice of its stages, an example
+    image names its first stage, and where any stage asks for an approval the requester is
+    required (the form refuses to submit without it, instead of the run failing after)."""
+    props = schema.properties
+    later = [s.name for s in pipeline.stages[1:]]
+    for name in ("to_stage", "until"):
+        if name in props:
+            choice = {"type": "string", "enum": later}
+            if "anyOf" in props[name]:  # optional: keep "none"
+                props[name]["anyOf"] = [choice, {"type": "null"}]
+            else:
+                props[name].update(choice)
+    first = pipeline.reference(pipeline.stages[0], "app").with_tag("1.0")
+    if "image" in props:
+        props["image"]["examples"] = [str(first)]
+    if "images" in props:
+        props["images"]["examples"] = [[str(first)]]
+    if "requester" in props and any(s.asks_approval for s in pipeline.stages[1:]):
+        props["requester"] = {
+            **{k: v for k, v in props["requester"].items() if k not in ("anyOf", "default")},
+            "type": "string",
+            "minLength": 1,
+        }
+        schema.required = [*(schema.required or []), "requester"]
 
 
 async def serve(pipeline_file: str | Path, *, schedules: bool = True) -> None:

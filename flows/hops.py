@@ -8,6 +8,7 @@ on the time in the first stage: that time is a push event, read from the Prefect
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -47,6 +48,43 @@ class Hop:
     @property
     def digest(self) -> str:
         return self.manifest.digest
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What an earlier stage says about the digest: its promotion record there, or why there is
+    none to show (a registry this hop holds no credentials for is not read)."""
+
+    stage: str
+    record: PromotionRecord | None
+    note: str = ""
+
+
+async def earlier(hop: Hop, opened: dict[str, RegistryClient]) -> list[Earlier]:
+    """The records of the digest in every stage before this one (after the first, where images
+    arrive by push), oldest first: what a reviewer of this hop needs to see it has passed."""
+    out = []
+    for stage in hop.pipeline.stages[1 : hop.pipeline.stages.index(hop.stage)]:
+        if stage is hop.previous and hop.entered is not None:
+            out.append(Earlier(stage.name, hop.entered))
+            continue
+        client = opened.get(stage.registry)
+        if client is None:
+            out.append(Earlier(stage.name, None, f"on registry {stage.registry}: not read here"))
+            continue
+        repo = hop.pipeline.reference(stage, hop.name).repository
+        mine = [
+            r for r in await records_for(client, repo, hop.digest) if r.is_for(stage.name, repo)
+        ]
+        out.append(Earlier(stage.name, mine[-1] if mine else None, "" if mine else "no record"))
+    return out
+
+
+def artifact_key(kind: str, hop: Hop) -> str:
+    """`airlock-gates-prod-app`: a stable key per kind, stage and image, so the Artifacts page
+    lists each once, with its versions (Prefect: lowercase letters, digits, dashes)."""
+    name = re.sub(r"[^a-z0-9]+", "-", hop.name.lower()).strip("-")[:40] or "image"
+    return f"airlock-{kind}-{hop.stage.name.replace('_', '-')}-{name}"
 
 
 # ---------------------------------------------------------------------------- clients

@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from airlock import __version__
 from flows import hops
-from flows.approvals import deployed, wait_for_approval
-from flows.config import Pipeline, load
-from flows.hops import Hop, PromotionRefused, clients, resolve
+from flows.approvals import asking, deployed, wait_for_approval
+from flows.config import GateConfig, Pipeline, load
+from flows.hops import Hop, PromotionRefused, artifact_key, clients, resolve
 from flows.records import Approval, PromotionRecord, history, recorded, write_record
 from gates.approval import name_problem
 from gates.base import GateResult
@@ -41,6 +43,8 @@ from registry.manifest import Descriptor
 from registry.reference import Reference, parse
 
 BOARD_KEY = "airlock-stage-board"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class PipelineRefused(PromotionRefused):
@@ -69,13 +73,43 @@ def _gate_key(context: Any, parameters: dict[str, Any]) -> str:
     return f"airlock-gate-{run}-{hop.digest.split(':', 1)[-1][:32]}-{config.kind}-{same}"
 
 
+async def _judge(config: GateConfig, hop: Hop, client: RegistryClient) -> GateResult | State:
+    """A gate that refuses ends its task Failed (red in the UI), its verdict still the data."""
+    result = await hops.evaluate(config, hop, client)
+    if result.passed:
+        return result
+    return Failed(message=f"{config.kind} gate {result.summary}", data=result)
+
+
 # Each gate is a task of its own in the UI; its result is persisted for the run (see above).
 evaluate_gate = task(
     name="gate",
     task_run_name="gate-{config.kind}",
     cache_key_fn=_gate_key,
     persist_result=True,
-)(hops.evaluate)
+)(_judge)
+
+
+async def _verdict(state: State) -> GateResult:
+    value = await state.result(raise_on_failure=False)
+    if isinstance(value, BaseException):  # the gate broke (not a refusal): the hop fails
+        raise value
+    return value
+
+
+def failing_quietly(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | State]]:
+    """airlock's own errors (a refusal, bad input, a registry that says no) end the flow run
+    Failed with their one-line message, without a Python traceback in the run's logs; callers
+    still get the exception (Prefect raises a Failed state's data)."""
+
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R | State:
+        try:
+            return await fn(*args, **kwargs)
+        except AirlockError as e:
+            return Failed(message=str(e), data=e)
+
+    return run
 
 
 async def _digest_of(hop_digest: str) -> str:
@@ -141,9 +175,18 @@ async def repository_lock(ref: Reference) -> AsyncIterator[None]:
 
 
 @flow(name="airlock-promote", flow_run_name="promote {image} to {to_stage}")
+@failing_quietly
 async def promote(image: str, to_stage: str, requester: str | None = None) -> dict[str, Any]:
     """Promote one image one hop, into `to_stage`, through that stage's gates. The pipeline is
-    the one this process was started with (flows/config.py: load), never a run's choice."""
+    the one this process was started with (flows/config.py: load), never a run's choice.
+
+    Args:
+        image: The image where it is now, by the tag it was pushed under, e.g.
+            registry.example.com/dev/app:1.0 (or @sha256:… after the tag).
+        to_stage: The stage to promote it into: the one after the stage it is in.
+        requester: Who asks for this promotion (your name). Required where the stage has an
+            approval gate: nobody's approval of their own promotion counts.
+    """
     started = dt.datetime.now(dt.UTC)
     logger = get_run_logger()
     pipeline = load()
@@ -152,7 +195,7 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
     here, _ = pipeline.locate(parse(image))
     if requester is not None and (problem := name_problem(requester)):
         raise BadInputError(f"requester {requester!r}: {problem}")
-    if requester is None and any(g.kind == "approval" for g in stage.gates):
+    if requester is None and stage.asks_approval:
         raise BadInputError(
             f"{stage.name} has an approval gate: say who asks (requester), so that nobody"
             " approves their own promotion"
@@ -183,16 +226,27 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
         _refuse_immutable(hop, current)
 
         task_gates = [g for g in stage.gates if g.kind != "approval"]
-        results = list(await asyncio.gather(*(evaluate_gate(g, hop, src) for g in task_gates)))
+        states = await asyncio.gather(
+            *(evaluate_gate(g, hop, src, return_state=True) for g in task_gates)
+        )
+        results = [await _verdict(s) for s in states]
         approvals: list[Approval] = []
         if all(r.passed for r in results):
+            shown = await hops.earlier(hop, opened) if stage.asks_approval else []
+
+            async def waiting(request: dict[str, Any]) -> None:
+                await _board(pipeline, hop, f"waiting for {asking(request)}")
+
             for g in (g for g in stage.gates if g.kind == "approval"):
-                verdict, approvals = await wait_for_approval(g, hop, results, requester)
+                verdict, approvals = await wait_for_approval(
+                    g, hop, results, requester, shown, waiting
+                )
                 results.append(verdict)
         await _gate_table(hop, results)
         refused = [r for r in results if not r.passed]
         if refused:
             r = refused[0]
+            await _board(pipeline, hop, f"refused: {r.gate} gate {r.summary}", approvals)
             raise PromotionRefused(f"{stage.name}: {r.gate} gate {r.summary}")
 
         async with repository_lock(hop.target):
@@ -227,7 +281,7 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
             subject = Descriptor(hop.manifest.media_type, hop.digest, len(hop.manifest.raw))
             record_digest = await write_record(dst, hop.target.repository, subject, record)
         await _summary_artifact(hop, record, record_digest)
-        await _board(pipeline, hop)
+        await _board(pipeline, hop, "promoted", approvals)
         return _summary(hop, "promoted", record_digest)
 
 
@@ -284,13 +338,14 @@ async def _gate_table(hop: Hop, results: list[GateResult]) -> None:
             }
             for r in results
         ],
+        key=artifact_key("gates", hop),
         description=f"Gates for {hop.name} into {hop.stage.name} ({hop.digest[:19]})",
     )
 
 
 async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: str) -> None:
     gates_md = "\n".join(f"- **{r.gate}**: {r.summary}" for r in record.gates) or "- (no gates)"
-    approvals = ", ".join(f"{a.approver} ({a.decision})" for a in record.approvals) or "—"
+    approvals = ", ".join(a.shown for a in record.approvals) or "—"
     await create_markdown_artifact(
         markdown="\n".join(
             [
@@ -307,18 +362,28 @@ async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: st
                 gates_md,
             ]
         ),
+        key=artifact_key("promoted", hop),
         description=f"{hop.name} into {hop.stage.name}",
     )
 
 
-async def _board(pipeline: Pipeline, hop: Hop) -> None:
-    """The stage board (a stable artifact key): where each image's tag points in every stage.
-    This image's rows are refreshed from the registries, other images' rows kept; the board is
-    read-modify-write, so concurrent hops take turns. A stage whose registry this process cannot
-    read (no credentials here) shows "?"."""
+async def _board(
+    pipeline: Pipeline,
+    hop: Hop,
+    status: str,
+    approvals: list[Approval] | None = None,
+) -> None:
+    """The stage board (a stable artifact key): one row per image, release and stage — the
+    digest really under the stage's tag, and for this hop's stage what happened (promoted,
+    waiting for approval, refused: why), when, who approved, and the run. Other rows are kept
+    (a row of another stage keeps its story while its tag holds the same digest); the board is
+    read-modify-write, so concurrent hops take turns. A stage whose registry this process
+    cannot read (no credentials here) shows "?"."""
     from prefect.artifacts import Artifact
 
-    rows = []
+    release = hop.release or hop.target.tag or ""
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    fresh = {}
     for stage in pipeline.stages:
         ref = pipeline.reference(stage, hop.name)
         tag = stage.tag_for(hop.release, hop.digest)
@@ -328,30 +393,77 @@ async def _board(pipeline: Pipeline, hop: Hop) -> None:
             digest = current.digest if current else "—"
         except AirlockError:
             digest = "?"
-        rows.append({"image": hop.name, "stage": stage.name, "tag": tag, "digest": digest})
+        fresh[stage.name] = {
+            "image": hop.name,
+            "release": release,
+            "stage": stage.name,
+            "tag": tag,
+            "digest": digest,
+            "status": "",
+            "when": "",
+            "approved by": "",
+            "run": "",
+        }
+    fresh[hop.stage.name].update(
+        status=status,
+        when=now,
+        **{"approved by": ", ".join(a.shown for a in approvals or [])},
+        run=flow_run.ui_url or "",
+    )
     order = {s.name: i for i, s in enumerate(pipeline.stages)}
     await _ensure_limit(BOARD_KEY)
     async with concurrency(BOARD_KEY, occupy=1, strict=True):
         latest = await Artifact.aget(BOARD_KEY)
         try:
-            kept = [
-                r
-                for r in (json.loads(latest.data) if latest else [])
-                if isinstance(r, dict) and {"image", "stage"} <= r.keys() and r["image"] != hop.name
-            ]
+            rows = [r for r in (json.loads(latest.data) if latest else []) if _row_ok(r)]
         except (TypeError, ValueError, AttributeError):
-            kept = []  # an unreadable board is rebuilt from this image on
+            rows = []  # an unreadable board is rebuilt from this image on
+        mine = {
+            r["stage"]: r for r in rows if (r["image"], r.get("release", "")) == (hop.name, release)
+        }
+        for name, row in fresh.items():
+            before = mine.get(name)
+            if name != hop.stage.name and before and before.get("digest") == row["digest"]:
+                fresh[name] = {**row, **{k: before.get(k, "") for k in _STORY}}
+        kept = [r for r in rows if (r["image"], r.get("release", "")) != (hop.name, release)]
         await create_table_artifact(
-            table=sorted(kept + rows, key=lambda r: (str(r["image"]), order.get(r["stage"], 99))),
+            table=sorted(
+                kept + list(fresh.values()),
+                key=lambda r: (str(r["image"]), str(r.get("release")), order.get(r["stage"], 99)),
+            ),
             key=BOARD_KEY,
-            description="Where each stage's tag points, per image",
+            description="Every image's release in every stage: the digest under the stage's tag,"
+            " the last promotion's outcome, when, who approved, the run",
         )
+
+
+_STORY = ("status", "when", "approved by", "run")  # what a board row says of its last event
+
+
+def _row_ok(row: Any) -> bool:
+    return isinstance(row, dict) and {"image", "stage"} <= row.keys()
 
 
 # ---------------------------------------------------------------------------- pipeline
 
 
-@flow(name="airlock-pipeline")
+def _pipeline_run_name() -> str:
+    """`app:1.0 @ sha256:0123456789ab…` (and `+ 2 more`): what a person looks for in a list of
+    runs, instead of a random name."""
+    images = flow_run.parameters.get("images") or []
+    if not images:
+        return "no images"
+    try:
+        ref = parse(str(images[0]))
+        name = f"{ref.repository.rsplit('/', 1)[-1]}:{ref.tag}" if ref.tag else ref.repository
+        shown = f"{name} @ {ref.digest[:19]}…" if ref.digest else name
+    except AirlockError:
+        shown = str(images[0])[:80]
+    return shown + (f" + {len(images) - 1} more" if len(images) > 1 else "")
+
+
+@flow(name="airlock-pipeline", flow_run_name=_pipeline_run_name)
+@failing_quietly
 async def pipeline(
     images: list[str],
     until: str | None = None,
@@ -359,7 +471,16 @@ async def pipeline(
     max_concurrency: int = 4,
 ) -> list[dict[str, Any]]:
     """Every hop in order for each image (several at once); an image stops at its first refusal
-    and the run fails naming the stage, gate and reason."""
+    and the run fails naming the stage, gate and reason.
+
+    Args:
+        images: The images to promote, each where it is now by the tag it was pushed under,
+            e.g. registry.example.com/dev/app:1.0.
+        until: The last stage to promote into (default: the pipeline's last stage).
+        requester: Who asks (your name; a push names its pusher, else "registry"). Nobody's
+            approval of their own promotion counts.
+        max_concurrency: How many images are promoted at once.
+    """
     config = load()
     if until is not None:
         config.stage(until)
@@ -402,6 +523,7 @@ async def pipeline(
 
 
 @flow(name="airlock-rollback", flow_run_name="rollback {stage}")
+@failing_quietly
 async def rollback(
     stage: str,
     image: str = "",

@@ -43,6 +43,16 @@ class Approval(BaseModel):
     digest: str | None = None  # what the approver decided on
     comment: str = ""
     at: dt.datetime
+    # why this approval did not count (the requester's own, a repeat, an outsider…); None when
+    # it counted, or is a reject (a reject always counts)
+    not_counted: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """`alice`, `bob (rejected)`, `carol: not counted (the requester may not…)`."""
+        if self.not_counted:
+            return f"{self.approver}: not counted ({self.not_counted})"
+        return self.approver if self.decision == "approve" else f"{self.approver} (rejected)"
 
 
 class PromotionRecord(BaseModel):

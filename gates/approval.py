@@ -116,6 +116,37 @@ class ApprovalPolicy(Policy):
         return self
 
 
+def notes(
+    approvals: list[ApprovalInput], policy: ApprovalPolicy, requester: str | None, digest: str
+) -> list[str | None]:
+    """Per decision, in order: None when it counts (an approval that counts, or any reject),
+    else why it does not ("the requester may not approve their own promotion", ...)."""
+    allowed = {identity(a) for a in policy.approvers}
+    self_id = identity(requester) if requester and requester.strip() else None
+    counted: dict[str, str] = {}  # identity → name as first written
+    out: list[str | None] = []
+    for a in approvals:
+        who = identity(a.approver)
+        bad_name = name_problem(a.approver)
+        note: str | None = None
+        if a.decision == "reject":
+            pass  # a reject always counts (rule 1)
+        elif a.digest != digest:
+            note = f"it approves {a.digest[:19]}…, not {digest[:19]}…"
+        elif bad_name:
+            note = bad_name
+        elif self_id is not None and who == self_id and not policy.allow_self_approval:
+            note = "the requester may not approve their own promotion"
+        elif allowed and who not in allowed:
+            note = "not in the approvers list"
+        elif who in counted:
+            note = f"{counted[who]} already approved"
+        else:
+            counted[who] = a.approver
+        out.append(note)
+    return out
+
+
 def evaluate(
     approvals: list[ApprovalInput],
     policy: ApprovalPolicy,
@@ -127,36 +158,21 @@ def evaluate(
     `requester`."""
     at = now or utcnow()
     allowed = {identity(a) for a in policy.approvers}
-    self_id = identity(requester) if requester and requester.strip() else None
-
     rows: list[dict[str, str]] = []
-    counted: dict[str, str] = {}  # identity → name as first written
+    counted: list[str] = []
     rejects: list[ApprovalInput] = []
     not_counted: list[str] = []
-    for a in approvals:
-        who = identity(a.approver)
-        outsider = bool(allowed) and who not in allowed
-        bad_name = name_problem(a.approver)
+    for a, why in zip(approvals, notes(approvals, policy, requester, digest), strict=True):
         if a.decision == "reject":
             rejects.append(a)
+            outsider = bool(allowed) and identity(a.approver) not in allowed
             note = "rejects" + (" (not in the approvers list)" if outsider else "")
-        elif a.digest != digest:
-            note = f"not counted: approves {a.digest[:19]}…, not {digest[:19]}…"
-            not_counted.append(f"{a.approver} approved another digest")
-        elif bad_name:
-            note = f"not counted: {bad_name}"
-            not_counted.append(f"{a.approver!r}: {bad_name}")
-        elif self_id is not None and who == self_id and not policy.allow_self_approval:
-            note = "not counted: the requester may not approve their own promotion"
-            not_counted.append(f"{a.approver} is the requester")
-        elif outsider:
-            note = "not counted: not in the approvers list"
-            not_counted.append(f"{a.approver} is not an allowed approver")
-        elif who in counted:
-            note = f"not counted again: {counted[who]} already approved"
-        else:
-            counted[who] = a.approver
+        elif why is None:
+            counted.append(a.approver)
             note = "counted"
+        else:
+            note = f"not counted ({why})"
+            not_counted.append(f"{a.approver}: not counted ({why})")
         rows.append(
             table_row(approver=a.approver, decision=a.decision, note=note, comment=a.comment)
         )
@@ -183,10 +199,8 @@ def evaluate(
         return result(False, "refused: rejected by " + "; ".join(map(_reject_text, rejects)))
     have, need = len(counted), policy.required
     if have >= need:
-        return result(
-            True, f"approved by {', '.join(counted.values())} ({have} of {need} required)"
-        )
-    extra = f" ({'; '.join(dict.fromkeys(not_counted))})" if not_counted else ""
+        return result(True, f"approved by {', '.join(counted)} ({have} of {need} required)")
+    extra = f"; {'; '.join(dict.fromkeys(not_counted))}" if not_counted else ""
     return result(False, f"pending: {have} of {need} approval{'s' * (need > 1)}{extra}")
 
 

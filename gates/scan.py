@@ -912,4 +912,47 @@ def evaluate_report(
         return result(True, f"passed: 0 at or above {fail_on} ({inner})")
     reasons = [f"fail at {fail_on}"] if at_or_above else []
     reasons += [f"max {m} {s}" for s, m in sorted(over.items(), reverse=True)]
-    return result(False, f"refused: {counted} ({'; '.join(reasons + extras)})")
+    named = f": {_named(shown)}" if shown else ""  # `shown` is never empty here; no dangling ":"
+    return result(False, f"refused: {counted} ({'; '.join(reasons + extras)}){named}")
+
+
+# A refusal's one-line summary names the findings that caused it: at most SUMMARY_FINDINGS, in
+# at most _NAMED_CHARS (a finding is ~60 characters; each string from the report is cut to
+# _FIELD_CHARS, so a hostile report fits ~3), then "and N more". The rows name up to MAX_ROWS.
+SUMMARY_FINDINGS = 5
+_FIELD_CHARS = 40
+_NAMED_CHARS = 700
+
+
+def _clip(value: str) -> str:
+    """A report's string made safe for a one-line summary: no control characters or line
+    breaks (they could forge log lines or move a terminal's cursor), at most _FIELD_CHARS."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    return text if len(text) <= _FIELD_CHARS else text[: _FIELD_CHARS - 1] + "…"
+
+
+def _finding_text(f: Finding) -> str:
+    """`CVE-2023-1234 openssl 3.0.2 CRITICAL (fixed in 3.0.7)`; `(no fix)` when the report says
+    there is none, `(fix unknown)` when it says nothing (SARIF), `(secret)` for a secret…"""
+    if f.kind != "vulnerability":
+        fix = f.kind
+    elif f.fixed is not None:
+        fix = f"fixed in {_clip(f.fixed)}"
+    else:
+        fix = "no fix" if f.fix_known else "fix unknown"
+    facts = [_clip(x) for x in (f.id, f.package, f.installed) if x]
+    return f"{' '.join(facts)} {f.severity} ({fix})"
+
+
+def _named(shown: list[Finding]) -> str:
+    """The findings that refused (already most severe first), capped, for the summary."""
+    texts: list[str] = []
+    size = 0
+    for f in shown[:SUMMARY_FINDINGS]:
+        text = _finding_text(f)
+        size += len(text) + (2 if texts else 0)
+        if texts and size > _NAMED_CHARS:
+            break
+        texts.append(text)
+    more = len(shown) - len(texts)
+    return ", ".join(texts) + (f" and {more} more" if more > 0 else "")

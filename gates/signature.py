@@ -348,7 +348,7 @@ def evaluate(
         if policy.require == "verified":
             return result(
                 True,
-                f"verified: cosign signature {first.where} for {short} verifies with a trusted key",
+                f"verified: cosign signature {first.where} for {short} {good[0].detail}",
             )
         kinds = ", ".join(sorted({c.found.kind for c in good}))
         n = len(good)
@@ -427,7 +427,7 @@ def _check(
             key.verify(raw_signature, found.payload, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
             continue
-        return _Check(found, True, "yes", f"verifies with public key {i}")
+        return _Check(found, True, "yes", f"verifies with public key {i} ({key_id(key)})")
     if found.certificate:
         return _Check(
             found,
@@ -445,6 +445,15 @@ def _check(
         f" key{'s' * (n > 1)} (wrong key, or payload or signature altered)",
         rank=_R_WRONG_KEY,
     )
+
+
+def key_id(key: ec.EllipticCurvePublicKey) -> str:
+    """`sha256:0123456789abcdef…`: the SHA-256 of the key's DER SubjectPublicKeyInfo, so a
+    reviewer can tell which trusted key verified a signature."""
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f"sha256:{hashlib.sha256(der).hexdigest()[:16]}…"
 
 
 def _malformed(found: FoundSignature, why: str) -> _Check:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what airlock needs on a Debian machine, skipping whatever is already there:
 # Debian packages (docker-registry, skopeo, apache2-utils for htpasswd, postgresql for the
-# scale-out end-to-end test, nginx-light for the virtual gateway's), uv, and the project.
+# scale-out end-to-end test, nginx-light for the virtual gateway's, chromium and chromium-driver
+# for the browser test of the Prefect UI), uv, and the project.
 # Idempotent; `make demo`, `make test` and .ci/run all start with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,10 @@ command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
 # the virtual gateway's tests run the nginx config airlock generates (started on loopback)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+# the browser test approves a promotion in the Prefect UI: headless Chromium, driven by selenium
+# through chromedriver (both at these paths; no browser is downloaded)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

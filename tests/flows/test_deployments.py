@@ -121,3 +121,44 @@ def test_prefect_deploy_all_accepts_the_file(prefect_api: str) -> None:
     )
     assert plain.status_code == 201, plain.text  # (never picked up: no worker here)
     assert httpx.delete(f"{prefect_api}/flow_runs/{plain.json()['id']}", timeout=30).is_success
+
+
+@pytest.mark.anyio
+async def test_the_run_form_offers_the_stages_and_asks_who_requests(
+    tmp_path: Path, prefect_api: str
+) -> None:
+    """Served with a pipeline whose prod asks for an approval: to_stage is a choice of the
+    stages after the first, and a run without a requester is refused by the server when it is
+    created (the form says "required"), not failed after Submit."""
+    from prefect.client.orchestration import get_client
+
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        "registries: {r: {url: 'reg.example'}}\n"
+        "stages:\n"
+        "  - {name: dev, registry: r, repository: 'dev/{name}'}\n"
+        "  - {name: prod, registry: r, repository: 'prod/{name}',"
+        " gates: [{kind: approval}]}\n"
+    )
+    made = {d.name: d for d in await runner_deployments(pipeline, schedules=False)}
+    promote = made["promote"]
+    schema = promote._parameter_openapi_schema
+    assert schema.properties["to_stage"]["enum"] == ["prod"]
+    assert "requester" in schema.required
+    assert schema.properties["image"]["examples"] == ["reg.example/dev/app:1.0"]
+    assert all(p.get("description") for p in schema.properties.values())
+    deployment_id = await promote.apply()
+    async with get_client() as client:
+        with pytest.raises(Exception, match="requester"):
+            await client.create_flow_run_from_deployment(
+                deployment_id, parameters={"image": "reg.example/dev/app:1.0", "to_stage": "prod"}
+            )
+        with pytest.raises(Exception, match="staging"):
+            await client.create_flow_run_from_deployment(
+                deployment_id,
+                parameters={
+                    "image": "reg.example/dev/app:1.0",
+                    "to_stage": "staging",
+                    "requester": "carol",
+                },
+            )

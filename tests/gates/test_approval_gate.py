@@ -112,8 +112,8 @@ def test_an_approval_of_another_digest_does_not_count() -> None:
     never counts for another digest."""
     result = evaluate([approve("alice", digest=OTHER)], ApprovalPolicy(), "ci")
     assert not result.passed
-    assert result.rows[0]["note"].startswith("not counted: approves sha256:eeeeeeeeeeee")
-    assert "alice approved another digest" in result.summary
+    assert result.rows[0]["note"].startswith("not counted (it approves sha256:eeeeeeeeeeee")
+    assert "alice: not counted (it approves sha256:eeeeeeeeeeee" in result.summary
 
 
 def test_a_reject_of_another_digest_still_refuses() -> None:
@@ -190,9 +190,13 @@ def test_duplicates_count_once_case_insensitively() -> None:
     assert result.summary.startswith("pending: 1 of 2")
     assert [r["note"] for r in result.rows] == [
         "counted",
-        "not counted again: Alice already approved",
-        "not counted again: Alice already approved",
+        "not counted (Alice already approved)",
+        "not counted (Alice already approved)",
     ]
+    assert result.summary == (
+        "pending: 1 of 2 approvals; alice: not counted (Alice already approved);"
+        " ALICE: not counted (Alice already approved)"
+    )
 
 
 def test_any_reject_refuses_naming_who_and_why() -> None:
@@ -222,7 +226,10 @@ def test_several_rejects_are_all_named() -> None:
 def test_requester_may_not_approve_their_own_promotion() -> None:
     result = evaluate([approve("Dave")], ApprovalPolicy(), requester="dave")
     assert not result.passed
-    assert result.summary == "pending: 0 of 1 approval (Dave is the requester)"
+    assert result.summary == (
+        "pending: 0 of 1 approval; Dave: not counted (the requester may not approve their own"
+        " promotion)"
+    )
     assert "requester may not approve" in result.rows[0]["note"]
 
     allowed = evaluate(
@@ -241,8 +248,10 @@ def test_approvers_outside_the_list_do_not_count() -> None:
     policy = ApprovalPolicy(required=2, approvers=["Alice", "bob", "carol"])
     result = evaluate([approve("alice"), approve("mallory")], policy, "ci-bot")
     assert not result.passed
-    assert result.summary == "pending: 1 of 2 approvals (mallory is not an allowed approver)"
-    assert result.rows[1]["note"] == "not counted: not in the approvers list"
+    assert result.summary == (
+        "pending: 1 of 2 approvals; mallory: not counted (not in the approvers list)"
+    )
+    assert result.rows[1]["note"] == "not counted (not in the approvers list)"
 
     ok = evaluate([approve("alice"), approve("mallory"), approve("BOB")], policy, "ci-bot")
     assert ok.passed

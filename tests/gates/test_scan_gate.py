@@ -194,7 +194,7 @@ def test_sarif_security_severity_beats_level() -> None:
     assert report.findings[1].unfixed
     result = evaluate(fixture("sarif/grype-presenter-image.sarif"))
     assert not result.passed
-    assert result.summary == "refused: 2 HIGH (fail at HIGH)"
+    assert result.summary.startswith("refused: 2 HIGH (fail at HIGH): ")
 
 
 def sarif(results: list[dict[str, Any]], rules: list[dict[str, Any]] | None = None) -> Evidence:
@@ -260,7 +260,7 @@ def test_default_policy_refuses_critical() -> None:
     assert not result.passed
     assert result.error is None
     assert result.gate == "scan"
-    assert result.summary == "refused: 2 CRITICAL, 4 MEDIUM (fail at HIGH)"
+    assert result.summary.startswith("refused: 2 CRITICAL, 4 MEDIUM (fail at HIGH): ")
     assert blocked_ids(result) == [("CVE-2019-14697", "musl"), ("CVE-2019-14697", "musl-utils")]
     assert result.evidence[0].source == "trivy/alpine-39.json"
 
@@ -273,7 +273,7 @@ def test_fail_on_critical_versus_high() -> None:
     assert evaluate(registry_alpine, ScanPolicy(fail_on="HIGH")).passed
     result = evaluate(registry_alpine, ScanPolicy(fail_on="MEDIUM"))
     assert not result.passed
-    assert result.summary == "refused: 4 MEDIUM (fail at MEDIUM)"
+    assert result.summary.startswith("refused: 4 MEDIUM (fail at MEDIUM): ")
 
 
 def test_fail_on_critical_passes_high_only_report() -> None:
@@ -295,7 +295,7 @@ def test_max_counts() -> None:
     assert evaluate(ev, ScanPolicy(max_counts={"MEDIUM": 4})).passed
     result = evaluate(ev, ScanPolicy(max_counts={"medium": 3}))
     assert not result.passed
-    assert result.summary == "refused: 4 MEDIUM (max 3 MEDIUM)"
+    assert result.summary.startswith("refused: 4 MEDIUM (max 3 MEDIUM): ")
     assert len(blocked_ids(result)) == 4
 
 
@@ -304,7 +304,7 @@ def test_max_counts_alone_without_fail_on() -> None:
     assert evaluate(ev, ScanPolicy(fail_on="never", max_counts={"CRITICAL": 2})).passed
     result = evaluate(ev, ScanPolicy(fail_on="never", max_counts={"CRITICAL": 1, "HIGH": 5}))
     assert not result.passed
-    assert result.summary == "refused: 2 CRITICAL, 1 HIGH (max 1 CRITICAL)"
+    assert result.summary.startswith("refused: 2 CRITICAL, 1 HIGH (max 1 CRITICAL): ")
 
 
 def test_ignore_unfixed() -> None:
@@ -375,7 +375,9 @@ def test_package_scoped_allow_entry() -> None:
     only_musl = ScanPolicy(allow=[allow("CVE-2019-14697", package="musl")])
     result = evaluate(ev, only_musl, now=NOW)
     assert not result.passed  # musl-utils still has it
-    assert result.summary == "refused: 1 CRITICAL, 4 MEDIUM (fail at HIGH; 1 allow-listed)"
+    assert result.summary.startswith(
+        "refused: 1 CRITICAL, 4 MEDIUM (fail at HIGH; 1 allow-listed): "
+    )
     assert blocked_ids(result) == [("CVE-2019-14697", "musl-utils")]
     both = ScanPolicy(
         allow=[
@@ -540,7 +542,7 @@ def test_blocking_rows_are_capped() -> None:
         {**template, "VulnerabilityID": f"CVE-2099-{i:04d}"} for i in range(120)
     ]
     result = evaluate(as_evidence(doc))
-    assert result.summary == "refused: 120 CRITICAL (fail at HIGH)"
+    assert result.summary.startswith("refused: 120 CRITICAL (fail at HIGH): ")
     finding_rows = blocked_ids(result)
     assert len(finding_rows) == 51
     assert finding_rows[-1][0] == "… 70 more"
@@ -741,7 +743,7 @@ def test_trivy_secrets_and_failed_misconfigurations_count() -> None:
     ]
     assert not report.findings[0].unfixed  # "unfixed" is about versions, not secrets
     result = evaluate(as_evidence(doc), ScanPolicy(ignore_unfixed=True))
-    assert result.summary == "refused: 1 CRITICAL, 1 LOW (fail at HIGH)"
+    assert result.summary.startswith("refused: 1 CRITICAL, 1 LOW (fail at HIGH): ")
     assert any(r["status"] == "blocks (secret)" for r in result.rows)
 
 

@@ -4,6 +4,7 @@ sigstore-bundle referrers pushed to a real registry, collected back by digest an
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -131,10 +132,22 @@ async def test_verified_cosign_signature_passes(registry: Reg) -> None:
     result = evaluate(found, verified(new_key(), key), img.digest)
     assert result.passed, result.summary
     assert result.gate == "signature"
+    # which trusted key verified it: its place in the policy and its SPKI sha256 (a reviewer
+    # compares it with `openssl pkey -pubin -outform DER | sha256sum`)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key_id = f"sha256:{hashlib.sha256(der).hexdigest()[:16]}…"
     assert result.summary.startswith("verified:")
+    assert result.summary.endswith(f"verifies with public key 2 ({key_id})")
     assert result.error is None
     assert result.rows == [
-        {"kind": "cosign", "where": tag, "verified": "yes", "detail": "verifies with public key 2"}
+        {
+            "kind": "cosign",
+            "where": tag,
+            "verified": "yes",
+            "detail": f"verifies with public key 2 ({key_id})",
+        }
     ]
     [ref] = result.evidence
     assert ref.source == tag
