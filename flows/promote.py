@@ -235,7 +235,7 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
             shown = await hops.earlier(hop, opened) if stage.asks_approval else []
 
             async def waiting(request: dict[str, Any]) -> None:
-                await _board(pipeline, hop, f"waiting for {asking(request)}")
+                await _board(pipeline, hop, opened, f"waiting for {asking(request)}")
 
             for g in (g for g in stage.gates if g.kind == "approval"):
                 verdict, approvals = await wait_for_approval(
@@ -246,7 +246,7 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
         refused = [r for r in results if not r.passed]
         if refused:
             r = refused[0]
-            await _board(pipeline, hop, f"refused: {r.gate} gate {r.summary}", approvals)
+            await _board(pipeline, hop, opened, f"refused: {r.gate} gate {r.summary}", approvals)
             raise PromotionRefused(f"{stage.name}: {r.gate} gate {r.summary}")
 
         async with repository_lock(hop.target):
@@ -281,7 +281,7 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
             subject = Descriptor(hop.manifest.media_type, hop.digest, len(hop.manifest.raw))
             record_digest = await write_record(dst, hop.target.repository, subject, record)
         await _summary_artifact(hop, record, record_digest)
-        await _board(pipeline, hop, "promoted", approvals)
+        await _board(pipeline, hop, opened, "promoted", approvals)
         return _summary(hop, "promoted", record_digest)
 
 
@@ -370,6 +370,7 @@ async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: st
 async def _board(
     pipeline: Pipeline,
     hop: Hop,
+    opened: dict[str, RegistryClient],
     status: str,
     approvals: list[Approval] | None = None,
 ) -> None:
@@ -377,8 +378,8 @@ async def _board(
     digest really under the stage's tag, and for this hop's stage what happened (promoted,
     waiting for approval, refused: why), when, who approved, and the run. Other rows are kept
     (a row of another stage keeps its story while its tag holds the same digest); the board is
-    read-modify-write, so concurrent hops take turns. A stage whose registry this process
-    cannot read (no credentials here) shows "?"."""
+    read-modify-write, so concurrent hops take turns. The hop's clients (`opened`) are reused;
+    a stage whose registry this process cannot read (no credentials here) shows "?"."""
     from prefect.artifacts import Artifact
 
     release = hop.release or hop.target.tag or ""
@@ -388,8 +389,11 @@ async def _board(
         ref = pipeline.reference(stage, hop.name)
         tag = stage.tag_for(hop.release, hop.digest)
         try:
-            async with clients(pipeline, stage) as opened:
+            if stage.registry in opened:
                 current = await opened[stage.registry].head_manifest(ref.repository, tag)
+            else:
+                async with clients(pipeline, stage) as other:
+                    current = await other[stage.registry].head_manifest(ref.repository, tag)
             digest = current.digest if current else "—"
         except AirlockError:
             digest = "?"
@@ -405,10 +409,12 @@ async def _board(
             "run": "",
         }
     fresh[hop.stage.name].update(
-        status=status,
-        when=now,
-        **{"approved by": ", ".join(a.shown for a in approvals or [])},
-        run=flow_run.ui_url or "",
+        {
+            "status": status,
+            "when": now,
+            "approved by": ", ".join(a.shown for a in approvals or []),
+            "run": flow_run.ui_url or "",
+        }
     )
     order = {s.name: i for i, s in enumerate(pipeline.stages)}
     await _ensure_limit(BOARD_KEY)

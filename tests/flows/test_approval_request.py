@@ -138,8 +138,10 @@ async def test_the_request_shows_every_earlier_stage_and_the_decision_starts_emp
     # the same request as an artifact, written when the wait began, and on the board
     [pending] = seen["pending"]
     assert img.digest in pending.data and "Passed qa" in pending.data
-    waiting = [r for r in seen["board"] if r["stage"] == "prod" and r["release"] == "1.0"]
-    assert waiting and waiting[0]["status"].startswith("waiting for 1 approval")
+    [waiting] = [
+        r for r in seen["board"] if (r["image"], r["release"], r["stage"]) == ("app", "1.0", "prod")
+    ]
+    assert waiting["status"].startswith("waiting for 1 approval")
 
     # the wait is said at INFO, with the exact command; nothing is logged as an error
     logs = await logs_of(seen["run"].id)
@@ -243,7 +245,8 @@ async def test_a_refused_hop_reads_as_one_refusal(setup: Setup) -> None:
     logs = [log.message for log in await logs_of(run.id)]
     assert not [m for m in logs if "Traceback" in m], logs
     board = table((await artifacts(key=BOARD_KEY))[0])
-    [row] = [r for r in board if r["stage"] == "qa" and r["digest"] == "—"]
+    [row] = [r for r in board if (r["image"], r["release"], r["stage"]) == ("app", "1.0", "qa")]
+    assert row["digest"] == "—"
     assert row["status"].startswith("refused: scan gate refused: 2 CRITICAL")
 
 
