@@ -51,6 +51,31 @@ def validate_digest(digest: str) -> str:
     return digest
 
 
+def is_digest(text: object) -> bool:
+    """Whether `text` is a digest airlock accepts (sha256/sha512, lowercase hex, exact length)."""
+    if not isinstance(text, str):
+        return False
+    m = _DIGEST_RE.fullmatch(text)
+    return bool(m) and _DIGEST_HEX_LENGTH.get(m.group(1)) == len(m.group(2))
+
+
+def is_tag(text: object) -> bool:
+    return isinstance(text, str) and bool(_TAG_RE.fullmatch(text))
+
+
+def is_path_component(text: object) -> bool:
+    """One component of a repository path (`dev`, `my-app`)."""
+    return isinstance(text, str) and bool(re.fullmatch(_COMPONENT, text))
+
+
+def is_repository(text: object) -> bool:
+    """A repository path without registry (`dev/app`), within the length limit."""
+    return isinstance(text, str) and len(text) <= MAX_NAME_LENGTH and bool(_PATH_RE.fullmatch(text))
+
+
+REPOSITORY_PATTERN = rf"^{_PATH_RE.pattern}$"  # for pydantic Field(pattern=...)
+
+
 def validate_tag(tag: str) -> str:
     if not _TAG_RE.fullmatch(tag):
         raise InvalidReference(
