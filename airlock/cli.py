@@ -4,9 +4,9 @@ argparse rather than Typer: `airlock copy` runs once per promotion in CI, and Ty
 ~100 ms of imports on these machines before any work starts. Commands import what they need
 lazily, so `airlock copy` never imports Prefect.
 
-Exit codes (DESIGN.md): 0 done, 1 refused (a gate, or --no-clobber), 2 bad input, 3 registry or
-network failure after retries. Errors are one line on stderr, never a traceback (set
-AIRLOCK_DEBUG=1 to see one).
+Exit codes (docs/cli.md): 0 done, 1 refused (a gate, or --no-clobber), 2 bad input, 3 registry
+or network failure after retries. Errors are one line on stderr, never a traceback (set
+AIRLOCK_DEBUG=1 to see one before that line, with the same exit code).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from airlock import __version__
 from registry.errors import EXIT_BAD_INPUT, EXIT_REGISTRY, AirlockError, BadInputError
+from registry.http import tune_http
 
 if TYPE_CHECKING:
     from registry.auth import Credentials
@@ -179,11 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_http()
     _ARGV[:] = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(_ARGV)
     try:
         return args.func(args)
     except AirlockError as e:
+        if os.environ.get("AIRLOCK_DEBUG"):
+            _traceback()
         return _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
@@ -201,6 +205,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"internal error ({type(e).__name__}); rerun with AIRLOCK_DEBUG=1 and report it",
             EXIT_REGISTRY,
         )
+
+
+def _traceback() -> None:
+    """The exception being handled, with its traceback, on stderr (AIRLOCK_DEBUG=1), scrubbed of
+    every secret airlock knows, as every message it prints is."""
+    import traceback
+
+    from registry.secrets import scrub
+
+    sys.stderr.write(scrub(traceback.format_exc()))
+    sys.stderr.flush()
 
 
 def _fail(message: str, code: int) -> int:

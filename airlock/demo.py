@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from airlock.supervisor import PrefectServer, Supervisor, free_port, http_json, quiet_env
 from registry import mediatypes as mt
 from registry.client import RegistryClient
 from registry.errors import AirlockError
@@ -47,6 +48,7 @@ DATA = Path(__file__).resolve().parent / "demo_data"
 STATE_DIR = Path(".airlock-demo")
 WAIT = 120.0  # seconds for any one step before the demo gives up
 APPROVER = "release-manager"
+AIRLOCK = [sys.executable, "-m", "airlock.cli"]  # airlock's own processes
 
 
 # ---------------------------------------------------------------------------- images
@@ -155,91 +157,54 @@ def _scan(report: str, repo: str, manifest: Manifest) -> bytes:
     return json.dumps(doc, indent=2).encode()
 
 
-async def ci_build(host: str, version: str, scan_report: str, key: Any) -> tuple[Manifest, float]:
-    """CI's part: build, push by digest, attach reports and signature, then push the tag (the
-    notification that starts the pipeline, once the evidence is there). Returns the manifest
-    and when the tag was pushed."""
+async def push_with_evidence(
+    client: RegistryClient,
+    repo: str,
+    manifest: Manifest,
+    blobs: dict[str, bytes],
+    reports: list[tuple[str, bytes]],
+    *,
+    tag: str | None = None,
+    signature: tuple[Manifest, dict[str, bytes]] | None = None,
+) -> float:
+    """CI's order: the image by digest, its reports attached as referrers (and a cosign
+    signature under its tag), and only then `tag`, whose push is the notification that starts
+    the pipeline, once the evidence is there. Returns when the tag was pushed."""
     from registry.referrers import artifact, push_referrer
 
+    await push(client, repo, manifest.digest, manifest, blobs)
+    for kind, data in reports:
+        art, art_blobs = artifact(manifest.descriptor, kind, data)
+        await push_referrer(client, repo, art, art_blobs)
+    if signature is not None:
+        await push(client, repo, f"sha256-{manifest.digest[7:]}.sig", *signature)
+    pushed = time.time()
+    if tag is not None:
+        await client.put_manifest(repo, tag, manifest)
+    return pushed
+
+
+async def ci_build(host: str, version: str, scan_report: str, key: Any) -> tuple[Manifest, float]:
+    """CI's part: build, push by digest, attach reports and signature, then push the tag.
+    Returns the manifest and when the tag was pushed."""
     manifest, blobs = sample_image(version)
-    subject = manifest.descriptor
+    reports = [
+        (mt.TEST_REPORT_PYTEST, (DATA / "tests.pytest.json").read_bytes()),
+        (mt.SCAN_REPORT_TRIVY, _scan(scan_report, "dev/app", manifest)),
+    ]
+    signature = _signature(manifest.descriptor, f"{host}/dev/app", key)
     async with RegistryClient(host) as client:
-        await push(client, "dev/app", manifest.digest, manifest, blobs)
-        for kind, data in (
-            (mt.TEST_REPORT_PYTEST, (DATA / "tests.pytest.json").read_bytes()),
-            (mt.SCAN_REPORT_TRIVY, _scan(scan_report, "dev/app", manifest)),
-        ):
-            art, art_blobs = artifact(subject, kind, data)
-            await push_referrer(client, "dev/app", art, art_blobs)
-        sig, sig_blobs = _signature(subject, f"{host}/dev/app", key)
-        await push(client, "dev/app", f"sha256-{manifest.digest[7:]}.sig", sig, sig_blobs)
-        pushed = time.time()
-        await client.put_manifest("dev/app", version, manifest)
+        pushed = await push_with_evidence(
+            client, "dev/app", manifest, blobs, reports, tag=version, signature=signature
+        )
     return manifest, pushed
 
 
-# ---------------------------------------------------------------------------- processes
-
-
-@dataclass
-class Services:
-    state: Path
-    procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
-    registry: Any = None
-
-    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = (self.state / "logs" / f"{name}.log").open("wb")
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append((name, proc))
-        return proc
-
-    def stop(self) -> None:
-        """Newest first, each waited for: the runner pauses its deployments through the Prefect
-        server on its way out, so the server goes last."""
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self.registry is not None:
-            self.registry.stop()
-
-    def pids(self) -> str:
-        pids = [str(p.pid) for _, p in self.procs]
-        if self.registry is not None:
-            pids.append(str(self.registry.proc.pid))
-        return " ".join(pids)
+# ---------------------------------------------------------------------------- the Prefect API
 
 
 class DemoFailed(AirlockError):
     exit_code = 3
-
-
-def until(what: str, check: Callable[[], T | None], services: Services, timeout: float = WAIT) -> T:
-    """Poll `check` until it gives a value (each service is checked to be alive meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name, proc in services.procs:
-            if proc.poll() is not None:
-                raise DemoFailed(f"{name} exited; see {services.state / 'logs' / name}.log")
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise DemoFailed(f"timed out waiting for {what}; logs in {services.state / 'logs'}")
-
-
-def _get(url: str) -> Any:
-    import httpx
-
-    try:
-        r = httpx.get(url, timeout=5)
-    except httpx.TransportError:
-        return None
-    return r.json() if r.status_code == 200 else None
 
 
 class Api:
@@ -272,12 +237,15 @@ class Api:
             ):
                 continue
             # Prefect saves the Resume form's schema just after pausing: wait for it
-            if _get(f"{self.url}/flow_runs/{run['id']}/input/{keyset['schema']}") is not None:
+            if http_json(f"{self.url}/flow_runs/{run['id']}/input/{keyset['schema']}") is not None:
                 return run
         return None
 
+    def started(self, run_id: str) -> str | None:
+        return (http_json(f"{self.url}/flow_runs/{run_id}") or {}).get("start_time")
+
     def final(self, run_id: str) -> dict[str, Any] | None:
-        run = _get(f"{self.url}/flow_runs/{run_id}")
+        run = http_json(f"{self.url}/flow_runs/{run_id}")
         ended = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
         return run if run and run["state"]["type"] in ended else None
 
@@ -334,6 +302,12 @@ repositories:
 """
 
 
+def layout_digest(layout: Path) -> str:
+    """The digest an OCI layout (as `skopeo copy … oci:DIR` writes it) holds."""
+    index = json.loads((layout / "index.json").read_text())
+    return index["manifests"][0]["digest"]
+
+
 def _customer_pull(customers: str, good: Manifest, bad: Manifest, state: Path) -> bool:
     """A customer pulls app:1.0 through the production view; app:1.1 is not there."""
     import httpx
@@ -348,8 +322,7 @@ def _customer_pull(customers: str, good: Manifest, bad: Manifest, state: Path) -
     )
     if pulled.returncode != 0:
         raise DemoFailed(f"a customer pull failed: {pulled.stderr.strip()[-300:]}")
-    index = json.loads((layout / "index.json").read_text())
-    digest = index["manifests"][0]["digest"]
+    digest = layout_digest(layout)
     host, _, view = customers.partition("/")
     absent = httpx.head(
         f"http://{host}/v2/{view}/app/manifests/1.1", headers={"Accept": mt.ACCEPT}, timeout=10
@@ -367,180 +340,251 @@ class Clock:
         print(f"[{time.monotonic() - self.start:6.1f}s] {text}", flush=True)
 
 
+@dataclass
+class Demo:
+    """One run of the demo: its state directory, its processes, what each step found."""
+
+    state: Path
+    interactive: bool = False
+    keep: bool = False
+    clock: Clock = field(default_factory=Clock)
+    services: Supervisor = field(default_factory=Supervisor)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    receiver_port: int = field(default_factory=free_port)
+    gateway_port: int = field(default_factory=free_port)
+    registry: Any = None
+    key: Any = None
+    # derived from the above
+    logs: Path = field(init=False)
+    pipeline_file: Path = field(init=False)
+    receiver: str = field(init=False)  # http://127.0.0.1:PORT
+    customers: str = field(init=False)  # the customers' view: 127.0.0.1:PORT/customers
+    prefect: PrefectServer = field(init=False)
+    env: dict[str, str] = field(init=False)  # what airlock's own processes get
+    api: Api = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.logs = self.state / "logs"
+        self.pipeline_file = self.state / "pipeline.yaml"
+        self.receiver = f"http://127.0.0.1:{self.receiver_port}"
+        self.customers = f"127.0.0.1:{self.gateway_port}/customers"
+        self.prefect = PrefectServer(
+            self.state / "prefect",
+            ui=self.keep or self.interactive,
+            base_env=_base_env(self.state),
+            log=self.logs / "prefect-server.log",
+            append=False,
+        )
+        self.env = self.prefect.client_env()
+        self.api = Api(self.prefect.api)
+
+    @property
+    def host(self) -> str:
+        return self.registry.host
+
+    def until(self, what: str, check: Callable[[], T | None], timeout: float = WAIT) -> T:
+        """Poll `check` until it gives a value (each service is checked to be alive meanwhile)."""
+        return self.services.wait(what, check, timeout=timeout)
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.services.start(name, args, env=env, log=self.logs / f"{name}.log")
+
+    def pids(self) -> str:
+        pids = [p.pid for p in self.services.processes] + [self.registry.proc.pid]
+        return " ".join(map(str, pids))
+
+    def stop(self) -> None:
+        """Newest first, each waited for: the runner pauses its deployments through the Prefect
+        server on its way out, so the server goes after them (and the registry last)."""
+        self.services.close()
+
+
 def run_demo(
     state_dir: Path | None = None, *, keep: bool = False, interactive: bool = False
 ) -> int:
-    from airlock.localregistry import free_port
-
-    state = (state_dir or STATE_DIR).resolve()
-    shutil.rmtree(state, ignore_errors=True)  # each run starts clean
-    (state / "logs").mkdir(parents=True)
-    clock = Clock()
-    services = Services(state)
-    airlock = [sys.executable, "-m", "airlock.cli"]
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AIRLOCK_"))}
-    base_env.update(
-        PREFECT_HOME=str(state / "prefect"),
-        DO_NOT_TRACK="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DOCKER_CONFIG=str(state / "docker"),  # the demo registry needs no credentials
-    )
-    (state / "docker").mkdir()
+    demo = Demo(_clean_state(state_dir or STATE_DIR), interactive=interactive, keep=keep)
     try:
-        # 1. Prefect, the receiver, the registry
-        token = secrets.token_urlsafe(24)
-        receiver_port = free_port()
-        receiver = f"http://127.0.0.1:{receiver_port}"
-        pipeline_file = state / "pipeline.yaml"
-
-        from airlock.localregistry import start_registry
-
-        endpoint = {
-            "name": "airlock",
-            "url": f"{receiver}/registry",
-            "headers": {"Authorization": [f"Bearer {token}"]},
-            "timeout": "5s",
-            "threshold": 10,
-            "backoff": "1s",
-        }
-        services.registry = start_registry(
-            state / "registry", extra={"notifications": {"endpoints": [endpoint]}}
-        )
-        host = services.registry.host
-        clock.say(f"registry        {services.registry.url}  (notifies {receiver}/registry)")
-        port = free_port()
-        api_url = f"http://127.0.0.1:{port}/api"
-        ui = ["--no-ui"] if not (keep or interactive) else []
-        server = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-        # The UI asks /ui-settings where the API is: without these it names the default port
-        # (4200), and every page of a server on another port says "Can't connect".
-        server_env = {
-            **base_env,
-            "PREFECT_SERVER_API_PORT": str(port),
-            "PREFECT_UI_API_URL": api_url,
-        }
-        services.spawn("prefect-server", [*server, "--port", str(port), *ui], server_env)
-        env = {**base_env, "PREFECT_API_URL": api_url}
-
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        public_pem = (
-            key.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            .decode()
-        )
-        gateway_port = free_port()
-        customers = f"127.0.0.1:{gateway_port}/customers"
-        pipeline_file.write_text(_pipeline_yaml(host, public_pem, customers))
-        (state / "virtual.yaml").write_text(_virtual_yaml(host))
-        until("the Prefect server", lambda: _get(f"{api_url}/health"), services)
-        clock.say(f"prefect server  {api_url.removesuffix('/api')}  (SQLite in {state})")
-        receiver_env = {**env, "AIRLOCK_WEBHOOK_TOKEN": token}
-        receiver_cmd = ["webhooks", "serve", "--port", str(receiver_port)]
-        receiver_cmd += ["--pipeline", str(pipeline_file)]
-        receiver_cmd += ["--state", str(state / "webhooks.sqlite")]  # not in the home folder
-        services.spawn("webhooks", [*airlock, *receiver_cmd], receiver_env)
-        serve_env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-        serve_cmd = ["serve", "--pipeline", str(pipeline_file), "--no-schedules"]
-        services.spawn("deployments", [*airlock, *serve_cmd], serve_env)
-        gateway_cmd = ["virtual", "serve", "--config", str(state / "virtual.yaml")]
-        services.spawn("gateway", [*airlock, *gateway_cmd, "--port", str(gateway_port)], env)
-        until("the webhook receiver", lambda: _get(f"{receiver}/healthz"), services)
-        clock.say(f"webhooks        {receiver}  (registry → Prefect events)")
-        api = Api(api_url)
-        until(
-            "the served deployments",
-            lambda: len(api.post("/deployments/filter", {})) >= 4,
-            services,
-        )
-        clock.say("deployments     promote-on-push, promote, drift-watch, rescan (served)")
-
-        # 2. CI pushes a good image and a bad one; the pushes start the pipeline
-        good, pushed = asyncio.run(ci_build(host, "1.0", "scan-clean.trivy.json", key))
-        clock.say(f"CI pushed       {host}/dev/app:1.0  {good.digest}")
-        bad, _ = asyncio.run(ci_build(host, "1.1", "scan-critical.trivy.json", key))
-        clock.say(f"CI pushed       {host}/dev/app:1.1  {bad.digest}  (its scan: CRITICAL)")
-
-        good_ref = f"{host}/dev/app:1.0@{good.digest}"
-        bad_ref = f"{host}/dev/app:1.1@{bad.digest}"
-        run = until("the pipeline run of app:1.0", lambda: api.pipeline_run(good_ref), services)
-        started = until(
-            "the pipeline run to start",
-            lambda: (_get(f"{api_url}/flow_runs/{run['id']}") or {}).get("start_time"),
-            services,
-        )
-        to_start = dt.datetime.fromisoformat(started).timestamp() - pushed
-        clock.say(f"promote-on-push run {run['name']} started {to_start:.1f} s after the push")
-
-        async def staged() -> bool:
-            async with RegistryClient(host) as client:
-                now = await client.head_manifest("staging/app", "1.0")
-            return now is not None and now.digest == good.digest
-
-        until("app:1.0 to reach staging", lambda: asyncio.run(staged()), services)
-        to_staging = time.time() - pushed
-        clock.say(f"app:1.0 reached staging {to_staging:.1f} s after the push (qa, staging passed)")
-
-        # 3. prod waits for a person
-        waiting = until(
-            "prod's approval request",
-            lambda: api.waiting_approval("app:1.0"),
-            services,
-            timeout=WAIT if not interactive else 600,
-        )
-        from flows.approvals import run_pages
-
-        ui_run = asyncio.run(run_pages(api_url.removesuffix("/api")))(waiting["id"])
-        if interactive:
-            clock.say(f"prod is waiting for an approval: open {ui_run} and press Resume")
-            clock.say(f"  (or run: airlock approve {waiting['id']} --by NAME)")
-        else:
-            approve = [*airlock, "approve", waiting["id"], "--by", APPROVER, "--comment", "demo"]
-            given = subprocess.run(approve, env=env, capture_output=True, text=True, timeout=60)
-            if given.returncode != 0:
-                raise DemoFailed(f"airlock approve failed: {given.stderr.strip()}")
-            clock.say(f"approved        by {APPROVER} (airlock approve {waiting['id']}; {ui_run})")
-        done = until(
-            "the pipeline run of app:1.0 to end",
-            lambda: api.final(run["id"]),
-            services,
-            timeout=WAIT if not interactive else 600,
-        )
-        clock.say(f"app:1.0 pipeline run: {done['state']['name']}")
-
-        bad_run = until("the pipeline run of app:1.1", lambda: api.pipeline_run(bad_ref), services)
-        bad_done = until(
-            "the pipeline run of app:1.1 to end", lambda: api.final(bad_run["id"]), services
-        )
-        clock.say(
-            f"app:1.1 pipeline run: {bad_done['state']['name']}: "
-            f"{bad_done['state'].get('message') or ''}"
-        )
-
-        ok = asyncio.run(_report(host, good, bad))
-        until(
-            "the customers' gateway",
-            lambda: _get(f"http://{customers.split('/')[0]}/healthz"),
-            services,
-        )
-        ok = _customer_pull(customers, good, bad, state) and ok
-        clock.say(
+        start_registry_and_prefect(demo)
+        write_pipeline(demo)
+        start_airlock_services(demo)
+        good, bad, pushed = ci_pushes(demo)
+        run, to_start, to_staging = follow_to_staging(demo, good, pushed)
+        approve_prod(demo)
+        done = pipeline_outcomes(demo, run, bad)
+        ok = asyncio.run(_report(demo.host, good, bad))
+        ok = customer_pull(demo, good, bad) and ok
+        demo.clock.say(
             f"done: push → flow start {to_start:.1f} s, push → staging {to_staging:.1f} s,"
-            f" whole demo {time.monotonic() - clock.start:.1f} s"
+            f" whole demo {time.monotonic() - demo.clock.start:.1f} s"
         )
         if keep:
             print(
-                f"\nleft running (--keep): UI {api_url.removesuffix('/api')}, registry"
-                f" {services.registry.url}; stop with: kill {services.pids()}"
+                f"\nleft running (--keep): UI {demo.prefect.url}, registry"
+                f" {demo.registry.url}; stop with: kill {demo.pids()}"
             )
         return 0 if ok and done["state"]["type"] == "COMPLETED" else 3
     finally:
         if not keep:
-            services.stop()
+            demo.stop()
+
+
+def _clean_state(state_dir: Path) -> Path:
+    state = state_dir.resolve()
+    shutil.rmtree(state, ignore_errors=True)  # each run starts clean
+    (state / "logs").mkdir(parents=True)
+    (state / "docker").mkdir()
+    return state
+
+
+def _base_env(state: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AIRLOCK_"))}
+    return quiet_env(state / "prefect", base) | {
+        "DOCKER_CONFIG": str(state / "docker"),  # the demo registry needs no credentials
+    }
+
+
+def start_registry_and_prefect(demo: Demo) -> None:
+    """1. A registry whose notifications go to the receiver (with a bearer token made for this
+    run), and a Prefect server on SQLite (not waited for yet: the next step overlaps it)."""
+    from airlock.localregistry import start_registry
+
+    endpoint = {
+        "name": "airlock",
+        "url": f"{demo.receiver}/registry",
+        "headers": {"Authorization": [f"Bearer {demo.token}"]},
+        "timeout": "5s",
+        "threshold": 10,
+        "backoff": "1s",
+    }
+    demo.registry = demo.services.adopt(
+        start_registry(demo.state / "registry", extra={"notifications": {"endpoints": [endpoint]}})
+    )
+    demo.clock.say(f"registry        {demo.registry.url}  (notifies {demo.receiver}/registry)")
+    demo.services.adopt(demo.prefect.start(wait=False))  # watched while the demo waits
+
+
+def write_pipeline(demo: Demo) -> None:
+    """The demo pipeline (staging verifies signatures with a key made for this run) and the
+    customers' view; then the Prefect server is up."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    demo.key = ec.generate_private_key(ec.SECP256R1())
+    public_pem = (
+        demo.key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    demo.pipeline_file.write_text(_pipeline_yaml(demo.host, public_pem, demo.customers))
+    (demo.state / "virtual.yaml").write_text(_virtual_yaml(demo.host))
+    demo.until("the Prefect server", demo.prefect.ready)
+    demo.clock.say(f"prefect server  {demo.prefect.url}  (SQLite in {demo.state})")
+
+
+def start_airlock_services(demo: Demo) -> None:
+    """2. The webhook receiver, `airlock serve` (prefect.yaml's deployments bound to the demo
+    pipeline) and the customers' gateway."""
+    receiver_env = {**demo.env, "AIRLOCK_WEBHOOK_TOKEN": demo.token}
+    receiver_cmd = ["webhooks", "serve", "--port", str(demo.receiver_port)]
+    receiver_cmd += ["--pipeline", str(demo.pipeline_file)]
+    receiver_cmd += ["--state", str(demo.state / "webhooks.sqlite")]  # not in the home folder
+    demo.spawn("webhooks", [*AIRLOCK, *receiver_cmd], receiver_env)
+    serve_env = {**demo.env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    serve_cmd = ["serve", "--pipeline", str(demo.pipeline_file), "--no-schedules"]
+    demo.spawn("deployments", [*AIRLOCK, *serve_cmd], serve_env)
+    gateway_cmd = ["virtual", "serve", "--config", str(demo.state / "virtual.yaml")]
+    gateway_cmd += ["--port", str(demo.gateway_port)]
+    demo.spawn("gateway", [*AIRLOCK, *gateway_cmd], demo.env)
+    demo.until("the webhook receiver", lambda: http_json(f"{demo.receiver}/healthz"))
+    demo.clock.say(f"webhooks        {demo.receiver}  (registry → Prefect events)")
+    demo.until("the served deployments", lambda: len(demo.api.post("/deployments/filter", {})) >= 4)
+    demo.clock.say("deployments     promote-on-push, promote, drift-watch, rescan (served)")
+
+
+def ci_pushes(demo: Demo) -> tuple[Manifest, Manifest, float]:
+    """3. CI pushes a good image and a bad one (its scan: CRITICAL); the pushes start the
+    pipeline. Returns both and when the good one's tag was pushed."""
+    good, pushed = asyncio.run(ci_build(demo.host, "1.0", "scan-clean.trivy.json", demo.key))
+    demo.clock.say(f"CI pushed       {demo.host}/dev/app:1.0  {good.digest}")
+    bad, _ = asyncio.run(ci_build(demo.host, "1.1", "scan-critical.trivy.json", demo.key))
+    demo.clock.say(f"CI pushed       {demo.host}/dev/app:1.1  {bad.digest}  (its scan: CRITICAL)")
+    return good, bad, pushed
+
+
+def follow_to_staging(
+    demo: Demo, good: Manifest, pushed: float
+) -> tuple[dict[str, Any], float, float]:
+    """promote-on-push starts, and app:1.0 passes qa and staging by itself. Returns the run and
+    the seconds from the push to its start and to staging."""
+    good_ref = f"{demo.host}/dev/app:1.0@{good.digest}"
+    run = demo.until("the pipeline run of app:1.0", lambda: demo.api.pipeline_run(good_ref))
+    started = demo.until("the pipeline run to start", lambda: demo.api.started(run["id"]))
+    to_start = dt.datetime.fromisoformat(started).timestamp() - pushed
+    demo.clock.say(f"promote-on-push run {run['name']} started {to_start:.1f} s after the push")
+
+    async def staged() -> bool:
+        async with RegistryClient(demo.host) as client:
+            now = await client.head_manifest("staging/app", "1.0")
+        return now is not None and now.digest == good.digest
+
+    demo.until("app:1.0 to reach staging", lambda: asyncio.run(staged()))
+    to_staging = time.time() - pushed
+    demo.clock.say(
+        f"app:1.0 reached staging {to_staging:.1f} s after the push (qa, staging passed)"
+    )
+    return run, to_start, to_staging
+
+
+def approve_prod(demo: Demo) -> None:
+    """4. prod waits for a person: `airlock approve` gives the approval (or, with
+    --interactive, a person in the UI)."""
+    from flows.approvals import run_pages
+
+    waiting = demo.until(
+        "prod's approval request",
+        lambda: demo.api.waiting_approval("app:1.0"),
+        timeout=WAIT if not demo.interactive else 600,
+    )
+    ui_run = asyncio.run(run_pages(demo.prefect.url))(waiting["id"])
+    if demo.interactive:
+        demo.clock.say(f"prod is waiting for an approval: open {ui_run} and press Resume")
+        demo.clock.say(f"  (or run: airlock approve {waiting['id']} --by NAME)")
+        return
+    approve = [*AIRLOCK, "approve", waiting["id"], "--by", APPROVER, "--comment", "demo"]
+    given = subprocess.run(approve, env=demo.env, capture_output=True, text=True, timeout=60)
+    if given.returncode != 0:
+        raise DemoFailed(f"airlock approve failed: {given.stderr.strip()}")
+    demo.clock.say(f"approved        by {APPROVER} (airlock approve {waiting['id']}; {ui_run})")
+
+
+def pipeline_outcomes(demo: Demo, run: dict[str, Any], bad: Manifest) -> dict[str, Any]:
+    """5. app:1.0's run ends (Completed), app:1.1's is stopped at qa's scan gate. Returns the
+    good run's end."""
+    done = demo.until(
+        "the pipeline run of app:1.0 to end",
+        lambda: demo.api.final(run["id"]),
+        timeout=WAIT if not demo.interactive else 600,
+    )
+    demo.clock.say(f"app:1.0 pipeline run: {done['state']['name']}")
+    bad_ref = f"{demo.host}/dev/app:1.1@{bad.digest}"
+    bad_run = demo.until("the pipeline run of app:1.1", lambda: demo.api.pipeline_run(bad_ref))
+    bad_done = demo.until(
+        "the pipeline run of app:1.1 to end", lambda: demo.api.final(bad_run["id"])
+    )
+    demo.clock.say(
+        f"app:1.1 pipeline run: {bad_done['state']['name']}: "
+        f"{bad_done['state'].get('message') or ''}"
+    )
+    return done
+
+
+def customer_pull(demo: Demo, good: Manifest, bad: Manifest) -> bool:
+    """6. A customer pulls through the production view: app:1.0 is there, app:1.1 is not."""
+    demo.until(
+        "the customers' gateway",
+        lambda: http_json(f"http://{demo.customers.split('/')[0]}/healthz"),
+    )
+    return _customer_pull(demo.customers, good, bad, demo.state)
 
 
 async def _report(host: str, good: Manifest, bad: Manifest) -> bool:

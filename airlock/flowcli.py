@@ -366,7 +366,6 @@ def plan_hop(args: argparse.Namespace) -> int:
 
     from flows.config import load
     from flows.hops import PromotionRefused, clients, evaluate, resolve
-    from gates.common import duration_text
     from registry.copy import human_size, plan_copy
     from registry.reference import parse
 
@@ -384,16 +383,8 @@ def plan_hop(args: argparse.Namespace) -> int:
                 return {"refused": str(e)}
             gates = []
             for config in stage.gates:
-                if config.kind == "approval":
-                    policy = config.policy_model()
-                    gates.append(
-                        {
-                            "gate": "approval",
-                            "passed": None,
-                            "summary": f"would wait up to {duration_text(config.timeout)}"
-                            f" for {policy.required} approval(s)",
-                        }
-                    )
+                if config.gate.waits_for_people:  # a plan never waits: it says it would
+                    gates.append({"gate": config.kind, "passed": None, "summary": _waits(config)})
                     continue
                 result = await evaluate(config, hop, src)
                 gates.append(
@@ -445,3 +436,13 @@ def plan_hop(args: argparse.Namespace) -> int:
         f" ({human_size(c['bytes_to_stream'])}), {c['skip']} already there"
     )
     return 0
+
+
+def _waits(config: Any) -> str:
+    """`would wait up to 1h for 2 approval(s)`: a gate that waits for people, in a plan."""
+    from gates.common import duration_text
+
+    required = getattr(config.policy, "required", None)  # how many people (approval)
+    return f"would wait up to {duration_text(config.timeout)}" + (
+        f" for {required} approval(s)" if required is not None else ""
+    )

@@ -42,7 +42,7 @@ def add_parsers(sub: Any, connection_flags: Any) -> None:
     )
     p.add_argument(
         "kind",
-        choices=("tests", "scan", "signature"),
+        type=_standalone_kind,  # checked against the registered kinds only when `gate` runs
         metavar="KIND",
         help="tests, scan or signature",
     )
@@ -148,12 +148,14 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 def _check_report(kind: str, evidence: Any) -> tuple[str | None, str | None]:
     """Refuse to attach what the gate could not read: a report of another format, or broken."""
-    module = _gate_module("tests" if kind in ("pytest", "junit") else "scan")
+    from gates.evidence import FORMATS
+    from gates.kinds import reading
+
     found = detect_format(evidence.data)
     if found != kind:
         what = f"a {found} report" if found else "no report format airlock reads"
         raise BadInputError(f"{evidence.source}: this is {what}, not {kind}; check --kind")
-    report = module.parse(evidence)
+    report = reading(FORMATS[kind]).parse(evidence)  # the gate kind that reads this format
     return getattr(report, "tool", None), getattr(report, "tool_version", None)
 
 
@@ -184,63 +186,73 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if result.passed else EXIT_REFUSED
 
 
-_KIND_FLAGS = {  # argparse dest → flag, per gate kind
-    "tests": {
-        "min_tests": "--min-tests",
-        "max_failed": "--max-failed",
-        "max_errors": "--max-errors",
-        "max_skipped_ratio": "--max-skipped-ratio",
-        "min_pass_rate": "--min-pass-rate",
-        "require": "--require",
-    },
-    "scan": {
-        "fail_on": "--fail-on",
-        "ignore_unfixed": "--ignore-unfixed",
-        "max_age": "--max-age",
-        "max_counts": "--max",
-    },
-    "signature": {"require_sig": "--require-signature", "key": "--key"},
+# Policy flags: argparse dest → the policy field it sets. Which kind a flag belongs to is the
+# kind whose policy model has that field (gates/kinds.py); the flags themselves stay argparse
+# wiring (add_parsers), so that `airlock --help` loads no gate.
+_FLAGS: dict[str, tuple[str, str]] = {  # dest → (flag, policy field)
+    "min_tests": ("--min-tests", "min_tests"),
+    "max_failed": ("--max-failed", "max_failed"),
+    "max_errors": ("--max-errors", "max_errors"),
+    "max_skipped_ratio": ("--max-skipped-ratio", "max_skipped_ratio"),
+    "min_pass_rate": ("--min-pass-rate", "min_pass_rate"),
+    "require": ("--require", "required"),
+    "fail_on": ("--fail-on", "fail_on"),
+    "ignore_unfixed": ("--ignore-unfixed", "ignore_unfixed"),
+    "max_age": ("--max-age", "max_age"),
+    "max_counts": ("--max", "max_counts"),
+    "require_sig": ("--require-signature", "require"),
+    "key": ("--key", "public_keys"),
 }
+
+
+def _standalone_kind(name: str) -> str:
+    """KIND of `airlock gate`: a registered kind that needs no pipeline (tests, scan, …)."""
+    from gates.kinds import gate, known
+
+    kinds = tuple(k for k in known() if gate(k).standalone)
+    if name not in kinds:  # worded as argparse words `choices`
+        quoted = ", ".join(repr(k) for k in kinds)
+        raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {quoted})")
+    return name
+
+
+def _owner(field: str) -> str:
+    """The kind whose policy has `field` (the first registered, among standalone kinds)."""
+    from gates.kinds import gate, known
+
+    return next(k for k in known() if gate(k).standalone and field in gate(k).policy.model_fields)
 
 
 def _check_flags(args: argparse.Namespace) -> None:
     """A flag that does not apply is an error, never silently ignored."""
-    for kind, flags in _KIND_FLAGS.items():
-        given = [flag for dest, flag in flags.items() if getattr(args, dest) is not None]
-        if kind != args.kind and given:
+    from gates.kinds import ReportGate, gate
+
+    kind = gate(args.kind)
+    for dest, (flag, field) in _FLAGS.items():
+        if getattr(args, dest) is not None and field not in kind.policy.model_fields:
             raise BadInputError(
-                f"{given[0]} is a {kind} policy flag; it does not apply to gate {args.kind}"
+                f"{flag} is a {_owner(field)} policy flag; it does not apply to gate {args.kind}"
             )
     if args.per_platform and not args.attached:
         raise BadInputError("--per-platform applies to evidence read with --attached")
-    if args.kind == "signature" and args.attached:
-        raise BadInputError("gate signature always reads the registry: drop --attached")
+    if args.attached and not isinstance(kind, ReportGate):
+        raise BadInputError(f"gate {args.kind} always reads the registry: drop --attached")
 
 
 def _policy(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
+    from gates.kinds import gate
+
     _check_flags(args)
     values: dict[str, Any] = _read_policy(args.policy) if args.policy else {}
-    flags = {
-        "tests": {
-            "min_tests": args.min_tests,
-            "max_failed": args.max_failed,
-            "max_errors": args.max_errors,
-            "max_skipped_ratio": args.max_skipped_ratio,
-            "min_pass_rate": args.min_pass_rate,
-            "required": args.require,
-        },
-        "scan": {
-            "fail_on": args.fail_on,
-            "ignore_unfixed": args.ignore_unfixed,
-            "max_age": args.max_age,
-            "max_counts": _counts(args.max_counts),
-        },
-        "signature": {"require": args.require_sig, "public_keys": _keys(args.key)},
-    }[args.kind]
-    values.update({k: v for k, v in flags.items() if v is not None})
-    model = _policy_model(args.kind)
+    converters = {"max_counts": _counts, "key": _keys}  # flag text → policy value
+    for dest, (_, field) in _FLAGS.items():
+        value = getattr(args, dest)
+        value = converters[dest](value) if dest in converters else value
+        if value is not None:
+            values[field] = value
+    model = gate(args.kind).policy
     try:
         return model.model_validate(values)
     except ValidationError as e:
@@ -250,20 +262,6 @@ def _policy(args: argparse.Namespace) -> Any:
             for err in e.errors()
         )
         raise BadInputError(f"{where}: {problems}") from None
-
-
-def _policy_model(kind: str) -> Any:
-    if kind == "tests":
-        from gates.tests import TestsPolicy
-
-        return TestsPolicy
-    if kind == "scan":
-        from gates.scan import ScanPolicy
-
-        return ScanPolicy
-    from gates.signature import SignaturePolicy
-
-    return SignaturePolicy
 
 
 def _read_policy(path: str) -> dict[str, Any]:
@@ -295,60 +293,33 @@ def _keys(paths: list[str] | None) -> list[str] | None:
 async def _evaluate(args: argparse.Namespace, policy: Any) -> Any:
     import datetime as dt
 
-    from gates.base import GateResult, combine
-    from gates.evidence import GATE_TYPES, from_file, from_referrers, from_url, target_of
+    from gates.base import ReportPolicy
+    from gates.evidence import from_file, from_url
+    from gates.kinds import Candidate, ReportGate, gate
 
     now = dt.datetime.now(dt.UTC)
-    if args.kind != "signature" and not args.attached:
+    kind = gate(args.kind)
+    if isinstance(kind, ReportGate) and not args.attached:  # a report file or URL
         source = args.source
         if source.startswith(("http://", "https://")):
             evidence = await from_url(source, subject=_digest(args.digest))
         else:
             evidence = from_file(source, subject=_digest(args.digest))
-        return _gate_module(args.kind).evaluate(evidence, policy, now=now)
+        return kind.judge_report(evidence, policy, now)
 
     from airlock.cli import open_clients
     from registry.reference import parse
 
     ref = parse(args.source)
+    if args.per_platform and isinstance(policy, ReportPolicy):
+        policy = policy.model_copy(update={"per_platform": True})
     client, _ = open_clients(args, ref.registry, ref.registry)
     async with client:
         image = await client.get_manifest(ref.repository, ref.reference)
         if args.digest and _digest(args.digest) != image.digest:
             raise BadInputError(f"{ref} is {image.digest}, not --digest {args.digest}")
-        if args.kind == "signature":
-            from gates.signature import collect, evaluate
-
-            found = await collect(client, ref.repository, image.digest)
-            return evaluate(found, policy, image.digest, now=now)
-        target = await target_of(client, ref.repository, image)
-        found = await from_referrers(
-            client,
-            ref.repository,
-            target,
-            GATE_TYPES[args.kind],
-            per_platform=args.per_platform or policy.per_platform,
-        )
-    results = [
-        _gate_module(args.kind).evaluate(evidence, policy, now=now)
-        if evidence
-        else GateResult(
-            gate=args.kind,
-            passed=False,
-            summary=f"refused: no {args.kind} report is attached to {ref.name}@{digest}",
-            evaluated_at=now,
-        )
-        for digest, evidence in found
-    ]
-    return results[0] if len(results) == 1 else combine(args.kind, results)
-
-
-def _gate_module(kind: str) -> Any:
-    if kind == "tests":
-        import gates.tests as module
-    else:
-        import gates.scan as module
-    return module
+        candidate = Candidate(client, ref.repository, image, named=ref.name)
+        return await kind.judge(candidate, policy, now)
 
 
 def _digest(value: str | None) -> str | None:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import ssl
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from airlock.supervisor import NotReady, Process, free_port, spawn, stop, wait_until
 from registry.errors import AirlockError
 
 REGISTRY_BIN = "docker-registry"
@@ -25,12 +24,6 @@ REGISTRY_BIN = "docker-registry"
 
 class LocalRegistryError(AirlockError):
     """The local registry could not be started (exit code 3)."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -48,12 +41,7 @@ class LocalRegistry:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop(self.proc, timeout=10)
 
     def restart(self) -> None:
         """Stop and start again on the same port and storage (for fault tests)."""
@@ -136,27 +124,24 @@ def _spawn(config_path: Path, log: Path) -> subprocess.Popen:
             "docker-registry is not installed: `make demo` or `make test` installs"
             " it (Debian package docker-registry)"
         )
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [REGISTRY_BIN, "serve", str(config_path)], stdout=out, stderr=subprocess.STDOUT
-        )
+    return spawn([REGISTRY_BIN, "serve", str(config_path)], log=log, append=True)
 
 
 def _wait_ready(registry: LocalRegistry, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if registry.proc.poll() is not None:
-            raise LocalRegistryError(f"docker-registry exited: {registry.log.read_text()[-2000:]}")
+    """Until the registry answers GET /v2/ at all (any status: it listens)."""
+    verify = ssl.create_default_context(cafile=registry.ca_bundle) if registry.ca_bundle else True
+
+    def answers() -> bool:
         try:
-            verify = (
-                ssl.create_default_context(cafile=registry.ca_bundle)
-                if registry.ca_bundle
-                else True
-            )
             httpx.get(f"{registry.url}/v2/", timeout=1.0, verify=verify)
-            return
         except httpx.TransportError:
-            time.sleep(0.02)  # polling a port until it listens, not papering over a race
-    raise LocalRegistryError(
-        f"docker-registry not ready after {timeout}s: {registry.log.read_text()[-2000:]}"
-    )
+            return False
+        return True
+
+    process = Process("docker-registry", registry.proc, registry.log)
+    try:
+        wait_until(
+            "docker-registry answered", answers, watch=[process], timeout=timeout, interval=0.02
+        )
+    except NotReady as e:
+        raise LocalRegistryError(str(e)) from None

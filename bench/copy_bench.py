@@ -39,6 +39,7 @@ from urllib.parse import parse_qs
 import httpx
 
 from airlock.localregistry import LocalRegistry, start_registry
+from airlock.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -253,8 +254,10 @@ def airlock_in_process(src: str, dst: str) -> tuple[float, Any]:
     """The copy itself, after imports: parse, open a client, copy_image, close (as the CLI)."""
     from registry.client import RegistryClient
     from registry.copy import copy_image
+    from registry.http import tune_http
     from registry.reference import parse
 
+    tune_http()  # as the CLI does at start-up
     started = time.perf_counter()
     source, target = parse(src), parse(dst, default_tag=None)
 
@@ -961,14 +964,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="airlock-bench-"))
     caller_env = use_cached_bytecode(tmp)
-    registries: list[LocalRegistry] = []
-    pushers: list[Pusher] = []
-    try:
-        a = start_registry(tmp / "a", extra=ACCESS_LOG)
-        registries.append(a)
-        b = start_registry(tmp / "b", extra=ACCESS_LOG)
-        registries.append(b)
+    with Supervisor() as sup:  # on the way out, newest first: pushers, registries, then tmp
+        if settings.keep:
+            sup.on_close(lambda: log(f"kept {tmp}"))
+        else:
+            sup.on_close(lambda: shutil.rmtree(tmp, ignore_errors=True))
+        a = sup.adopt(start_registry(tmp / "a", extra=ACCESS_LOG))
+        b = sup.adopt(start_registry(tmp / "b", extra=ACCESS_LOG))
         pushers = [Pusher(a), Pusher(b)]
+        for pusher in pushers:
+            sup.on_close(pusher.close)
         bench = Bench(
             settings, tmp, a, b, *pushers, caller_env=caller_env, load_before=load_average()
         )
@@ -988,15 +993,6 @@ def main(argv: list[str] | None = None) -> int:
         partial.replace(settings.output)
         log(f"written to {settings.output}")
         return 0
-    finally:
-        for pusher in pushers:
-            pusher.close()
-        for registry in registries:
-            registry.stop()
-        if settings.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

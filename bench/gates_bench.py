@@ -1,4 +1,4 @@
-"""Benchmark the tests gate: parse + evaluate a 10,000-test report (issue #3, "Speed").
+"""Benchmark the tests gate: parse + evaluate a 10,000-test report (docs/benchmarks.md).
 
 Run from the repository root:
 

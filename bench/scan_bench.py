@@ -1,4 +1,4 @@
-"""Benchmark the scan gate on a Trivy report with 20,000 vulnerabilities (issue #3, "Speed").
+"""Benchmark the scan gate on a Trivy report with 20,000 vulnerabilities (docs/benchmarks.md).
 
 Run from the repository root:
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gates.base import MAX_EVIDENCE_BYTES, Evidence, GateResult
-from gates.scan import AllowEntry, ScanPolicy, evaluate, evaluate_report, parse
+from gates.scan import AllowEntry, ScanPolicy, evaluate, judge, parse
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "trivy"
 TARGET_S = 1.0
@@ -126,13 +126,13 @@ def main(argv: list[str] | None = None) -> int:
 
                 def run_uncapped(path: Path = path, size: int = size) -> GateResult:
                     ev = Evidence(data=path.read_bytes(), source=str(path))
-                    return evaluate_report(parse(ev, limit=size + 1), ev, ScanPolicy(), NOW)
+                    return judge(parse(ev, limit=size + 1), ev, ScanPolicy(), NOW)
 
                 med, samples, result = median_time(run_uncapped, args.runs)
                 rows.append(
                     (
                         f"{label}, {size / 1e6:.1f} MB",
-                        "default, size cap lifted (parse(limit=…) + evaluate_report)",
+                        "default, size cap lifted (parse(limit=…) + judge)",
                         med,
                         samples,
                         result.summary,

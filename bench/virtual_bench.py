@@ -1,4 +1,4 @@
-"""Benchmark the virtual registry gateway against the registry it fronts (issue #7 "Speed").
+"""Benchmark the virtual registry gateway against the registry it fronts (docs/benchmarks.md).
 
 1. A 5 x 20 MiB image pulled with `skopeo copy` to an OCI layout, through the gateway and direct
    from the registry, alternating, in the same run: the ratio of medians (target <= 1.5x).
@@ -10,13 +10,11 @@ Prints a markdown table. Usage: uv run python bench/virtual_bench.py [--runs N] 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,8 +23,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from airlock.localregistry import free_port, start_registry
+from airlock.supervisor import free_port
 from bench.copy_bench import ACCEPT, MiB, Pusher
+from bench.servers import arguments, workspace
 
 SKOPEO = ["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", "--preserve-digests"]
 
@@ -51,15 +50,9 @@ def heads(url: str, n: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--heads", type=int, default=300)
-    args = parser.parse_args()
+    args = arguments(__doc__, runs=5, heads=300)
 
-    work = Path(tempfile.mkdtemp(prefix="airlock-virtual-bench-"))
-    registry = start_registry(work / "registry")
-    gateway = None
-    try:
+    with workspace("airlock-virtual-bench-") as (work, registry, sup):
         pusher = Pusher(registry)
         image = pusher.push_image("prod/app", "1.0", [20 * MiB] * 5)
         pusher.close()
@@ -76,18 +69,13 @@ def main() -> None:
         port = free_port()
         airlock = str(Path(sys.executable).parent / "airlock")
         command = [airlock, "virtual", "serve", "--config", str(work / "virtual.yaml")]
-        gateway = subprocess.Popen(
+        sup.start(
+            "gateway",
             [*command, "--port", str(port)],
             env={**os.environ, "DOCKER_CONFIG": str(work)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ready=f"http://127.0.0.1:{port}/healthz",
+            timeout=30,
         )
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         direct_ref = f"{registry.host}/prod/app:1.0"
         via_ref = f"127.0.0.1:{port}/customers/app:1.0"
         pull(direct_ref, work / "warm")  # first pulls warm the page cache and the processes
@@ -98,12 +86,6 @@ def main() -> None:
             via.append(pull(via_ref, work / "via"))
         head_direct = heads(f"{registry.url}/v2/prod/app/manifests/1.0", args.heads)
         head_via = heads(f"http://127.0.0.1:{port}/v2/customers/app/manifests/1.0", args.heads)
-    finally:
-        if gateway is not None:
-            gateway.terminate()
-            gateway.wait(timeout=20)
-        registry.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     ratio = statistics.median(via) / statistics.median(direct)
     added_ms = (statistics.median(head_via) - statistics.median(head_direct)) * 1000

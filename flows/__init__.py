@@ -1,1 +1,1 @@
-"""Prefect flows: gated promotion through the pipeline stages (issue #4)."""
+"""Prefect flows: gated promotion through the pipeline stages (docs/pipeline.md)."""

@@ -163,7 +163,8 @@ async def wait_for_approval(
     request (what is asked, on what evidence: this stage's gates and `earlier` stages' records)
     is shown in the Resume form, in a pending-approval artifact and to `airlock approve`."""
     logger = get_run_logger()
-    policy = config.policy_model()
+    policy = config.policy
+    assert isinstance(policy, gates.approval.ApprovalPolicy)  # typed at load (flows/config.py)
     decisions = await Decisions.of(hop)
     given = await decisions.read()
     inputs = [g for g, _ in given]

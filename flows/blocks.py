@@ -5,6 +5,9 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from registry.auth import Credentials
+from registry.errors import BadInputError
+
 
 class RegistryCredentials(Block):
     """A username and password (or token) for one registry; the secret is stored encrypted by
@@ -16,3 +19,19 @@ class RegistryCredentials(Block):
 
     username: str = Field(description="Registry user (or `<token>` for identity tokens).")
     password: SecretStr = Field(description="Password or token; stored as a secret.")
+
+
+async def read_credentials(name: str, registry: str) -> Credentials:
+    """The credentials in the RegistryCredentials block `name`, for `registry` (what a
+    `credentials: {block: NAME}` of pipeline.yaml names; registry/settings.py: BlockReader)."""
+    try:
+        block = await RegistryCredentials.aload(name)
+    except ValueError:
+        raise BadInputError(
+            f"registry {registry}: no Registry Credentials block named {name!r};"
+            " create it in the Prefect UI (Blocks) first"
+        ) from None
+    secret = block.password.get_secret_value()
+    if block.username == "<token>":  # docker's marker for an identity (refresh) token
+        return Credentials(None, None, secret)
+    return Credentials(block.username, secret)

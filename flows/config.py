@@ -34,29 +34,32 @@ import datetime as dt
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PrivateAttr,
+    SerializeAsAny,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
-from gates.approval import ApprovalPolicy
+from gates.base import GateKind, Policy
 from gates.common import Duration
-from gates.scan import ScanPolicy
-from gates.signature import SignaturePolicy
-from gates.soak import SoakPolicy
-from gates.tests import TestsPolicy
+from gates.kinds import Gate, gate
 from gates.yamlfile import read_mapping_and_bytes
+from registry import settings
 from registry.auth import Credentials
 from registry.errors import BadInputError
 from registry.reference import InvalidReference, Reference, parse, validate_tag
+from registry.settings import BlockReader
 
 DEFAULT_PIPELINE = "pipeline.yaml"
 
@@ -65,68 +68,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EnvCredentials(_Strict):
-    """Names of environment variables holding the username and password (never the values)."""
+class RegistrySettings(settings.RegistrySettings):
+    """A registry of pipeline.yaml: the one model (registry/settings.py), whose `{block: NAME}`
+    credentials are read from Prefect (flows/blocks.py)."""
 
-    username: str
-    password: str
-
-
-class CredentialSource(_Strict):
-    env: EnvCredentials | None = None
-    block: str | None = None  # name of a RegistryCredentials Prefect block
-
-    @model_validator(mode="after")
-    def _one(self) -> CredentialSource:
-        if (self.env is None) == (self.block is None):
-            raise ValueError("give exactly one of env or block")
-        return self
+    async def resolve_credentials(
+        self, read_block: BlockReader | None = None
+    ) -> Credentials | None:
+        return await super().resolve_credentials(read_block or _read_block)
 
 
-class RegistrySettings(_Strict):
-    url: str  # host[:port], as in image references
-    insecure: bool = False
-    ca_bundle: str | None = None
-    credentials: CredentialSource | None = None  # None: ~/.docker/config.json
+async def _read_block(name: str, registry: str) -> Credentials:
+    from flows.blocks import read_credentials  # Prefect, only when a block is named
 
-    @field_validator("url")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        value = value.removeprefix("https://").removeprefix("http://").rstrip("/")
-        try:
-            parse(f"{value}/probe")
-        except InvalidReference:
-            raise ValueError(f"{value!r} is not a registry host[:port]") from None
-        return value
-
-    async def resolve_credentials(self) -> Credentials | None:
-        """The credentials to use, read now (environment or Prefect block); never logged."""
-        source = self.credentials
-        if source is None:
-            return None
-        if source.env is not None:
-            env = source.env
-            return Credentials.from_env(env.username, env.password, f"registry {self.url}")
-        from flows.blocks import RegistryCredentials
-
-        assert source.block is not None
-        try:
-            block = await RegistryCredentials.aload(source.block)
-        except ValueError:
-            raise BadInputError(
-                f"registry {self.url}: no Registry Credentials block named {source.block!r};"
-                " create it in the Prefect UI (Blocks) first"
-            ) from None
-        secret = block.password.get_secret_value()
-        if block.username == "<token>":  # docker's marker for an identity (refresh) token
-            return Credentials(None, None, secret)
-        return Credentials(block.username, secret)
+    return await read_credentials(name, registry)
 
 
 class GateConfig(_Strict):
-    kind: Literal["tests", "scan", "signature", "approval", "soak"]
-    policy: dict[str, Any] = Field(default_factory=dict)
+    """One gate of a stage: `{kind: scan, policy: {fail_on: HIGH}, timeout: 1h}`.
+
+    Tagged by `kind`: the registered kind (gates/kinds.py) says which policy model `policy` is,
+    and it is validated once, here, at load — `policy` is that typed object from then on.
+    """
+
+    kind: GateKind
+    policy: SerializeAsAny[Policy] = Field(default_factory=Policy)
     timeout: Duration = dt.timedelta(hours=1)  # approval: how long to wait before refusing
+    _given: dict[str, Any] = PrivateAttr(default_factory=dict)  # the policy as the file said it
 
     @field_validator("timeout")
     @classmethod
@@ -135,27 +103,54 @@ class GateConfig(_Strict):
             raise ValueError("timeout must be positive, e.g. 30m or 24h")
         return value
 
-    @model_validator(mode="after")
-    def _policy_valid(self) -> GateConfig:
-        try:
-            self.policy_model()
-        except ValidationError as e:
-            err = e.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            raise ValueError(
-                f"{self.kind} policy{'.' + key if key else ''}: {_message(err)}"
-            ) from None
-        return self
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        """A mapping stands in as the base Policy until the kind is known (`_typed`)."""
+        if isinstance(value, Policy):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError("Input should be a valid dictionary")
+        return Policy()
 
-    def policy_model(self) -> Any:
-        model = {
-            "tests": TestsPolicy,
-            "scan": ScanPolicy,
-            "signature": SignaturePolicy,
-            "approval": ApprovalPolicy,
-            "soak": SoakPolicy,
-        }[self.kind]
-        return model.model_validate(self.policy)
+    @model_validator(mode="wrap")
+    @classmethod
+    def _typed(cls, data: Any, handler: ModelWrapValidatorHandler[GateConfig]) -> GateConfig:
+        """The kind, the timeout and the keys first (as pydantic reports them), then the policy
+        by its kind's model: a policy error names the kind (`scan policy.fail_on: …`)."""
+        config = handler(data)
+        if not isinstance(data, Mapping):
+            return config  # already a GateConfig: typed when it was made
+        given = data.get("policy", {})
+        model = gate(config.kind).policy
+        typed = given if isinstance(given, model) else None  # made in code, of the right kind
+        if isinstance(given, Policy):
+            given = given.model_dump(mode="json", exclude_unset=True)
+        typed = typed or _policy(config.kind, model, given)
+        # validated again with the typed policy: under __init__ the handler fills `self`, so a
+        # copy would be lost
+        config = handler({**data, "policy": typed})
+        config._given = dict(given)
+        return config
+
+    @field_serializer("policy")
+    def _as_given(self, policy: Policy) -> dict[str, Any]:
+        """Records and cache keys show the policy as the file wrote it (`{min: 90m}`)."""
+        return self._given
+
+    @property
+    def gate(self) -> Gate[Any, Any]:
+        """The registered kind: what it reads, how it is judged, whether it waits for people."""
+        return gate(self.kind)
+
+
+def _policy(kind: str, model: type[Policy], given: dict[str, Any]) -> Policy:
+    try:
+        return model.model_validate(given)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"{kind} policy{'.' + key if key else ''}: {_message(err)}") from None
 
 
 class Stage(_Strict):
@@ -185,7 +180,7 @@ class Stage(_Strict):
     @property
     def asks_approval(self) -> bool:
         """Whether a person must approve promotions into this stage."""
-        return any(g.kind == "approval" for g in self.gates)
+        return any(g.gate.waits_for_people for g in self.gates)
 
     def published(self, name: str, tag: str | None) -> str | None:
         """Where customers pull the image promoted here, or None."""

@@ -20,7 +20,20 @@ from flows.config import Pipeline, load
 from gates.yamlfile import read_mapping
 from registry.errors import BadInputError
 
-PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
+# The packaged prefect.yaml: in a wheel, the copy pyproject.toml force-includes beside this module;
+# in a checkout, the repository root's.
+_HERE = Path(__file__).resolve().parent
+PREFECT_YAML = next(
+    (p for p in (_HERE / "prefect.yaml", _HERE.parent / "prefect.yaml") if p.is_file()),
+    _HERE.parent / "prefect.yaml",
+)
+
+
+def prefect_yaml() -> Path:
+    """The prefect.yaml `airlock serve` serves: ./prefect.yaml when the current directory has
+    one, else the packaged copy (PREFECT_YAML)."""
+    local = Path("prefect.yaml")
+    return local.resolve() if local.is_file() else PREFECT_YAML
 
 
 def first_stage_match(pipeline: Pipeline) -> str:
@@ -39,13 +52,15 @@ def _flow(entrypoint: str) -> Any:
 
 
 async def runner_deployments(
-    pipeline_file: str | Path, *, schedules: bool = True, spec: Path = PREFECT_YAML
+    pipeline_file: str | Path, *, schedules: bool = True, spec: Path | None = None
 ) -> list[Any]:
-    """RunnerDeployments for every deployment in prefect.yaml, bound to `pipeline_file`."""
+    """RunnerDeployments for every deployment in `spec` (default: prefect_yaml()), bound to
+    `pipeline_file`."""
     from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
     from pydantic import TypeAdapter
 
     pipeline = load(_absolute(pipeline_file))
+    spec = spec or prefect_yaml()
     doc = read_mapping(spec, "prefect.yaml")
     triggers = TypeAdapter(DeploymentTriggerTypes)
     out = []

@@ -13,17 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import gates.scan
-import gates.signature
-import gates.soak
-import gates.tests
 from flows import pushes
 from flows.config import GateConfig, Pipeline, Stage
 from flows.records import PromotionRecord, records_for
-from gates.base import EvidenceError, GateResult, combine
-from gates.evidence import GATE_TYPES, from_referrers, target_of
+from gates.base import EvidenceError, GateResult
+from gates.kinds import Candidate
 from registry.client import RegistryClient
 from registry.errors import BadInputError, NotFound, RefusedError
+from registry.http import tune_http
 from registry.manifest import Manifest
 from registry.reference import Reference, parse
 
@@ -93,17 +90,13 @@ def artifact_key(kind: str, hop: Hop) -> str:
 @asynccontextmanager
 async def clients(pipeline: Pipeline, *stages: Stage) -> AsyncIterator[dict[str, RegistryClient]]:
     """One client per registry the stages use (one pool, one token cache each)."""
+    tune_http()  # a worker runs flows without the CLI's start-up
     clients: dict[str, RegistryClient] = {}
     try:
         for stage in stages:
             if stage.registry not in clients:
                 settings = pipeline.registries[stage.registry]
-                clients[stage.registry] = RegistryClient(
-                    settings.url,
-                    credentials=await settings.resolve_credentials(),
-                    insecure=settings.insecure,
-                    ca_bundle=settings.ca_bundle,
-                )
+                clients[stage.registry] = settings.client(await settings.resolve_credentials())
         yield clients
     finally:
         for client in clients.values():
@@ -111,6 +104,14 @@ async def clients(pipeline: Pipeline, *stages: Stage) -> AsyncIterator[dict[str,
 
 
 # ---------------------------------------------------------------------------- gates
+
+
+def candidate(hop: Hop, client: RegistryClient) -> Candidate:
+    """The hop as the gates see it: the digest, its evidence in the previous stage's repository,
+    and when it entered that stage (read only by a gate that asks, e.g. soak)."""
+    return Candidate(
+        client, hop.source.repository, hop.manifest, hop.previous.name, lambda: entered(hop)
+    )
 
 
 async def evaluate(config: GateConfig, hop: Hop, client: RegistryClient) -> GateResult:
@@ -124,43 +125,8 @@ async def evaluate(config: GateConfig, hop: Hop, client: RegistryClient) -> Gate
 
 
 async def _evaluate(config: GateConfig, hop: Hop, client: RegistryClient) -> GateResult:
-    """One gate of the hop's stage, on evidence read from the previous stage's repository."""
-    policy = config.policy_model()
-    repo = hop.source.repository
-    if config.kind in ("tests", "scan"):
-        return await judge_reports(config, client, repo, hop.manifest)
-    if config.kind == "signature":
-        signatures = await gates.signature.collect(client, repo, hop.digest)
-        return gates.signature.evaluate(signatures, policy, hop.digest)
-    if config.kind == "soak":
-        entered_at, source = await entered(hop)
-        return gates.soak.evaluate(
-            entered_at, policy, subject=hop.digest, stage=hop.previous.name, source=source
-        )
-    raise ValueError(f"gate {config.kind} is not evaluated as a task")
-
-
-async def judge_reports(
-    config: GateConfig, client: RegistryClient, repo: str, manifest: Manifest
-) -> GateResult:
-    """A tests or scan gate on the newest reports attached to `manifest` in `repo`."""
-    policy = config.policy_model()
-    target = await target_of(client, repo, manifest)
-    found = await from_referrers(
-        client, repo, target, GATE_TYPES[config.kind], per_platform=policy.per_platform
-    )
-    module = gates.tests if config.kind == "tests" else gates.scan
-    results = [
-        module.evaluate(evidence, policy)
-        if evidence
-        else GateResult(
-            gate=config.kind,
-            passed=False,
-            summary=f"refused: no {config.kind} report is attached to {digest}",
-        )
-        for digest, evidence in found
-    ]
-    return results[0] if len(results) == 1 else combine(config.kind, results)
+    """One gate of the hop's stage, judged by its registered kind (gates/kinds.py)."""
+    return await config.gate.judge(candidate(hop, client), config.policy)
 
 
 async def entered(hop: Hop) -> tuple[dt.datetime | None, str]:

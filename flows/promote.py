@@ -28,7 +28,6 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from airlock import __version__
 from flows import hops
 from flows.approvals import asking, deployed, wait_for_approval
 from flows.config import GateConfig, Pipeline, load
@@ -41,6 +40,7 @@ from registry.copy import copy_image
 from registry.errors import AirlockError, BadInputError, RegistryError
 from registry.manifest import Descriptor
 from registry.reference import Reference, parse
+from registry.version import __version__
 
 BOARD_KEY = "airlock-stage-board"
 P = ParamSpec("P")
@@ -225,7 +225,8 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
                 return _summary(hop, "already there", None)
         _refuse_immutable(hop, current)
 
-        task_gates = [g for g in stage.gates if g.kind != "approval"]
+        # gates that wait for people (approval) come last, and only if the others passed
+        task_gates = [g for g in stage.gates if not g.gate.waits_for_people]
         states = await asyncio.gather(
             *(evaluate_gate(g, hop, src, return_state=True) for g in task_gates)
         )
@@ -237,7 +238,7 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
             async def waiting(request: dict[str, Any]) -> None:
                 await _board(pipeline, hop, opened, f"waiting for {asking(request)}")
 
-            for g in (g for g in stage.gates if g.kind == "approval"):
+            for g in (g for g in stage.gates if g.gate.waits_for_people):
                 verdict, approvals = await wait_for_approval(
                     g, hop, results, requester, shown, waiting
                 )

@@ -19,9 +19,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
 from flows.config import GateConfig, Pipeline, Stage, load
-from flows.hops import clients, judge_reports
+from flows.hops import clients
 from flows.promote import repository_lock
 from flows.records import NOT_A_RELEASE, history
+from gates.kinds import Candidate
 from registry.client import RegistryClient
 from registry.errors import BadInputError, NotFound, RefusedError
 from registry.reference import Reference
@@ -129,7 +130,7 @@ def _scan_gate(pipeline: Pipeline, stage: Stage) -> GateConfig:
     policy: the policy that let the digest in is the one it must keep meeting)."""
     for s in reversed(pipeline.stages[: pipeline.stages.index(stage) + 1]):
         for gate in s.gates:
-            if gate.kind == "scan":
+            if gate.gate.rescan:  # a kind whose verdict can change after promotion (scan)
                 return gate
     raise BadInputError(f"no stage up to {stage.name} has a scan gate: nothing to rescan against")
 
@@ -154,7 +155,7 @@ async def rescan(stage: str | None = None) -> list[dict]:
                     manifest = await client.get_manifest(repo, digest)
                 except NotFound:  # deleted since the listing: nothing there to rescan
                     continue
-                verdict = await judge_reports(gate, client, repo, manifest)
+                verdict = await gate.gate.judge(Candidate(client, repo, manifest), gate.policy)
                 results.append(
                     {
                         "image": f"{host}/{repo}@{digest}",

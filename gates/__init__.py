@@ -1,1 +1,1 @@
-"""Quality gates on evidence bound to an image digest (issue #3)."""
+"""Quality gates on evidence bound to an image digest (docs/evidence.md)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from gates.base import MAX_EVIDENCE_BYTES, Evidence, EvidenceError, GateKind
+from gates.base import MAX_EVIDENCE_BYTES, Evidence, EvidenceError
 from gates.common import CLOCK_SKEW
 from registry import mediatypes as mt
 from registry.client import RegistryClient
@@ -28,17 +28,14 @@ from registry.errors import NotFound, RegistryError
 from registry.manifest import Descriptor, Manifest, referrer_descriptor
 from registry.referrers import CREATED, list_referrers
 
-# The artifact types airlock writes for each report format (DESIGN.md), and what each gate reads.
+# The artifact types airlock writes for each report format (docs/design.md); which of them each gate
+# kind reads, it declares (gates/kinds.py).
 FORMATS: dict[str, str] = {
     "pytest": mt.TEST_REPORT_PYTEST,
     "junit": mt.TEST_REPORT_JUNIT,
     "trivy": mt.SCAN_REPORT_TRIVY,
     "grype": mt.SCAN_REPORT_GRYPE,
     "sarif": mt.SARIF,
-}
-GATE_TYPES: dict[GateKind, tuple[str, ...]] = {
-    "tests": (mt.TEST_REPORT_PYTEST, mt.TEST_REPORT_JUNIT),
-    "scan": (mt.SCAN_REPORT_TRIVY, mt.SCAN_REPORT_GRYPE, mt.SARIF),
 }
 
 

@@ -31,6 +31,7 @@ import httpx
 from registry import secrets
 from registry.errors import AuthError, BadInputError, RegistryError
 from registry.reference import DOCKER_HUB, DOCKER_HUB_API
+from registry.retry import transient
 
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 TOKEN_EXPIRY_MARGIN = 10.0  # seconds: refresh a little early rather than get a 401 mid-copy
@@ -425,7 +426,8 @@ class RegistryAuth(httpx.Auth):
             response = await self._send(request)
         except httpx.HTTPError as e:
             raise RegistryError(
-                f"cannot reach the token server {_origin(realm)}: {type(e).__name__}"
+                f"cannot reach the token server {_origin(realm)}: {type(e).__name__}",
+                temporary=transient(e),
             ) from None
         if response.status_code in (401, 403):
             who = "the given credentials were refused" if creds else "anonymous access was refused"

@@ -4,29 +4,27 @@ Every manifest read is checked against the digest asked for and the registry's
 Docker-Content-Digest; every blob is hashed while it streams and the last chunk is held back until
 the hash matches, so a corrupt blob never completes an upload. Idempotent requests are retried on
 connection errors, 429 and 5xx with exponential backoff, full jitter and Retry-After, bounded in
-attempts and total time. Registry errors become one-line messages that say what to do.
+attempts and total time (registry/retry.py). Registry errors become one-line messages that say
+what to do.
+
+Importing this module changes nothing process-wide: entry points call registry.http.tune_http().
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import hashlib
 import json
-import random
 import ssl
 import sys
-import time
 import types
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
-
-import httpcore
 
 if "httpx" not in sys.modules:
     # httpx imports its optional command line (click, rich, pygments: ~45 ms here) whenever they
@@ -40,6 +38,7 @@ from registry import mediatypes as mt
 from registry import secrets
 from registry.auth import Challenge, Credentials, DockerConfig, RegistryAuth
 from registry.errors import (
+    RETRY_STATUSES,
     AirlockError,
     AuthError,
     BadInputError,
@@ -50,6 +49,7 @@ from registry.errors import (
     RegistryError,
     UnsupportedContent,
 )
+from registry.http import READ_CHUNK
 from registry.manifest import (
     MAX_MANIFEST_SIZE,
     MAX_REFERRERS,
@@ -61,30 +61,12 @@ from registry.manifest import (
     verify_digest,
 )
 from registry.reference import api_host, is_loopback, validate_digest
+from registry.retry import RetryPolicy, no_such_host, retry_after, retrying, root_cause, transient
+from registry.version import version
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_PAGES = 100  # of a paginated listing
 PING_BODY_LIMIT = 64 * 1024  # of /v2/'s answer, read to tell a registry from a web site
-READ_CHUNK = 1024 * 1024
-
-# httpcore reads at most 64 KiB per recv(); with 1 MiB reads a streamed copy costs ~20 % less CPU
-# and wall time here (bench/README.md). It is a class attribute, so this applies process-wide, and
-# only bounds how much one recv() may return.
-if getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", 0) < READ_CHUNK:
-    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_CHUNK
 MONOLITHIC_LIMIT = 512 * 1024 * 1024  # above this, upload in PATCH chunks of this size
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    attempts: int = 5
-    base_delay: float = 0.25
-    max_delay: float = 8.0
-    total: float = 120.0  # seconds one operation may spend retrying, Retry-After included
-
-    def backoff(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(max, base * 2^attempt)]."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))  # noqa: S311
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,19 +80,39 @@ def _what(verb: str, registry: str, repo: str, ref: str) -> str:
     return f"{verb} {registry}/{repo}{'@' if ':' in ref else ':'}{ref}"
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+class _NoAnswer(RegistryError):
+    """One request got no response: httpx raised `error` (refused, reset, timed out, DNS, TLS).
+    Temporary when `transient`; never leaves this module (_transport_error words it for users)."""
+
+    def __init__(self, error: httpx.TransportError, *, retry: bool = True):
+        super().__init__(type(error).__name__, temporary=retry and transient(error))
+        self.error = error
+
+
+class _Busy(RegistryError):
+    """One request was answered with a status in RETRY_STATUSES; `response` is still open."""
+
+    def __init__(self, response: httpx.Response):
+        super().__init__(
+            f"answered {response.status_code}",
+            status=response.status_code,
+            retry_after=retry_after(response.headers.get("retry-after")),
+        )
+        self.response = response
+
+
+class _CutOff(BlobInterrupted):
+    """A manifest's body stopped arriving midway: httpx raised `error`."""
+
+    def __init__(self, error: httpx.TransportError):
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+async def _release(e: RegistryError) -> None:
+    """Before a retry: close the busy answer, so its connection is not held while we wait."""
+    if isinstance(e, _Busy):
+        await e.response.aclose()
 
 
 async def _ping_body(response: httpx.Response) -> bytes:
@@ -252,7 +254,7 @@ class RegistryClient:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            headers={"User-Agent": "airlock/0.1"},
+            headers={"User-Agent": f"airlock/{version()}"},
             event_hooks={"request": [self._count]},
         )
         self._base: str | None = None
@@ -292,18 +294,10 @@ class RegistryClient:
                 another = i + 1 < len(schemes)
                 url = f"{scheme}://{self.host}"
                 try:
-                    response = await self._with_retries(
-                        "GET",
-                        f"{url}/v2/",
-                        what=f"ping {self.host}",
-                        auth=False,
-                        stream=True,
-                        retry_transport=not another,
-                        raw_errors=True,
-                    )
-                    body = await _ping_body(response)
-                except httpx.TransportError as e:
-                    if another and "CERTIFICATE_VERIFY_FAILED" not in str(e):
+                    response, body = await self._ping(url, retry_transport=not another)
+                except _NoAnswer as failure:
+                    e = failure.error
+                    if another and not isinstance(root_cause(e), ssl.SSLCertVerificationError):
                         continue
                     raise _connect_error(self.host, e) from None
                 status = response.status_code
@@ -325,6 +319,22 @@ class RegistryClient:
                 return url
             raise AssertionError("unreachable: the last scheme returns or raises")
 
+    async def _ping(self, url: str, *, retry_transport: bool) -> tuple[httpx.Response, bytes]:
+        """GET {url}/v2/ without credentials, and the start of its body; busy answers are retried
+        within the policy, transport failures only with `retry_transport` (never for a scheme
+        that is only being tried). A final transport failure is raised as _NoAnswer, whose httpx
+        error base_url turns into scheme-aware advice."""
+
+        def send() -> Awaitable[httpx.Response]:
+            request = self._http.build_request("GET", f"{url}/v2/")
+            return self._http.send(request, auth=None, stream=True)
+
+        response = await self._answered(send, stream=True, retry_transport=retry_transport)
+        try:
+            return response, await _ping_body(response)
+        except httpx.TransportError as e:
+            raise _NoAnswer(e, retry=False) from None
+
     async def _with_retries(
         self,
         method: str,
@@ -333,56 +343,50 @@ class RegistryClient:
         what: str,
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
-        auth: bool = True,
         stream: bool = False,
         follow_redirects: bool = False,
-        retry_transport: bool = True,
-        raw_errors: bool = False,
     ) -> httpx.Response:
-        """Send an idempotent request, retrying transport errors, 429 and 5xx within the policy.
+        """Send an idempotent request, retrying transport errors, 429 and 5xx within the policy;
+        a transport error that is final is raised as a one-line RegistryError."""
 
-        A transport error that is final is raised as a one-line RegistryError, or as the httpx
-        exception itself with `raw_errors` (the ping turns it into scheme-aware advice).
-        """
-        policy = self.retry
-        deadline = time.monotonic() + policy.total
-        attempt = 0
-        while True:
+        def send() -> Awaitable[httpx.Response]:
             request = self._http.build_request(method, url, headers=headers, content=content)
+            return self._http.send(
+                request, auth=self.auth, stream=stream, follow_redirects=follow_redirects
+            )
+
+        try:
+            return await self._answered(send, stream=stream)
+        except _NoAnswer as e:
+            raise _transport_error(what, e.error, e.attempts) from None
+
+    async def _answered(
+        self,
+        send: Callable[[], Awaitable[httpx.Response]],
+        *,
+        stream: bool,
+        retry_transport: bool = True,
+    ) -> httpx.Response:
+        """`send()` retried (registry/retry.py) until it is answered with a status that is not
+        in RETRY_STATUSES, or the policy is spent: then the last answer is returned all the
+        same (its body read, if streamed), for the caller's error to name its status. Raises
+        _NoAnswer if the last attempt got no answer."""
+
+        async def attempt() -> httpx.Response:
             try:
-                response = await self._http.send(
-                    request,
-                    auth=self.auth if auth else None,
-                    stream=stream,
-                    follow_redirects=follow_redirects,
-                )
+                response = await send()
             except httpx.TransportError as e:
-                attempt += 1
-                delay = policy.backoff(attempt)
-                final = (
-                    not retry_transport
-                    or _unresolvable(e)
-                    or _tls_failure(e)
-                    or attempt >= policy.attempts
-                    or time.monotonic() + delay > deadline
-                )
-                if final and raw_errors:
-                    raise
-                if final:
-                    raise _transport_error(what, e, attempt) from None
-                await asyncio.sleep(delay)
-                continue
-            if response.status_code not in RETRY_STATUSES:
-                return response
-            attempt += 1
-            wait = _retry_after(response)
-            delay = max(wait or 0.0, policy.backoff(attempt))
-            if attempt >= policy.attempts or time.monotonic() + delay > deadline:
-                if stream:
-                    await response.aread()
-                return response  # the caller turns it into an error naming the status
-            await response.aclose()
-            await asyncio.sleep(delay)
+                raise _NoAnswer(e, retry=retry_transport) from None
+            if response.status_code in RETRY_STATUSES:
+                raise _Busy(response)
+            return response
+
+        try:
+            return await retrying(self.retry, attempt, on=(_NoAnswer, _Busy), on_retry=_release)
+        except _Busy as e:
+            if stream:
+                await e.response.aread()
+            return e.response
 
     def error(self, response: httpx.Response, what: str, repo: str) -> AirlockError:
         """A one-line error for an unexpected response, with the advice that fits its code."""
@@ -528,25 +532,25 @@ class RegistryClient:
         A body cut off or garbled in transit is fetched again, within the retry policy.
         """
         what = _what("GET", self.registry, repo, ref)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                raw, headers = await self._read_manifest(repo, ref, what)
-                return (
-                    raw,
-                    headers.get("content-type"),
-                    self._verified_digest(raw, headers, ref, what),
-                )
-            except (httpx.TransportError, DigestMismatch) as e:
-                delay = self.retry.backoff(attempt)
-                if attempt >= self.retry.attempts:
-                    if isinstance(e, DigestMismatch):
-                        raise
-                    raise _transport_error(what, e, attempt) from None
-                await asyncio.sleep(delay)
+
+        async def attempt() -> tuple[bytes, str | None, str]:
+            raw, headers = await self._read_manifest(repo, ref, what)
+            return raw, headers.get("content-type"), self._verified_digest(raw, headers, ref, what)
+
+        try:
+            return await retrying(self.retry, attempt, on=(_CutOff, DigestMismatch))
+        except _CutOff as e:
+            raise _transport_error(what, e.error, e.attempts) from None
 
     async def _read_manifest(self, repo: str, ref: str, what: str) -> tuple[bytes, httpx.Headers]:
+        try:
+            return await self._read_manifest_body(repo, ref, what)
+        except httpx.TransportError as e:  # the request itself had its retries: this is the body
+            raise _CutOff(e) from None
+
+    async def _read_manifest_body(
+        self, repo: str, ref: str, what: str
+    ) -> tuple[bytes, httpx.Headers]:
         path = f"/v2/{repo}/manifests/{ref}"
         async with self._get_stream(path, what, repo, headers={"Accept": mt.ACCEPT}) as response:
             length = response.headers.get("content-length")
@@ -717,19 +721,15 @@ class RegistryClient:
         """A small blob (a report, a record, a config) read whole and verified. A body cut off
         midway is read again, as any failed GET would be: a gate must not refuse, nor a hop
         fail, because one connection dropped."""
-        attempt = 0
-        while True:
-            try:
-                data = bytearray()
-                async with self.open_blob(repo, desc) as chunks:
-                    async for chunk in chunks:
-                        data += chunk
-                return bytes(data)
-            except BlobInterrupted:
-                attempt += 1
-                if attempt >= self.retry.attempts:
-                    raise
-                await asyncio.sleep(self.retry.backoff(attempt))
+
+        async def attempt() -> bytes:
+            data = bytearray()
+            async with self.open_blob(repo, desc) as chunks:
+                async for chunk in chunks:
+                    data += chunk
+            return bytes(data)
+
+        return await retrying(self.retry, attempt, on=BlobInterrupted)
 
     @asynccontextmanager
     async def _get_stream(
@@ -860,45 +860,46 @@ async def _verified(response: httpx.Response, desc: Descriptor, what: str) -> As
         yield held
 
 
-def _unresolvable(e: BaseException) -> bool:
-    text = str(e)
-    return any(
-        s in text
-        for s in ("Name or service not known", "nodename nor servname", "No address associated")
-    )
-
-
-def _tls_failure(e: BaseException) -> bool:
-    return "SSL" in str(e) or "CERTIFICATE" in str(e)
-
-
 def _transport_error(what: str, e: BaseException, attempts: int) -> RegistryError:
-    if _unresolvable(e):
-        return RegistryError(f"{what}: cannot resolve the registry host; check the name")
+    """A request failed in transport for good: one line, temporary unless DNS or TLS said no."""
+    temporary = transient(e)
+    if no_such_host(e):
+        return RegistryError(
+            f"{what}: cannot resolve the registry host; check the name", temporary=temporary
+        )
     kind = type(e).__name__
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     if isinstance(e, httpx.ConnectError):
-        return RegistryError(f"{what}: cannot connect{tries} ({kind}); is the registry running?")
-    if isinstance(e, httpx.TimeoutException):
-        return RegistryError(f"{what}: timed out{tries} ({kind}); retry, or check the network")
-    return RegistryError(f"{what}: connection failed{tries} ({kind}); retry")
+        message = f"{what}: cannot connect{tries} ({kind}); is the registry running?"
+    elif isinstance(e, httpx.TimeoutException):
+        message = f"{what}: timed out{tries} ({kind}); retry, or check the network"
+    else:
+        message = f"{what}: connection failed{tries} ({kind}); retry"
+    return RegistryError(message, temporary=temporary)
+
+
+# OpenSSL's reasons for a handshake answered by something that does not speak TLS
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"})
 
 
 def _connect_error(host: str, e: BaseException) -> RegistryError:
     """The ping failed for good: say why in terms of the scheme, with what to do."""
-    text = str(e)
-    if _unresolvable(e):
-        return RegistryError(f"cannot resolve registry host {host}: check the name")
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        return RegistryError(
+    cause = root_cause(e)
+    temporary = transient(e)
+    if no_such_host(e):
+        message = f"cannot resolve registry host {host}: check the name"
+    elif isinstance(cause, ssl.SSLCertVerificationError):
+        message = (
             f"TLS certificate of {host} is not trusted: pass --ca-bundle FILE, or --insecure"
             f" {host} for a test registry"
         )
-    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text.lower():
-        return RegistryError(
+    elif isinstance(cause, ssl.SSLError) and cause.reason in _NOT_TLS:
+        message = (
             f"{host} does not speak HTTPS: plain HTTP is allowed only for loopback registries or"
             f" with --insecure {host}"
         )
-    if isinstance(e, httpx.TimeoutException):
-        return RegistryError(f"{host} did not answer in time: check the host, port and network")
-    return RegistryError(f"cannot connect to {host}: is the registry running and the port right?")
+    elif isinstance(e, httpx.TimeoutException):
+        message = f"{host} did not answer in time: check the host, port and network"
+    else:
+        message = f"cannot connect to {host}: is the registry running and the port right?"
+    return RegistryError(message, temporary=temporary)

@@ -40,6 +40,7 @@ from registry.manifest import (
 )
 from registry.reference import Reference
 from registry.referrers import list_referrers, merge_fallback
+from registry.retry import retrying
 
 BlobAction = Literal["skip", "mount", "stream"]
 MIN_RATE_ENV = "AIRLOCK_MIN_RATE_KIB"  # the slowest transfer allowed, KiB/s (TransferLimits)
@@ -609,38 +610,32 @@ async def _stream_blob(
     location: str | None,
     on_bytes: Callable[[int], None] | None,
 ) -> None:
-    """GET from the source and PUT to the target, retrying the whole blob on failure."""
-    policy = dst.retry
-    deadline = time.monotonic() + policy.total
-    attempt = 0
-    while True:
-        attempt += 1
+    """GET from the source and PUT to the target, retrying the whole blob on failure.
+
+    A broken stream, a digest mismatch, a refused upload PUT and an expired session are
+    temporary (registry/errors.py), worth another full attempt; the GET had its own retries."""
+
+    async def attempt() -> None:
+        nonlocal location
         sent = 0
+
+        async def counted(it: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            nonlocal sent
+            async for chunk in it:
+                sent += len(chunk)
+                if on_bytes:
+                    on_bytes(len(chunk))
+                yield chunk
+
         try:
             async with src.open_blob(src_repo, desc) as chunks:
-
-                async def counted(it: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-                    nonlocal sent
-                    async for chunk in it:
-                        sent += len(chunk)
-                        if on_bytes:
-                            on_bytes(len(chunk))
-                        yield chunk
-
                 await dst.upload_blob(dst_repo, desc, counted(chunks), location=location)
-            return
-        except RegistryError as e:  # DigestMismatch included
+        except RegistryError:  # DigestMismatch included
             if location:  # a session from a declined mount that the failure left open
                 await dst.cancel_upload(location)
                 location = None
             if on_bytes and sent:
                 on_bytes(-sent)
-            # A broken stream or a digest mismatch (status None), a refused upload PUT and an
-            # expired session are worth another full attempt; the GET had its own retries.
-            retryable = (
-                e.status in (None, 408, 429, 500, 502, 503, 504) or e.code == "BLOB_UPLOAD_UNKNOWN"
-            )
-            delay = policy.backoff(attempt)
-            if not retryable or attempt >= policy.attempts or time.monotonic() + delay > deadline:
-                raise
-            await asyncio.sleep(delay)
+            raise
+
+    await retrying(dst.retry, attempt)

@@ -1,7 +1,7 @@
 """One exception family for everything registry/ raises.
 
 Every message is one line that says what failed and what to do about it. The `exit_code` follows
-the CLI contract in DESIGN.md: 1 refused, 2 bad input, 3 registry or network failure.
+the CLI contract in docs/cli.md: 1 refused, 2 bad input, 3 registry or network failure.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from registry.secrets import scrub
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
 EXIT_REGISTRY = 3
+
+# Answers that say "not now" rather than "no": sending the same request again may succeed.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class AirlockError(Exception):
@@ -50,10 +53,34 @@ class RefusedError(AirlockError):
 class RegistryError(AirlockError):
     """The registry or the network failed, after retries where retrying made sense."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+    _temporary: bool | None = None  # a subclass's answer for `temporary`; None: from the status
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        temporary: bool | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
+        if temporary is not None:
+            self._temporary = temporary
+        self.retry_after = retry_after  # seconds the registry asked us to wait (Retry-After)
+        self.attempts = 1  # how many times it was tried before it was raised (registry/retry.py)
+
+    @property
+    def temporary(self) -> bool:
+        """Whether doing the same again may succeed, as go-containerregistry's
+        transport.Error.Temporary(): a status in RETRY_STATUSES, an upload session that expired,
+        a connection that failed or a body cut off or garbled in transit. registry/retry.py
+        retries exactly these."""
+        if self._temporary is not None:
+            return self._temporary
+        return self.status in RETRY_STATUSES or self.code == "BLOB_UPLOAD_UNKNOWN"
 
 
 class AuthError(RegistryError):
@@ -61,8 +88,14 @@ class AuthError(RegistryError):
 
 
 class BlobInterrupted(RegistryError):
-    """A blob's body stopped arriving midway (reset, closed): reading it again may work."""
+    """A body (a blob's, a manifest's) stopped arriving midway (reset, closed): reading it again
+    may work."""
+
+    _temporary = True
 
 
 class DigestMismatch(RegistryError):
-    """Bytes received do not hash to the digest they were asked for."""
+    """Bytes received do not hash to the digest they were asked for: they may have been garbled
+    in transit, so reading them again may work."""
+
+    _temporary = True

@@ -28,7 +28,7 @@ NON_DISTRIBUTABLE = frozenset(
     }
 )
 
-# Artifact types airlock attaches as OCI 1.1 referrers (DESIGN.md).
+# Artifact types airlock attaches as OCI 1.1 referrers (docs/design.md).
 TEST_REPORT_PYTEST = "application/vnd.airlock.test-report.pytest+json"
 TEST_REPORT_JUNIT = "application/vnd.airlock.test-report.junit+xml"
 SCAN_REPORT_TRIVY = "application/vnd.airlock.scan-report.trivy+json"

@@ -10,43 +10,21 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from airlock.localregistry import LocalRegistry, start_registry
-from registry.client import RegistryClient, RetryPolicy
-from tests.support.images import Pusher
+from airlock.supervisor import Supervisor
+from tests.support.registries import Reg
+from tests.support.registries import reg_of as _reg
 from tests.support.tokenserver import TokenServer, User
-
-FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, total=10.0)
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@dataclass
-class Reg:
-    """A registry under test plus an independent pusher/reader for it (unauthenticated)."""
-
-    server: LocalRegistry
-    pusher: Pusher
-    backdoor: LocalRegistry | None = None
-
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    def client(self, **kw: object) -> RegistryClient:
-        kw.setdefault("retry", FAST_RETRY)
-        return RegistryClient(self.host, **kw)  # type: ignore[arg-type]
-
-
-def _reg(server: LocalRegistry, backdoor: LocalRegistry | None = None) -> Reg:
-    return Reg(server, Pusher((backdoor or server).url), backdoor)
 
 
 @pytest.fixture
@@ -58,22 +36,33 @@ def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
+def _serving(server: LocalRegistry, backdoor: LocalRegistry | None = None) -> Iterator[Reg]:
+    """A `Reg` over started registries; its pusher closed and the registries stopped after."""
+    with Supervisor() as sup:
+        sup.adopt(server)
+        if backdoor is not None:
+            sup.adopt(backdoor)
+        reg = _reg(server, backdoor)
+        sup.on_close(reg.pusher.close)
+        yield reg
+
+
+def _with_backdoor(base: Path, **kw: Any) -> Iterator[Reg]:
+    """A registry under `base` (with auth) and an unauthenticated one on the same storage."""
+    server = start_registry(base, **kw)
+    yield from _serving(
+        server, start_registry(base.parent / f"{base.name}-backdoor", storage_root=server.root)
+    )
+
+
 @pytest.fixture
 def registry(tmp_path: Path, docker_config: Path) -> Iterator[Reg]:
-    server = start_registry(tmp_path / "reg1")
-    reg = _reg(server)
-    yield reg
-    reg.pusher.close()
-    server.stop()
+    yield from _serving(start_registry(tmp_path / "reg1"))
 
 
 @pytest.fixture
 def registry2(tmp_path: Path, docker_config: Path) -> Iterator[Reg]:
-    server = start_registry(tmp_path / "reg2")
-    reg = _reg(server)
-    yield reg
-    reg.pusher.close()
-    server.stop()
+    yield from _serving(start_registry(tmp_path / "reg2"))
 
 
 @pytest.fixture
@@ -85,15 +74,8 @@ def htpasswd_registry(tmp_path: Path, docker_config: Path) -> Iterator[Reg]:
         ["htpasswd", "-Bbn", "alice", "wonderland"], capture_output=True, text=True, check=True
     ).stdout
     (base / "htpasswd").write_text(line)
-    server = start_registry(
-        base, auth={"htpasswd": {"realm": "airlock-test", "path": str(base / "htpasswd")}}
-    )
-    backdoor = start_registry(tmp_path / "htpasswd-backdoor", storage_root=server.root)
-    reg = _reg(server, backdoor)
-    yield reg
-    reg.pusher.close()
-    server.stop()
-    backdoor.stop()
+    auth = {"htpasswd": {"realm": "airlock-test", "path": str(base / "htpasswd")}}
+    yield from _with_backdoor(base, auth=auth)
 
 
 @pytest.fixture
@@ -113,10 +95,4 @@ def token_server(tmp_path: Path) -> Iterator[TokenServer]:
 
 @pytest.fixture
 def token_registry(tmp_path: Path, token_server: TokenServer, docker_config: Path) -> Iterator[Reg]:
-    server = start_registry(tmp_path / "tokreg", auth=token_server.registry_auth_config())
-    backdoor = start_registry(tmp_path / "tokreg-backdoor", storage_root=server.root)
-    reg = _reg(server, backdoor)
-    yield reg
-    reg.pusher.close()
-    server.stop()
-    backdoor.stop()
+    yield from _with_backdoor(tmp_path / "tokreg", auth=token_server.registry_auth_config())

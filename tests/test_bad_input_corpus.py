@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from airlock.localregistry import LocalRegistry, start_registry
-from tests.airlock.test_cli import AIRLOCK
 from tests.support import images as im
+from tests.support.cli import AIRLOCK
 from tests.support.hostile import echoing_registry, html_site, secret_forms
 from tests.support.images import Pusher
 

@@ -1,1 +1,1 @@
-"""Virtual repositories over real registries: one entry point per audience (issue #7)."""
+"""Virtual repositories over real registries: one entry point per audience (docs/virtual.md)."""

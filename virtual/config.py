@@ -21,53 +21,43 @@
         require_stage: prod                      # and of that, what airlock promoted to prod
 
 An image `NAME` in virtual repository `V` is `/v2/V/NAME/...` at the gateway and `PREFIX/NAME` in
-each member. `anonymous` in `read` lets anyone pull. Member registries are reached with the
-credentials of the docker config (or `credentials: {env: {username: VAR, password: VAR}}`).
+each member. `anonymous` in `read` lets anyone pull. `registries:` is pipeline.yaml's model
+(registry/settings.py): members are reached with the credentials of the docker config, or
+`credentials: {env: {username: VAR, password: VAR}}`; a Prefect block is refused (no Prefect here).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gates.yamlfile import read_mapping
-from registry.auth import Credentials
 from registry.errors import BadInputError
+from registry.reference import REPOSITORY_PATTERN, is_path_component
+from registry.settings import RegistrySettings
 
 ANONYMOUS = "anonymous"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EnvCredentials(_Strict):
-    username: str
-    password: str  # names of environment variables, never the values
-
-
-class MemberRegistry(_Strict):
-    url: str
-    insecure: bool = False
-    ca_bundle: str | None = None
-    credentials: dict[str, EnvCredentials] | None = None  # {env: {...}}; None: docker config
-
-    def resolve_credentials(self) -> Credentials | None:
-        env = (self.credentials or {}).get("env")
-        if env is None:
-            return None
-        return Credentials.from_env(env.username, env.password, f"registry {self.url}")
+def _no_block(settings: RegistrySettings) -> RegistrySettings:
+    if settings.credentials is not None and settings.credentials.block is not None:
+        raise ValueError(
+            f"credentials.block {settings.credentials.block!r}: virtual.yaml reads no Prefect"
+            " blocks; use credentials: {env: {username: VAR, password: VAR}}"
+        )
+    return settings
 
 
 class Member(_Strict):
     registry: str
-    prefix: str = Field(pattern=_PATH.pattern)
+    prefix: str = Field(pattern=REPOSITORY_PATTERN)
 
     def repository(self, name: str) -> str:
         return f"{self.prefix}/{name}"
@@ -106,14 +96,14 @@ class VirtualRepository(_Strict):
 
 
 class VirtualConfig(_Strict):
-    registries: dict[str, MemberRegistry]
+    registries: dict[str, Annotated[RegistrySettings, AfterValidator(_no_block)]]
     users: dict[str, User] = Field(default_factory=dict)
     repositories: dict[str, VirtualRepository] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _references(self) -> VirtualConfig:
         for name, repo in self.repositories.items():
-            if not re.fullmatch(_COMPONENT, name):
+            if not is_path_component(name):
                 raise ValueError(f"repository name {name!r}: lowercase letters, digits, . _ -")
             for member in [*repo.members, *([repo.deploy] if repo.deploy else [])]:
                 if member.registry not in self.registries:
@@ -151,7 +141,3 @@ def load(path: str | Path) -> VirtualConfig:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top)"
         raise BadInputError(f"{path}: {where}: {err['msg']}") from None
-
-
-def valid_name(name: str) -> bool:
-    return bool(_PATH.match(name)) and len(name) <= 255

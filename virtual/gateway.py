@@ -36,16 +36,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from registry.client import RegistryClient
 from registry.errors import AirlockError
-from virtual.config import Member, VirtualConfig, VirtualRepository, valid_name
+from registry.http import tune_http
+from registry.manifest import MAX_MANIFEST_SIZE
+from registry.reference import is_digest, is_repository, is_tag
+from virtual.config import Member, VirtualConfig, VirtualRepository
 from virtual.stageview import StageView
 
 log = logging.getLogger("airlock.virtual")
 
-MAX_MANIFEST = 4 * 1024 * 1024
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{0,128}$")  # distribution's are UUIDs
 _PASS_HEADERS = ("content-type", "content-length", "docker-content-digest", "etag", "range")
 MAX_VIEWS = 1024  # stage views kept (one per member repository asked for); the oldest go first
@@ -80,13 +79,7 @@ class Gateway:
     def __init__(self, config: VirtualConfig):
         self.config = config
         self.clients = {
-            alias: RegistryClient(
-                r.url,
-                credentials=r.resolve_credentials(),
-                insecure=r.insecure,
-                ca_bundle=r.ca_bundle,
-            )
-            for alias, r in config.registries.items()
+            alias: r.client(r.env_credentials()) for alias, r in config.registries.items()
         }
         self.views: dict[tuple[str, str, str], StageView] = {}
 
@@ -134,7 +127,7 @@ class Gateway:
         if not m:
             raise OciError(404, "NOT_FOUND", "not an OCI distribution API path")
         full = m["name"]
-        if not valid_name(full) or "/" not in full:
+        if not is_repository(full) or "/" not in full:
             raise OciError(400, "NAME_INVALID", f"invalid repository name {full!r}")
         virtual, name = full.split("/", 1)
         repo = self.config.repositories.get(virtual)
@@ -145,9 +138,9 @@ class Gateway:
             raise OciError(404, "NAME_UNKNOWN", f"no virtual repository {virtual!r}")
         kind = m["kind"] or ("uploads" if m["uploads"] else "tags")
         ref = m["ref"] or m["session"] or ""
-        if kind in ("manifests",) and not (_TAG.match(ref) or _DIGEST.match(ref)):
+        if kind in ("manifests",) and not (is_tag(ref) or is_digest(ref)):
             raise OciError(400, "MANIFEST_INVALID", f"invalid tag or digest {ref!r}")
-        if kind == "blobs" and not _DIGEST.match(ref):
+        if kind == "blobs" and not is_digest(ref):
             raise OciError(400, "DIGEST_INVALID", f"invalid digest {ref!r}")
         if kind == "uploads" and not _SESSION.match(ref):
             raise OciError(404, "BLOB_UPLOAD_UNKNOWN", f"no upload session {ref!r}")
@@ -181,7 +174,7 @@ class Gateway:
             raise OciError(404, "NOT_FOUND", "the referrers API is not offered; use the tag schema")
         if target.kind == "blobs" and request.method == "HEAD" and target.repo.may_write(user):
             return await self.push_head(request, target)
-        by_digest = target.kind == "blobs" or bool(_DIGEST.match(target.ref))
+        by_digest = target.kind == "blobs" or is_digest(target.ref)
         # clients send one Accept header per media type: pass them all (distribution answers
         # an index the client did not list as "unknown", a different answer than direct)
         accept = ", ".join(request.headers.getlist("accept"))
@@ -228,7 +221,7 @@ class Gateway:
         found = await client.head_manifest(member.repository(target.name), target.ref)
         if found is None:
             return None
-        tag = None if _DIGEST.match(target.ref) else target.ref
+        tag = None if is_digest(target.ref) else target.ref
         if not await view.manifest(found.digest, tag):
             log.info(
                 "%s/%s:%s is %s, which was never promoted to %s: not served",
@@ -312,7 +305,7 @@ class Gateway:
         }
         query = request.url.query
         if target.kind == "manifests" and request.method == "PUT":
-            body = await _capped(request, MAX_MANIFEST)
+            body = await _capped(request, MAX_MANIFEST_SIZE)
             path = f"/v2/{repo}/manifests/{target.ref}"
             response = await client.forward("PUT", path, headers=headers, content=body)
         elif target.kind == "uploads":
@@ -323,7 +316,7 @@ class Gateway:
             if request.method in ("PATCH", "PUT"):
                 content = request.stream()
             elif request.method == "POST":
-                content = await _capped(request, MAX_MANIFEST)  # a monolithic POST is rare
+                content = await _capped(request, MAX_MANIFEST_SIZE)  # a monolithic POST is rare
             response = await client.forward(request.method, path, headers=headers, content=content)
         else:
             raise OciError(405, "UNSUPPORTED", f"{request.method} {target.kind} is not supported")
@@ -347,7 +340,7 @@ class Gateway:
                     or source.deploy not in source.members  # what it reads is not its deploy
                     or not source.may_read(user)
                     or source.deploy.registry != deploy.registry
-                    or not valid_name(name)
+                    or not is_repository(name)
                 ):
                     return urlencode([(k, v) for k, v in params if k not in ("from", "mount")])
                 value = source.deploy.repository(name)
@@ -407,6 +400,7 @@ async def _relayed(response: httpx.Response, member_repo: str, virtual_repo: str
 
 
 def create_app(config: VirtualConfig) -> Starlette:
+    tune_http()
     gateway = Gateway(config)
 
     async def base(request: Request) -> Response:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from flows.records import HISTORY_TAG, history
+from registry import mediatypes as mt
 from registry.client import RegistryClient
 from registry.errors import NotFound
 from registry.manifest import Manifest, fallback_tag, travel_problem
@@ -28,7 +29,8 @@ from registry.referrers import list_referrers
 
 MAX_AGE = 60.0  # seconds a view of one history version is kept
 MAX_DEPTH = 4  # evidence about evidence about …: a signature of an attestation is two
-_TAG_OF_SUBJECT = re.compile(r"^sha256-([0-9a-f]{64})(\.(?:sig|att|sbom))?$")
+_SUFFIXES = "|".join(re.escape(s) for s in mt.COSIGN_TAG_SUFFIXES)
+_TAG_OF_SUBJECT = re.compile(rf"^sha256-([0-9a-f]{{64}})({_SUFFIXES})?$")
 
 
 @dataclass
@@ -123,7 +125,7 @@ class StageView:
             listing = await list_referrers(self.client, self.repo, digest)
             for d in listing.descriptors:
                 await self._quietly(view, d.digest, None)
-            for suffix in (".sig", ".att", ".sbom"):
+            for suffix in mt.COSIGN_TAG_SUFFIXES:
                 await self._quietly(view, None, fallback_tag(digest) + suffix)
 
     async def _quietly(self, view: _View, digest: str | None, tag: str | None) -> None:

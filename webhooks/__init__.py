@@ -1,1 +1,1 @@
-"""Registry and CI webhooks turned into Prefect events (issue #5)."""
+"""Registry and CI webhooks turned into Prefect events (docs/webhooks.md)."""

@@ -12,7 +12,6 @@ registry sends all of it.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +21,10 @@ from flows.pushes import EVENT, resource_id
 from flows.records import NOT_A_RELEASE
 from registry import mediatypes as mt
 from registry.errors import BadInputError
-from registry.reference import InvalidReference, Reference, parse
+from registry.reference import InvalidReference, Reference, is_digest, parse
 
 # A fixed namespace: the same registry event id gives the same Prefect event id in any process.
 NAMESPACE = uuid.UUID("6f1c1e0a-6a43-4a53-9d3e-3f2b8f5c7a10")
-
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -95,8 +92,8 @@ def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int,
         event_id, digest, repo = event.get("id"), target.get("digest"), target.get("repository")
         if not (isinstance(event_id, str) and event_id and isinstance(repo, str)):
             raise BadInputError(f"events[{i}]: a push without an id or repository")
-        if not isinstance(digest, str) or not _DIGEST.match(digest):
-            raise BadInputError(f"events[{i}]: target.digest is not a sha256 digest")
+        if not is_digest(digest):
+            raise BadInputError(f"events[{i}]: target.digest is not a sha256 digest (or sha512)")
         if not tag:
             notes.append(f"{repo}@{digest}: pushed by digest, no tag (not a release)")
             continue

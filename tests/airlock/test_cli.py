@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,34 +11,10 @@ from pathlib import Path
 import pytest
 
 from airlock.localregistry import free_port
-from tests.conftest import Reg
 from tests.support import images as im
+from tests.support.cli import airlock, assert_one_line_error
 from tests.support.hostile import ECHO_TOKEN, echoing_registry, html_site, secret_forms
-
-AIRLOCK = str(Path(sys.executable).parent / "airlock")
-
-
-def airlock(
-    *args: str, env: dict[str, str] | None = None, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [AIRLOCK, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        input=stdin,
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
-    assert proc.returncode == code, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("airlock: error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert proc.stdout == ""
+from tests.support.registries import Reg
 
 
 def test_copy_prints_the_digest_on_stdout_and_a_summary_on_stderr(

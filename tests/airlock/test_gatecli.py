@@ -9,9 +9,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.airlock.test_cli import airlock, assert_one_line_error
-from tests.conftest import Reg
 from tests.support import images as im
+from tests.support.cli import airlock, assert_one_line_error
+from tests.support.registries import Reg
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PASSING = FIXTURES / "pytest-json-report" / "all-passed.report.json"

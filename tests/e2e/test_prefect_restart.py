@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from airlock.demo import Api
-from tests.airlock.test_cli import AIRLOCK
-from tests.conftest import Reg
-from tests.e2e.conftest import PrefectServer, stop
+from airlock.supervisor import stop
 from tests.flows.helpers import Setup
+from tests.support.cli import AIRLOCK
+from tests.support.prefect import PrefectServer
+from tests.support.registries import Reg
 
 WAIT = 120.0
 

@@ -26,13 +26,16 @@ import yaml
 
 from airlock.demo import Api
 from airlock.localregistry import free_port, start_registry
+from airlock.supervisor import spawn as _spawn
+from airlock.supervisor import stop, wait_http
 from registry import mediatypes as mt
-from tests.airlock.test_cli import AIRLOCK
-from tests.conftest import Reg
-from tests.e2e.conftest import Postgres, PrefectServer, stop, wait_http
 from tests.flows.helpers import CRITICAL_SCAN, Setup, attach, attach_evidence, scan_of
 from tests.support import images as im
+from tests.support.cli import AIRLOCK
+from tests.support.evidence import push_after_evidence
 from tests.support.images import Pusher
+from tests.support.prefect import Postgres, PrefectServer
+from tests.support.registries import Reg
 
 pytestmark = pytest.mark.anyio
 
@@ -104,12 +107,6 @@ class Stack:
     def start(self, deployment: str) -> str:
         dep = self.api("GET", f"/deployments/name/{deployment}")
         return self.api("POST", f"/deployments/{dep['id']}/create_flow_run", {})["id"]
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=Path.cwd()
-    )
 
 
 @pytest.fixture(scope="module")
@@ -193,21 +190,11 @@ def stack(
         server.stop()
 
 
-async def push_after_evidence(stack: Stack, seed: str, tag: str, **kw: Any) -> im.Image:
-    """CI's order: the image by digest, its reports attached, and only then the tag — whose
-    push is the event that starts the pipeline, so the gates find the evidence."""
-    img = im.image(seed)
-    stack.setup.reg.pusher.push("dev/app", img)
-    await attach_evidence(stack.setup.reg, img, **kw)
-    stack.setup.reg.pusher.push("dev/app", img, tag)
-    return img
-
-
 async def test_a_push_runs_the_pipeline_once_through_staging_and_prod_waits_for_approval(
     stack: Stack, postgres: Postgres
 ) -> None:
     setup = stack.setup
-    img = await push_after_evidence(stack, "e2e-push", "1.0")
+    img = await push_after_evidence(stack.setup.reg, "e2e-push", "1.0")
 
     # exactly one pipeline run, though the registry delivered the push twice
     [run] = stack.wait(

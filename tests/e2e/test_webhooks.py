@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from flows.config import load
-from tests.e2e.conftest import PrefectServer
+from tests.support.prefect import PrefectServer
 from webhooks.app import ENVELOPE, Settings, create_app
 from webhooks.events import NAMESPACE
 

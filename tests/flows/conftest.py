@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Reg
 from tests.flows.helpers import Setup
+from tests.support.registries import Reg
 
 # Prefect reads its settings (and creates PREFECT_HOME) when it is first imported, which is when
 # the test modules of this folder are collected; point it at a throw-away home before that, and

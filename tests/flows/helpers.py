@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import copy
 import datetime as dt
-import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -24,20 +22,18 @@ from uuid import UUID
 import httpx
 import yaml
 
+from airlock.supervisor import spawn, stop
 from flows.records import PromotionRecord, history, records_for
 from registry import mediatypes as mt
 from registry.manifest import Descriptor
 from registry.referrers import artifact, list_referrers, push_referrer
-from tests.conftest import Reg
 from tests.support import images as im
+from tests.support.evidence import CRITICAL_SCAN as CRITICAL_SCAN
+from tests.support.evidence import FAILING_TESTS as FAILING_TESTS
+from tests.support.evidence import MEDIUM_SCAN, PASSING_TESTS, scan_of
+from tests.support.registries import Reg
 
 T = TypeVar("T")
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-PASSING_TESTS = FIXTURES / "pytest-json-report" / "all-passed.report.json"  # 12 passed
-FAILING_TESTS = FIXTURES / "pytest-json-report" / "sample_report.json"  # 3 failed, 2 errors
-CRITICAL_SCAN = FIXTURES / "trivy" / "alpine-39.json"  # 2 CRITICAL, 4 MEDIUM
-MEDIUM_SCAN = FIXTURES / "trivy" / "alpine-310-registry.json"  # 4 MEDIUM, nothing above
 
 WAIT = 60.0  # seconds any poll below waits for a state before failing the test
 
@@ -161,15 +157,6 @@ async def attach(reg: Reg, repo: str, img: im.Image, artifact_type: str, payload
     async with reg.client() as client:
         assert await push_referrer(client, repo, manifest, blobs) == []
     return manifest.digest
-
-
-def scan_of(img: im.Image, report: Path = MEDIUM_SCAN, repo: str = "dev/app") -> bytes:
-    """A real Trivy report re-pointed at img (RepoDigests and ImageID), as in
-    tests/airlock/test_gatecli.py."""
-    doc = json.loads(report.read_bytes())
-    doc["Metadata"]["RepoDigests"] = [f"{repo}@{img.digest}"]
-    doc["Metadata"]["ImageID"] = img.blobs[0].digest  # the config blob
-    return json.dumps(doc, indent=2).encode()
 
 
 @dataclass
@@ -335,17 +322,11 @@ def serving(prefect_api: str, pipeline: Path, code: str) -> Iterator[None]:
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "AIRLOCK_PIPELINE": str(pipeline),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = spawn([sys.executable, "-c", code], env)  # output to /dev/null
     try:
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout=30)
 
 
 async def deployment_ready(name: str, timeout: float = 120) -> None:

@@ -30,8 +30,8 @@ from tests.flows.helpers import (
     push_with_evidence,
     wait_for_approval_request,
 )
-from tests.flows.test_flow_cli import run_cli
-from tests.flows.test_records import artifacts, table
+from tests.support.artifacts import artifacts, table
+from tests.support.cli import run_cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api", "fast_approval_polls")]
 

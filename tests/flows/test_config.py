@@ -72,7 +72,7 @@ def test_durations_and_tag_rules(tmp_path: Path) -> None:
     stage(d, "prod")["gates"][0]["timeout"] = "PT2H"
     stage(d, "qa")["tag"] = "{tag}-{stage}"
     pipeline = load(write(tmp_path, d))
-    assert pipeline.stage("staging").gates[0].policy_model().min == dt.timedelta(minutes=90)
+    assert pipeline.stage("staging").gates[0].policy.min == dt.timedelta(minutes=90)
     assert pipeline.stage("prod").gates[0].timeout == dt.timedelta(hours=2)
     assert pipeline.stage("qa").tag_for("1.0", "sha256:" + "a" * 64) == "1.0-qa"
 

@@ -56,7 +56,7 @@ async def test_served_deployments_are_bound_to_the_pipeline_given(tmp_path: Path
 
 def test_prefect_deploy_all_accepts_the_file(prefect_api: str) -> None:
     """The real `prefect deploy --all`, against the test server, with the work pool it names
-    created as the README says (work-pool.json: no run may override a job variable)."""
+    created as docs/deployments.md says (work-pool.json: no run may override a job variable)."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     template = str(ROOT / "work-pool.json")
     create = [

@@ -24,10 +24,11 @@ from airlock.localregistry import start_registry
 from flows.promote import promote
 from registry.errors import AirlockError
 from registry.manifest import digest_of
-from tests.conftest import Reg, _reg
 from tests.flows.helpers import attach_evidence
 from tests.support import images as im
 from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.registries import Reg
+from tests.support.registries import reg_of as _reg
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api")]
 

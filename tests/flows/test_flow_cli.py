@@ -3,7 +3,6 @@ test's Prefect server through PREFECT_API_URL (never a server of their own)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import subprocess
 import uuid
@@ -12,7 +11,6 @@ from typing import Any
 import pytest
 
 from flows.promote import promote
-from tests.airlock.test_cli import airlock, assert_one_line_error
 from tests.flows.helpers import (
     FAILING_TESTS,
     Setup,
@@ -22,6 +20,7 @@ from tests.flows.helpers import (
     push_with_evidence,
     wait_for_approval_request,
 )
+from tests.support.cli import airlock, assert_one_line_error, run_cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fast_approval_polls")]
 
@@ -29,11 +28,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fast_approval_polls")]
 @pytest.fixture
 def cli_env(prefect_api: str) -> dict[str, str]:
     return {"PREFECT_API_URL": prefect_api}
-
-
-async def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`airlock ARGS` in a thread, so flows in this process keep running meanwhile."""
-    return await asyncio.to_thread(airlock, *args, env=env)
 
 
 def assert_refusal(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:

@@ -14,9 +14,9 @@ from registry.client import RegistryClient
 from registry.copy import copy_image
 from registry.errors import BadInputError
 from registry.reference import parse
-from tests.conftest import Reg
 from tests.flows.helpers import Setup, attach_evidence, push_with_evidence
 from tests.support import images as im
+from tests.support.registries import Reg
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api", "fast_approval_polls")]
 

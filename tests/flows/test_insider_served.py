@@ -17,7 +17,6 @@ from uuid import UUID
 import pytest
 import yaml
 
-from tests.conftest import Reg
 from tests.flows.helpers import (
     CRITICAL_SCAN,
     Setup,
@@ -29,7 +28,8 @@ from tests.flows.helpers import (
     wait_for_approval_request,
     wait_for_state,
 )
-from tests.flows.test_flow_cli import run_cli
+from tests.support.cli import run_cli
+from tests.support.registries import Reg
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api", "fast_approval_polls")]
 

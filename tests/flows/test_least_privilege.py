@@ -13,8 +13,8 @@ from flows.promote import promote
 from flows.records import records_for
 from registry.client import RegistryClient
 from registry.errors import AuthError
-from tests.conftest import Reg
 from tests.support import images as im
+from tests.support.registries import Reg
 from tests.support.tokenserver import TokenServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api")]

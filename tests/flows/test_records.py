@@ -18,6 +18,7 @@ from flows.records import HISTORY_TAG, PromotionRecord
 from registry import mediatypes as mt
 from tests.flows.helpers import Approver, Setup, alongside, attach_evidence, promote_runs
 from tests.support import images as im
+from tests.support.artifacts import artifacts, table
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api", "fast_approval_polls")]
 
@@ -146,31 +147,6 @@ async def test_each_stage_holds_its_own_record_and_records_never_travel(setup: S
     assert gate.gate == "approval" and gate.passed
     assert gate.evidence and gate.evidence[0].source == "approval by alice"
     assert await setup.history("prod") == [prod]  # history: this repository's promotions only
-
-
-async def artifacts(flow_run_id: str | None = None, key: str | None = None) -> list[Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        ArtifactFilterKey,
-    )
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    kw: dict[str, Any] = {}
-    if flow_run_id:
-        kw["flow_run_id"] = ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])
-    if key:
-        kw["key"] = ArtifactFilterKey(any_=[key])
-    async with get_client() as client:
-        return await client.read_artifacts(
-            artifact_filter=ArtifactFilter(**kw), sort=ArtifactSort.CREATED_DESC
-        )
-
-
-def table(artifact: Any) -> list[dict[str, Any]]:
-    data = artifact.data
-    return json.loads(data) if isinstance(data, str) else data
 
 
 async def test_a_hop_shows_its_gates_and_summary_as_prefect_artifacts(setup: Setup) -> None:

@@ -23,7 +23,7 @@ from tests.flows.helpers import (
     wait_for_approval_request,
     wait_for_state,
 )
-from tests.flows.test_flow_cli import run_cli
+from tests.support.cli import run_cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api", "fast_approval_polls")]
 

@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 
 from gates.base import EvidenceError
-from gates.evidence import GATE_TYPES, from_file, from_referrers, from_url, target_of
+from gates.evidence import from_file, from_referrers, from_url, target_of
+from gates.kinds import gate
 from registry import mediatypes as mt
 from registry.manifest import Descriptor
 from registry.referrers import artifact, merge_fallback, push_referrer
-from tests.conftest import Reg
 from tests.support import images as im
+from tests.support.registries import Reg
 
 pytestmark = pytest.mark.anyio
 
-TESTS = GATE_TYPES["tests"]
+TESTS = gate("tests").media_types
 REPORT = b'{"summary": {"passed": 1, "total": 1}, "tests": []}'
 
 

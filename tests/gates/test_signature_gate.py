@@ -27,8 +27,8 @@ from gates.signature import (
     signature_kind,
 )
 from registry.manifest import index_entries, parse_manifest, referrer_descriptor
-from tests.conftest import Reg
 from tests.support import images as im
+from tests.support.registries import Reg
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "oci"
 REPO = "dev/app"

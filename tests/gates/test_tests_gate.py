@@ -1,4 +1,4 @@
-"""The tests gate (gates/tests.py) on real reports: the shared fixtures and real pytest runs.
+"""The tests gate (gates/tests/) on real reports: the shared fixtures and real pytest runs.
 
 Fixture facts asserted here were checked by reading the files (see tests/fixtures/SOURCES.md).
 """
@@ -415,7 +415,7 @@ def test_real_pytest_run_same_verdicts(sample_reports: tuple[Evidence, Evidence]
         assert not refused.passed and refused.error is None
         assert refused.summary == "refused: 1 failed (max 0); 1 error (max 0)"
 
-        # a pytest node id works for JUnit too (pytest's junitxml naming, see gates/tests.py)
+        # a pytest node id works for JUnit too (pytest's junitxml naming, see docs/formats.md)
         lenient = TestsPolicy(max_failed=1, max_errors=1, required=["test_sample.py::test_pass"])
         result = evaluate(evidence, lenient)
         assert result.passed, result.summary

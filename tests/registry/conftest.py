@@ -3,33 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import pytest
 
-from tests.conftest import Reg
 from tests.support.faultproxy import FaultProxy
-
-
-@dataclass
-class ProxiedReg(Reg):
-    """A `Reg` whose host is the proxy: clients go through the faults, `pusher` goes direct."""
-
-    proxy: FaultProxy | None = None
-
-    @property
-    def host(self) -> str:
-        assert self.proxy is not None
-        return self.proxy.host
-
-    @property
-    def direct_host(self) -> str:
-        return self.server.host
-
-    @property
-    def faults(self) -> FaultProxy:
-        assert self.proxy is not None
-        return self.proxy
+from tests.support.registries import ProxiedReg, Reg
 
 
 @pytest.fixture

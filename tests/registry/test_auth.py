@@ -17,8 +17,8 @@ from registry.copy import copy_image
 from registry.errors import AuthError
 from registry.manifest import Descriptor
 from registry.reference import parse
-from tests.conftest import FAST_RETRY, Reg
 from tests.support import images as im
+from tests.support.registries import FAST_RETRY, Reg
 from tests.support.tokenserver import TokenServer
 
 pytestmark = pytest.mark.anyio

@@ -7,9 +7,7 @@ is the one place these tests stand in for a registry, and it is said here on pur
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import json
 import threading
 from collections.abc import Iterator
@@ -17,18 +15,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from airlock.localregistry import start_registry
 from registry.client import RegistryClient, allowed_schemes
 from registry.errors import DigestMismatch, RegistryError, UnsupportedContent
 from registry.manifest import MAX_INDEX_CHILDREN, MAX_MANIFEST_SIZE, MAX_REFERRERS, Descriptor
 from registry.referrers import list_referrers, merge_fallback
-from tests.conftest import FAST_RETRY
 from tests.support import images as im
+from tests.support.certs import cert as _cert
+from tests.support.registries import FAST_RETRY
 
 pytestmark = pytest.mark.anyio
 
@@ -53,32 +50,6 @@ def test_plain_http_only_for_loopback_or_insecure(
 
 
 # ---------------------------------------------------------------------------- TLS
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    issuer: str,
-    ca: bool,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 @pytest.fixture

@@ -16,10 +16,9 @@ from registry.client import RegistryClient
 from registry.copy import CopyResult, copy_image, plan_copy
 from registry.errors import BadInputError, NotFound, RefusedError
 from registry.reference import parse
-from tests.conftest import Reg
-from tests.registry.conftest import ProxiedReg
 from tests.support import images as im
 from tests.support.faultproxy import Fault
+from tests.support.registries import ProxiedReg, Reg
 
 pytestmark = pytest.mark.anyio
 

@@ -11,10 +11,9 @@ import pytest
 from registry.copy import CopyResult, TransferLimits, copy_image
 from registry.errors import EXIT_REGISTRY, BadInputError, DigestMismatch, RegistryError
 from registry.reference import parse
-from tests.conftest import FAST_RETRY, Reg
-from tests.registry.conftest import ProxiedReg
 from tests.support.faultproxy import Fault
 from tests.support.images import Image, image, multi_platform
+from tests.support.registries import FAST_RETRY, ProxiedReg, Reg
 
 pytestmark = pytest.mark.anyio
 

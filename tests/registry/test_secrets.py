@@ -18,8 +18,8 @@ from registry import secrets
 from registry.auth import Credentials
 from registry.client import RegistryClient
 from registry.errors import BadInputError, RegistryError
-from tests.conftest import FAST_RETRY
 from tests.support.hostile import ECHO_TOKEN, echoing_registry, secret_forms
+from tests.support.registries import FAST_RETRY
 
 pytestmark = pytest.mark.anyio
 

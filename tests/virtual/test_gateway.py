@@ -6,31 +6,15 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support import images as im
-from tests.virtual.conftest import PASSWORD, TOKEN, Gw
-
-SKOPEO = [
-    "skopeo",
-    "--insecure-policy",
-    "copy",
-    "--src-tls-verify=false",
-    "--dest-tls-verify=false",
-]
-
-
-def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SKOPEO, *args], capture_output=True, text=True, timeout=120)
-
-
-def _layout_digest(layout: Path) -> str:
-    index = json.loads((layout / "index.json").read_text())
-    return index["manifests"][0]["digest"]
+from tests.support.gateway import PASSWORD, TOKEN, Gw
+from tests.support.skopeo import layout_digest as _layout_digest
+from tests.support.skopeo import skopeo
 
 
 def test_a_pull_resolves_across_members_with_digests_unchanged(gw: Gw, tmp_path: Path) -> None:

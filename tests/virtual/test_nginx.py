@@ -5,8 +5,6 @@ through the customers' entry point, a dev-only digest does not."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,93 +12,31 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.airlock.test_cli import AIRLOCK
-from tests.e2e.conftest import stop, wait_http
+from airlock.supervisor import Supervisor
 from tests.support import images as im
-from tests.virtual.conftest import PASSWORD, Gw
-from tests.virtual.test_gateway import _layout_digest, skopeo
-
-
-def _free_ports(n: int) -> int:
-    """A port P with P + 1 … P + n - 1 free too (one per repository, in name order: customers P,
-    docker P + 1, secret P + 2, shop P + 3)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            try:
-                for k in range(1, n):
-                    with socket.socket() as b:
-                        b.bind(("127.0.0.1", port + k))
-            except OSError:
-                continue
-        return port
-    raise AssertionError(f"no {n} consecutive free ports")
+from tests.support.certs import cert as _cert
+from tests.support.gateway import PASSWORD, Gw
+from tests.support.nginx import start_nginx
+from tests.support.skopeo import layout_digest as _layout_digest
+from tests.support.skopeo import push_through, skopeo
 
 
 @pytest.fixture(scope="module")
 def nginx(gw: Gw, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    base = tmp_path_factory.mktemp("nginx")
-    os.chmod(base, 0o777)  # noqa: S103 - nginx's workers (nobody) write their temp files here
-    port = _free_ports(4)
-    command = [AIRLOCK, "virtual", "nginx", "--config", str(gw.config), "--gateway", gw.host]
-    generated = subprocess.run(
-        [*command, "--port-base", str(port), "--listen", "127.0.0.1"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    (base / "airlock.conf").write_text(generated)
-    temp = " ".join(
-        f"{kind}_temp_path {base / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (base / "nginx.conf").write_text(
-        "\n".join(
-            [
-                "worker_processes 1;",
-                f"pid {base / 'nginx.pid'};",
-                f"error_log {base / 'error.log'};",
-                "events {}",
-                "http {",
-                "  access_log off;",
-                f"  {temp}",
-                f"  include {base / 'airlock.conf'};",
-                "}",
-            ]
-        )
-    )
-    log = base / "nginx.out"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            ["nginx", "-p", str(base), "-c", str(base / "nginx.conf"), "-g", "daemon off;"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        # the gateway answers an unauthenticated ping with 401: nginx is up when that comes back
-        wait_http(f"http://127.0.0.1:{port}/v2/", proc, base / "error.log", status=401)
-        yield port
-    finally:
-        stop(proc)
+    with Supervisor() as sup:
+        yield start_nginx(gw.config, gw.host, tmp_path_factory.mktemp("nginx"), sup)
 
 
 def test_a_push_through_nginx_lands_in_dev_local(gw: Gw, nginx: int, tmp_path: Path) -> None:
     img = im.image("through-nginx")
     gw.pusher.push("prod/seed", img, "nginx")
     layout = tmp_path / "layout"
-    pulled = skopeo(
-        "--preserve-digests", f"docker://{gw.local.host}/prod/seed:nginx", f"oci:{layout}"
-    )
-    assert pulled.returncode == 0, pulled.stderr
-    pushed = skopeo(
-        "--preserve-digests",
-        "--dest-creds",
+    push_through(
+        f"{gw.local.host}/prod/seed:nginx",
+        f"127.0.0.1:{nginx + 1}/web:3.0",  # docker's entry point: no prefix to type
+        layout,
         f"alice:{PASSWORD}",
-        f"oci:{layout}",
-        f"docker://127.0.0.1:{nginx + 1}/web:3.0",  # docker's entry point: no prefix to type
     )
-    assert pushed.returncode == 0, pushed.stderr
     assert gw.pusher.digest("dev/web", "3.0") == _layout_digest(layout)
 
 
@@ -132,7 +68,6 @@ def test_tls_stanzas_and_hostnames(gw: Gw, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from tests.registry.test_client import _cert
     from virtual.config import load
     from virtual.nginx import Tls, render
 

@@ -16,8 +16,8 @@ from registry import mediatypes as mt
 from registry.client import RegistryClient
 from registry.manifest import Descriptor
 from tests.support import images as im
-from tests.virtual.conftest import PASSWORD, TOKEN, Gw
-from tests.virtual.test_gateway import skopeo
+from tests.support.gateway import PASSWORD, TOKEN, Gw
+from tests.support.skopeo import push_through
 
 ACCEPT = {"Accept": im.ACCEPT}
 
@@ -119,18 +119,9 @@ def test_a_push_through_the_virtual_repository_uploads_what_the_deploy_target_la
     img = im.image("held-in-prod")
     gw.pusher.push("prod/held", img, "0.9")
     layout = tmp_path / "layout"
-    pulled = skopeo(
-        "--preserve-digests", f"docker://{gw.local.host}/prod/held:0.9", f"oci:{layout}"
+    push_through(
+        f"{gw.local.host}/prod/held:0.9", f"{gw.host}/docker/held:1.0", layout, f"alice:{PASSWORD}"
     )
-    assert pulled.returncode == 0, pulled.stderr
-    pushed = skopeo(
-        "--preserve-digests",
-        "--dest-creds",
-        f"alice:{PASSWORD}",
-        f"oci:{layout}",
-        f"docker://{gw.host}/docker/held:1.0",
-    )
-    assert pushed.returncode == 0, pushed.stderr
     assert gw.pusher.digest("dev/held", "1.0") == img.digest
     for blob in img.blobs:  # the deploy target holds every blob (mounted, not uploaded)
         assert gw.pusher.blob("dev/held", blob.digest) == blob.data
