@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     from airlock import virtualcli
 
     virtualcli.add_parsers(sub)
+    from airlock import keycli
+
+    keycli.add_parsers(sub)
+    from airlock import verifycli
+
+    verifycli.add_parsers(sub)
     return parser
 
 

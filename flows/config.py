@@ -51,9 +51,11 @@ from pydantic import (
     model_validator,
 )
 
-from gates.base import GateKind, Policy
+from gates import keys
+from gates.base import GateKind, Policy, ReportPolicy
 from gates.common import Duration
-from gates.kinds import Gate, gate
+from gates.keys import PrivateKey, PublicKey
+from gates.kinds import Gate, gate, signers
 from gates.yamlfile import read_mapping_and_bytes
 from registry import settings
 from registry.auth import Credentials
@@ -153,6 +155,14 @@ def _policy(kind: str, model: type[Policy], given: dict[str, Any]) -> Policy:
         raise ValueError(f"{kind} policy{'.' + key if key else ''}: {_message(err)}") from None
 
 
+class EnvKey(_Strict):
+    env: str  # the name of an environment variable holding the PEM (never the key itself here)
+
+
+class BlockKey(_Strict):
+    block: str  # the name of a Prefect Secret block holding the PEM
+
+
 class Stage(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     registry: str
@@ -163,6 +173,13 @@ class Stage(_Strict):
     # where customers pull this stage's images: a virtual repository in front of it
     # (`airlock virtual serve`), e.g. "shop.example.com/{name}"; shown in records and summaries
     publish: str | None = None
+    # The promoter's private key: each promotion into this stage writes a VSA signed with it
+    # (a file relative to pipeline.yaml, {env: VAR} or {block: NAME}; docs/signing.md).
+    signing_key: str | EnvKey | BlockKey | None = None
+    # What everyone else trusts for this stage (a file relative to pipeline.yaml, or the PEM or
+    # OpenSSH line itself): the next hop and `airlock verify` accept a digest as having passed
+    # this stage only through a VSA signed by it.
+    public_key: str | None = None
 
     @field_validator("publish")
     @classmethod
@@ -292,6 +309,51 @@ class Pipeline(_Strict):
     def policy(self, stage: Stage) -> PolicyRef:
         return PolicyRef(file=self._file, sha256=self._sha256, stage=stage.model_dump(mode="json"))
 
+    @property
+    def folder(self) -> Path:
+        """Where key paths are relative to: the pipeline file's folder."""
+        return Path(self._file).parent if self._file else Path.cwd()
+
+    def public_keys(self, stage: Stage) -> list[PublicKey]:
+        """The keys a VSA of `stage` must be signed by (none: the stage signs nothing)."""
+        if stage.public_key is None:
+            return []
+        where = f"stage {stage.name} public_key"
+        return [keys.public_key_from(stage.public_key, self.folder, where)]
+
+    def signers(self, stage: Stage) -> list[PublicKey]:
+        """Every key the stage's gates name in `signed_by` (read, so a bad one is said at load)."""
+        return [
+            key
+            for g in stage.gates
+            if isinstance(g.policy, ReportPolicy)
+            for key in signers(g.policy, self.folder, g.kind)
+        ]
+
+    async def signing_key(self, stage: Stage) -> PrivateKey | None:
+        """The stage's private key, read now (file, environment or Prefect Secret block); checked
+        against its public_key, so a promoter never writes VSAs nobody will accept."""
+        source = stage.signing_key
+        if source is None:
+            return None
+        where = f"stage {stage.name} signing_key"
+        if isinstance(source, EnvKey):
+            value = os.environ.get(source.env)
+            if not value:
+                raise BadInputError(f"{where}: environment variable {source.env} is not set")
+            key = keys.load_private_key(value, f"{where} (${source.env})")
+        elif isinstance(source, BlockKey):
+            key = keys.load_private_key(await _secret(source.block, where), f"{where} (block)")
+        else:
+            key = keys.read_private_key(self.folder / source)
+        trusted = self.public_keys(stage)
+        if trusted and key.public not in trusted:
+            raise BadInputError(
+                f"{where} ({key.short_id}) is not the key of its public_key"
+                f" ({trusted[0].short_id}): VSAs signed with it would be refused"
+            )
+        return key
+
 
 def pipeline_path(path: str | Path | None = None) -> Path:
     """The pipeline file: `path`, else $AIRLOCK_PIPELINE, else ./pipeline.yaml."""
@@ -311,7 +373,27 @@ def load(path: str | Path | None = None) -> Pipeline:
         raise BadInputError(f"{path}: {where}: {_message(err)}{more}") from None
     pipeline._file = str(path.resolve())
     pipeline._sha256 = hashlib.sha256(raw).hexdigest()
+    for stage in pipeline.stages:  # a key that cannot be read is a bad file, said at load
+        try:
+            pipeline.public_keys(stage)
+        except BadInputError as e:
+            raise BadInputError(f"{path}: {e}") from None
+        try:
+            pipeline.signers(stage)
+        except BadInputError as e:
+            raise BadInputError(f"{path}: stage {stage.name} {e}") from None
     return pipeline
+
+
+async def _secret(name: str, where: str) -> str:
+    """The value of a Prefect Secret block (Prefect is imported only when one is named)."""
+    from prefect.blocks.system import Secret
+
+    try:
+        block = await Secret.aload(name)
+    except ValueError:
+        raise BadInputError(f"{where}: no Secret block named {name!r}") from None
+    return str(block.get())
 
 
 def _path(loc: tuple[Any, ...], doc: Any) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from flows import pushes
 from flows.config import GateConfig, Pipeline, Stage
 from flows.records import PromotionRecord, records_for
+from gates import vsa
 from gates.base import EvidenceError, GateResult
 from gates.kinds import Candidate
 from registry.client import RegistryClient
@@ -110,7 +111,12 @@ def candidate(hop: Hop, client: RegistryClient) -> Candidate:
     """The hop as the gates see it: the digest, its evidence in the previous stage's repository,
     and when it entered that stage (read only by a gate that asks, e.g. soak)."""
     return Candidate(
-        client, hop.source.repository, hop.manifest, hop.previous.name, lambda: entered(hop)
+        client,
+        hop.source.repository,
+        hop.manifest,
+        hop.previous.name,
+        lambda: entered(hop),
+        folder=hop.pipeline.folder,
     )
 
 
@@ -141,6 +147,27 @@ async def entered(hop: Hop) -> tuple[dt.datetime | None, str]:
         return None, f"{where} ({hop.previous.name} record)"
     repository = hop.pipeline.reference(hop.previous, hop.name)
     return await pushes.first_received(repository, hop.digest), f"{where} push event"
+
+
+async def _admitted(
+    pipeline: Pipeline,
+    previous: Stage,
+    client: RegistryClient,
+    repo: Reference,
+    digest: str,
+    stage: Stage,
+) -> None:
+    """Where the previous stage names a public key, its record is not enough: only a VSA signed
+    by that key says the digest passed it (a record anyone with push rights could write)."""
+    trusted = pipeline.public_keys(previous)
+    if not trusted:
+        return
+    verdict = await vsa.check(client, repo.repository, digest, previous.name, trusted)
+    if not verdict.verified:
+        raise PromotionRefused(
+            f"{stage.name}: {repo.name}@{digest} has no valid {previous.name} VSA"
+            f" ({verdict.detail}): it has not passed {previous.name}'s gates"
+        )
 
 
 async def resolve(
@@ -185,6 +212,7 @@ async def resolve(
                 f" there (no {previous.name} promotion record): it has not passed"
                 f" {previous.name}'s gates"
             )
+        await _admitted(pipeline, previous, src, repo, digest, stage)
         entered_record = passed[-1]
         release = entered_record.release or release
         previous_tag = entered_record.tags[0] if entered_record.tags else previous_tag

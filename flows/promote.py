@@ -33,6 +33,7 @@ from flows.approvals import asking, deployed, wait_for_approval
 from flows.config import GateConfig, Pipeline, load
 from flows.hops import Hop, PromotionRefused, artifact_key, clients, resolve
 from flows.records import Approval, PromotionRecord, history, recorded, write_record
+from gates import vsa
 from gates.approval import name_problem
 from gates.base import GateResult
 from registry.client import RegistryClient
@@ -200,6 +201,7 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
             f"{stage.name} has an approval gate: say who asks (requester), so that nobody"
             " approves their own promotion"
         )
+    signer = await pipeline.signing_key(stage)  # a key that cannot be read refuses up front
     # Only the registries this hop touches: no other stage's credentials are read.
     async with clients(pipeline, here, previous, stage) as opened:
         src, dst = opened[previous.registry], opened[stage.registry]
@@ -281,9 +283,40 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
             )
             subject = Descriptor(hop.manifest.media_type, hop.digest, len(hop.manifest.raw))
             record_digest = await write_record(dst, hop.target.repository, subject, record)
+            if signer is not None:
+                written = await vsa.write(
+                    dst,
+                    hop.target.repository,
+                    subject,
+                    hop.target.name,
+                    _vsa_predicate(pipeline, hop, results, record_digest),
+                    signer,
+                )
+                logger.info("%s VSA signed by %s: %s", stage.name, signer.short_id, written.bundle)
         await _summary_artifact(hop, record, record_digest)
         await _board(pipeline, hop, opened, "promoted", approvals)
         return _summary(hop, "promoted", record_digest)
+
+
+def _vsa_predicate(
+    pipeline: Pipeline, hop: Hop, results: list[GateResult], record_digest: str
+) -> dict[str, Any]:
+    """What the stage verified, as a VSA: every piece of evidence its gates read and the
+    promotion record (which holds the approvals), by digest."""
+    policy = pipeline.policy(hop.stage)
+    target = hop.target.with_digest(hop.digest)
+    inputs = [(e.source, e.digest) for r in results for e in r.evidence]
+    inputs.append((f"{target.name}@{record_digest}", record_digest))
+    return vsa.predicate(
+        stage=hop.stage.name,
+        resource_uri=str(target),
+        policy_uri=f"file://{policy.file}#stages.{hop.stage.name}",
+        policy_digest=f"sha256:{policy.sha256}",
+        inputs=inputs,
+        passed=True,
+        version=__version__,
+        verified_at=dt.datetime.now(dt.UTC),
+    )
 
 
 async def _done_before(dst: RegistryClient, hop: Hop, current: Descriptor | None) -> bool:
@@ -293,7 +326,9 @@ async def _done_before(dst: RegistryClient, hop: Hop, current: Descriptor | None
     again (its copy finds everything there) and writes the record."""
     if current is None or current.digest != hop.digest:
         return False
-    if await recorded(dst, hop.target.repository, hop.digest, hop.stage.name):
+    if await recorded(dst, hop.target.repository, hop.digest, hop.stage.name) and (
+        await _vsa_written(dst, hop)
+    ):
         return True
     get_run_logger().warning(
         "%s holds %s but has no %s record of it (an earlier promotion failed after moving the"
@@ -303,6 +338,16 @@ async def _done_before(dst: RegistryClient, hop: Hop, current: Descriptor | None
         hop.stage.name,
     )
     return False
+
+
+async def _vsa_written(dst: RegistryClient, hop: Hop) -> bool:
+    """Whether the stage's VSA is there, where the stage signs and names its public key (a hop
+    whose VSA write failed after its record is not done: it runs again)."""
+    trusted = hop.pipeline.public_keys(hop.stage)
+    if hop.stage.signing_key is None or not trusted:
+        return True
+    repo = hop.target.repository
+    return (await vsa.check(dst, repo, hop.digest, hop.stage.name, trusted)).verified
 
 
 def _refuse_immutable(hop: Hop, current: Descriptor | None) -> None:

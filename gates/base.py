@@ -144,6 +144,10 @@ class ReportPolicy(Policy):
     # For an index: False — one report for the index will do; True — every platform image needs
     # its own report (and each binds to its platform only).
     per_platform: bool = False
+    # Public keys (files relative to pipeline.yaml, or the PEM / OpenSSH line itself): when set,
+    # only signed in-toto attestations by one of them count, never a plain attached report
+    # (gates/attested.py).
+    signed_by: list[str] = Field(default_factory=list)
 
 
 def guarded(

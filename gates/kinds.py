@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import gates.approval
@@ -20,8 +21,10 @@ import gates.scan
 import gates.signature
 import gates.soak
 import gates.tests
+from gates import attested, keys
 from gates.base import Evidence, GateResult, Policy, ReportPolicy, combine
 from gates.evidence import from_referrers, target_of
+from gates.keys import PublicKey
 from registry import mediatypes as mt
 from registry.client import RegistryClient
 from registry.manifest import Manifest
@@ -46,6 +49,7 @@ class Candidate:
     previous: str = ""  # the previous stage's name ("" outside a pipeline)
     entered: Callable[[], Awaitable[Entered]] = _unknown_entry  # read only by gates that need it
     named: str = ""  # how messages name the repository ("": by digest alone)
+    folder: Path | None = None  # where a policy's key files are (the pipeline's); None: cwd
 
     @property
     def digest(self) -> str:
@@ -124,9 +128,18 @@ def reading(media_type: str) -> Gate[Any, Any]:
     return next(g for g in _KINDS.values() if media_type in g.media_types)
 
 
+def signers(policy: ReportPolicy, folder: Path, kind: str) -> list[PublicKey]:
+    """The keys a report gate's `signed_by` names (files relative to `folder`)."""
+    return [
+        keys.public_key_from(value, folder, f"{kind} policy signed_by[{i}]")
+        for i, value in enumerate(policy.signed_by)
+    ]
+
+
 # ---------------------------------------------------------------------------- built-in kinds
 
-Found = list[tuple[str, Evidence | None]]  # (digest, its newest report or None)
+# (digest, its newest report, or its signed reports, or why none counts, or None: no report)
+Found = list[tuple[str, Evidence | list[Evidence] | str | None]]
 
 
 @dataclass(frozen=True)
@@ -140,15 +153,24 @@ class ReportGate(Gate[ReportPolicy, Found]):
     _: KW_ONLY
     parse: Callable[[Evidence], Any]
     judge_report: Callable[[Evidence, Any, dt.datetime | None], GateResult]
+    predicates: tuple[str, ...] = ()  # in-toto predicate types read when signed_by is set
     standalone: bool = True
     rescan: bool = False
 
     async def collect(self, candidate: Candidate, policy: ReportPolicy) -> Found:
         client, repo = candidate.client, candidate.repository
         target = await target_of(client, repo, candidate.manifest)
-        return await from_referrers(
-            client, repo, target, self.media_types, per_platform=policy.per_platform
-        )
+        if not policy.signed_by:
+            found = await from_referrers(
+                client, repo, target, self.media_types, per_platform=policy.per_platform
+            )
+            return list(found)
+        keys = signers(policy, candidate.folder or Path.cwd(), self.name)
+        digests = target.platforms if policy.per_platform and target.platforms else (target.digest,)
+        return [
+            (d, await attested.signed(client, repo, d, target, self.predicates, keys))
+            for d in digests
+        ]
 
     def evaluate(
         self,
@@ -157,13 +179,25 @@ class ReportGate(Gate[ReportPolicy, Found]):
         candidate: Candidate,
         now: dt.datetime | None = None,
     ) -> GateResult:
-        results = [
-            self.judge_report(report, policy, now)
-            if report
-            else self.missing(candidate, digest, now)
-            for digest, report in evidence
-        ]
+        results = [self._judge(candidate, digest, found, policy, now) for digest, found in evidence]
         return results[0] if len(results) == 1 else combine(self.name, results)
+
+    def _judge(
+        self,
+        candidate: Candidate,
+        digest: str,
+        found: Evidence | list[Evidence] | str | None,
+        policy: ReportPolicy,
+        now: dt.datetime | None,
+    ) -> GateResult:
+        if isinstance(found, Evidence):
+            return self.judge_report(found, policy, now)
+        if isinstance(found, list):  # signed reports: every one must pass
+            results = [self.judge_report(report, policy, now) for report in found]
+            return results[0] if len(results) == 1 else combine(self.name, results)
+        if isinstance(found, str):
+            return GateResult(gate=self.name, passed=False, summary=f"refused: {found}")
+        return self.missing(candidate, digest, now)
 
     def missing(self, candidate: Candidate, digest: str, now: dt.datetime | None) -> GateResult:
         summary = f"refused: no {self.name} report is attached to {candidate.shown(digest)}"
@@ -257,6 +291,7 @@ BUILT_IN: tuple[Gate[Any, Any], ...] = (
         (mt.TEST_REPORT_PYTEST, mt.TEST_REPORT_JUNIT),
         parse=gates.tests.parse,
         judge_report=gates.tests.evaluate,
+        predicates=(attested.PYTEST_PREDICATE, attested.JUNIT_PREDICATE, attested.TEST_RESULT),
     ),
     ReportGate(
         "scan",
@@ -264,6 +299,7 @@ BUILT_IN: tuple[Gate[Any, Any], ...] = (
         (mt.SCAN_REPORT_TRIVY, mt.SCAN_REPORT_GRYPE, mt.SARIF),
         parse=gates.scan.parse,
         judge_report=gates.scan.evaluate,
+        predicates=(attested.COSIGN_VULN, attested.SARIF_PREDICATE),
         rescan=True,  # new vulnerabilities are found in images already promoted
     ),
     SignatureGate(),

@@ -37,12 +37,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import Field, model_validator
 
+from gates import keys
 from gates.base import EvidenceError, EvidenceRef, GateResult, Policy, table_row, utcnow
+from gates.keys import MAX_KEY_FILE_BYTES as MAX_KEY_FILE_BYTES  # re-exported
 from registry.client import RegistryClient
 from registry.errors import InvalidReference, NotFound, UnsupportedContent
 from registry.manifest import Descriptor, Manifest, fallback_tag
@@ -64,7 +66,6 @@ _SIGSTORE_BUNDLE = re.compile(
 )
 
 MAX_PAYLOAD_BYTES = 1024 * 1024  # a simple-signing payload is a few hundred bytes
-MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,41 +205,32 @@ async def _referrer(
 
 
 def load_public_key(pem: str, name: str = "public key") -> ec.EllipticCurvePublicKey:
-    """Parse a PEM public key (as `cosign generate-key-pair` writes cosign.pub); only ECDSA
-    P-256 keys are supported. Raises EvidenceError with a one-line reason."""
-    try:
-        key = serialization.load_pem_public_key(pem.encode("utf-8"))
-    except (ValueError, TypeError, UnsupportedAlgorithm, UnicodeEncodeError):
-        raise EvidenceError(f"{name} is not a PEM public key") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        what = key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else type(key).__name__
+    """Parse a public key (PEM, as `cosign generate-key-pair` writes cosign.pub, or an OpenSSH
+    line; gates/keys.py reads them); cosign signatures verify with ECDSA P-256 keys only.
+    Raises EvidenceError with a one-line reason."""
+    key = keys.load_public_key(pem, name)
+    if key.kind != "ecdsa-p256":
         raise EvidenceError(
-            f"{name} is a {what.removeprefix('_')} key; only ECDSA P-256 (cosign's default) keys"
-            " are supported"
+            f"{name} is an {key.kind_name} key; only ECDSA P-256 (cosign's default) keys"
+            " verify cosign signatures"
         )
-    return key
+    return key.crypto  # type: ignore[return-value]  # checked: ECDSA P-256
 
 
 def read_public_keys(paths: Iterable[str | Path]) -> list[str]:
-    """The PEM text of key files, each checked to load (for SignaturePolicy.public_keys).
+    """The text of key files, each checked to load (for SignaturePolicy.public_keys).
 
     Raises EvidenceError (a BadInputError: exit 2 on the CLI) naming the file."""
-    keys = []
+    texts = []
     for path in map(Path, paths):
-        try:
-            with path.open("rb") as f:
-                data = f.read(MAX_KEY_FILE_BYTES + 1)
-        except OSError as e:
-            raise EvidenceError(f"{path}: cannot read the public key ({e.strerror})") from None
-        if len(data) > MAX_KEY_FILE_BYTES:
-            raise EvidenceError(f"{path}: over {MAX_KEY_FILE_BYTES} bytes, not a public key file")
+        data = keys.read_key_file(path, "public key")
         try:
             text = data.decode("ascii")
         except UnicodeDecodeError:
             raise EvidenceError(f"{path} is not a PEM public key") from None
         load_public_key(text, str(path))
-        keys.append(text)
-    return keys
+        texts.append(text)
+    return texts
 
 
 # ------------------------------------------------------------------------------------ policy
@@ -449,11 +441,8 @@ def _check(
 
 def key_id(key: ec.EllipticCurvePublicKey) -> str:
     """`sha256:0123456789abcdef…`: the SHA-256 of the key's DER SubjectPublicKeyInfo, so a
-    reviewer can tell which trusted key verified a signature."""
-    der = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return f"sha256:{hashlib.sha256(der).hexdigest()[:16]}…"
+    reviewer can tell which trusted key verified a signature (gates/keys.py: `short_id`)."""
+    return keys.PublicKey(key).short_id
 
 
 def _malformed(found: FoundSignature, why: str) -> _Check:

@@ -36,6 +36,12 @@ SCAN_REPORT_GRYPE = "application/vnd.airlock.scan-report.grype+json"
 SARIF = "application/sarif+json"
 PROMOTION_RECORD = "application/vnd.airlock.promotion.v1+json"
 
+# Signed attestations, in the two layouts cosign writes: DSSE envelopes as the layers of the
+# `sha256-<hex>.att` tag, and sigstore bundles as referrers (gates/attestations.py).
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+SIGSTORE_BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+IN_TOTO = "application/vnd.in-toto+json"  # a DSSE payloadType: an in-toto Statement
+
 # cosign stores signatures, attestations and SBOMs under tags derived from the subject digest.
 COSIGN_TAG_SUFFIXES = (".sig", ".att", ".sbom")
 

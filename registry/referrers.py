@@ -151,15 +151,23 @@ async def push_referrer(
     indexes it itself if it has the referrers API, else the fallback tag is merged."""
     if manifest.subject is None:
         raise ValueError("push_referrer needs a manifest with a subject")
-    for desc in manifest.blobs():
-        if await client.blob_size(repo, desc.digest) is None:
-            await client.upload_blob(repo, desc, _once(blobs[desc.digest]))
+    await push_blobs(client, repo, manifest, blobs)
     headers = await client.put_manifest(repo, manifest.digest, manifest)
     if headers.get("oci-subject"):
         return []
     return await merge_fallback(
         client, repo, manifest.subject.digest, [referrer_descriptor(manifest)]
     )
+
+
+async def push_blobs(
+    client: RegistryClient, repo: str, manifest: Manifest, blobs: dict[str, bytes]
+) -> None:
+    """Upload the manifest's blobs given in `blobs` (by digest) that the repository lacks; the
+    others must be there already (else the manifest PUT says which is unknown)."""
+    for desc in manifest.blobs():
+        if desc.digest in blobs and await client.blob_size(repo, desc.digest) is None:
+            await client.upload_blob(repo, desc, _once(blobs[desc.digest]))
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

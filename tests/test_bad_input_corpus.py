@@ -221,6 +221,20 @@ CASES = [
     Case("cli-webhooks-no-secret", ("webhooks", "serve"), needle="secret"),
     Case("cli-webhooks-bad-port", ("webhooks", "serve", "--port", "http")),
     Case("cli-demo-bad-flag", ("demo", "--fast")),
+    # -- signing keys: never overwrite a key, never show the passphrase
+    *(
+        Case(
+            f"keys-generate-existing-{existing.replace('.', '-')}",
+            ("keys", "generate", "ci"),
+            needle=f"{existing} exists: not overwritten",
+            files={existing: "precious\n"},
+            env={"AIRLOCK_KEY_PASSPHRASE": SECRET},
+        )
+        for existing in ("ci.key", "ci.pub")
+    ),
+    Case("keys-generate-no-folder", ("keys", "generate", "nosuch/ci"), needle="not a folder"),
+    Case("keys-generate-bad-kind", ("keys", "generate", "ci", "--kind", "rsa")),
+    Case("keys-no-action", ("keys",)),
     # -- reports
     Case("report-empty", ("gate", "tests", "r.json"), files={"r.json": ""}),
     Case("report-not-json", ("gate", "tests", "r.json"), files={"r.json": "{not json"}),
