@@ -180,7 +180,7 @@ def _judge(
         envelope = dsse.parse(item.envelope, item.where)
         verified = dsse.verify(envelope, keys, payload_type=dsse.INTOTO_PAYLOAD_TYPE)
         if not verified.ok:
-            return verified.message if _claims_vsa(item, envelope) else None
+            return verified.message if _claims_vsa(item, envelope, stage) else None
         statement = intoto.from_verified(verified)
         if statement.predicate_type != PREDICATE_TYPE:
             return None
@@ -196,12 +196,15 @@ def _judge(
     return Verdict(stage, True, detail, item.identity, summary.timeVerified)
 
 
-def _claims_vsa(item: attestations.FoundEnvelope, envelope: dsse.Envelope) -> bool:
-    """Whether an envelope that did not verify says it is a VSA (by its annotation or its
-    unverified payload): then why it failed is worth saying; trusted it never is."""
-    if item.predicate_hint == PREDICATE_TYPE:
-        return True
+def _claims_vsa(item: attestations.FoundEnvelope, envelope: dsse.Envelope, stage: str) -> bool:
+    """Whether an envelope that did not verify says it is a VSA for `stage` (by its unverified
+    payload, else its annotation): then why it failed is worth saying. Another stage's VSA,
+    which travels with the image, is passed over quietly. Trusted it never is."""
     try:
-        return intoto.parse(envelope.payload, item.where).predicate_type == PREDICATE_TYPE
+        statement = intoto.parse(envelope.payload, item.where)
     except EvidenceError:
+        return item.predicate_hint == PREDICATE_TYPE
+    if statement.predicate_type != PREDICATE_TYPE:
         return False
+    levels = statement.predicate.get("verifiedLevels")
+    return not isinstance(levels, list) or level(stage) in levels

@@ -60,6 +60,17 @@ def _pipeline(**change: object) -> str:
     return yaml.safe_dump(doc)
 
 
+def _signed_stages(**qa: object) -> list[dict]:
+    """dev → qa, qa trusting an inline key unless `qa` changes it (None: removes the key)."""
+    public = (FIXTURES / "attestations" / "sigstore-go" / "publish_key.pub").read_text()
+    stage = {"name": "qa", "registry": "local", "repository": "qa/{name}", "public_key": public}
+    stage.update(qa)
+    return [
+        {"name": "dev", "registry": "local", "repository": "dev/{name}"},
+        {k: v for k, v in stage.items() if v is not None},
+    ]
+
+
 def _virtual(**change: object) -> str:
     doc: dict = {
         "registries": {"local": {"url": H}},
@@ -503,6 +514,53 @@ CASES = [
         ("plan", f"{H}/elsewhere/app:1.0", "--to", "qa", "--pipeline", "p.yaml"),
         needle="not in any stage",
         files={"p.yaml": _pipeline()},
+    ),
+    # -- stage keys and `airlock verify` (docs/signing.md)
+    *(
+        Case(
+            f"verify-{name}",
+            ("verify", ref, "--stage", stage, "--pipeline", "p.yaml"),
+            needle=needle,
+            files={"p.yaml": _pipeline(stages=_signed_stages(**qa)), **files},
+        )
+        for name, ref, stage, qa, files, needle in [
+            ("bad-ref", "not a ref!", "qa", {}, {}, "invalid"),
+            ("first-stage", f"{H}/dev/app:1.0", "dev", {}, {}, "first stage"),
+            ("no-public-key", f"{H}/dev/app:1.0", "qa", {"public_key": None}, {}, "no public_key"),
+            ("key-missing", f"{H}/dev/app:1.0", "qa", {"public_key": "k.pub"}, {}, "k.pub"),
+            (
+                "key-is-private",
+                f"{H}/dev/app:1.0",
+                "qa",
+                {"public_key": "k.pub"},
+                {"k.pub": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"},
+                "holds a private key",
+            ),
+            (
+                "key-rsa-line",
+                f"{H}/dev/app:1.0",
+                "qa",
+                {"public_key": "ssh-rsa AAAAB3NzaC1yc2E"},
+                {},
+                "OpenSSH",
+            ),
+            (
+                "key-garbage",
+                f"{H}/dev/app:1.0",
+                "qa",
+                {"public_key": "k.pub"},
+                {"k.pub": "not a key"},
+                "not a PEM public key",
+            ),
+            (
+                "signed-by-missing",
+                f"{H}/dev/app:1.0",
+                "qa",
+                {"gates": [{"kind": "scan", "policy": {"signed_by": ["ci.pub"]}}]},
+                {},
+                "ci.pub",
+            ),
+        ]
     ),
 ]
 

@@ -233,3 +233,17 @@ async def test_an_independent_dsse_verifier_accepts_the_vsa_as_stored(registry: 
         statement = json.loads(theirs.payload)
         assert statement["predicateType"] == PREDICATE_TYPE
         assert statement["subject"][0]["digest"] == {"sha256": subject.digest[7:]}
+
+
+@pytest.mark.anyio
+async def test_another_stages_vsa_travelling_with_the_image_is_passed_over(registry: Reg) -> None:
+    """qa's VSA (qa's key) travels to staging with the image; staging's check says its own VSA
+    is missing rather than that qa's is signed by another key."""
+    qa_key, _ = keypair()
+    _, staging_key = keypair()
+    subject = push_image(registry)
+    async with registry.client() as client:
+        await write(client, REPO, subject, "qa/app", ours(digest=subject.digest), qa_key)
+    verdict = await check_qa(registry, subject.digest, [staging_key], stage="staging")
+    assert not verdict.verified
+    assert verdict.detail == f"no staging VSA is attached to {REPO}@{subject.digest}"
