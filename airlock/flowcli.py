@@ -86,6 +86,17 @@ def add_parsers(sub: Any) -> None:
         help="decide only if the run waits for this digest (exit 1 and nothing sent otherwise)",
     )
     p.add_argument("--comment", default="", metavar="TEXT")
+    p.add_argument(
+        "--key",
+        metavar="FILE",
+        help="sign the decision with your private key (PEM or OpenSSH; where approvers are"
+        " declared with keys, an unsigned approval does not count)",
+    )
+    p.add_argument(
+        "--print-signature",
+        action="store_true",
+        help="print the signature (for the Resume form's signature field) and send nothing",
+    )
     p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser(
@@ -274,6 +285,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from gates.approval import ApprovalInput, name_problem
+    from gates.keys import read_private_key
     from registry.errors import RefusedError
 
     try:
@@ -286,6 +298,9 @@ def cmd_approve(args: argparse.Namespace) -> int:
         validate_digest(args.digest)
     if problem := name_problem(args.by):
         raise BadInputError(f"--by {args.by!r}: {problem}; type the name plainly")
+    if args.print_signature and not args.key:
+        raise BadInputError("--print-signature signs: give --key FILE")
+    key = read_private_key(args.key) if args.key else None  # a bad key: said before asking
     request = _run(_waiting_request(run_id))
     if args.digest and args.digest != request["digest"]:
         raise RefusedError(
@@ -301,6 +316,11 @@ def cmd_approve(args: argparse.Namespace) -> int:
         )
     except ValidationError as e:
         raise BadInputError(f"approval: {e.errors()[0]['msg']}") from None
+    if key is not None:
+        decision = _signed(decision, request, key)
+        if args.print_signature:
+            print(decision.signature)
+            return 0
     if decision.decision == "approve" and (why := _would_not_count(request, decision)):
         raise RefusedError(
             f"{decision.approver}'s approval of {request['image']} into {request['stage']}"
@@ -324,9 +344,32 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _binding(request: dict[str, Any]) -> Any:
+    """What a signed decision on this request names, and the keys the run will check it with."""
+    from gates.approval import Binding
+    from gates.keys import load_public_key
+
+    keys = {
+        who: load_public_key(pem, f"approver {who}'s key in the request")
+        for who, pem in (request.get("approver_keys") or {}).items()
+    }
+    return Binding(request["stage"], str(request.get("approval_run", "")), keys)
+
+
+def _signed(decision: Any, request: dict[str, Any], key: Any) -> Any:
+    """`decision` with its signature by `key` over the digest, stage, run and decision."""
+    from gates.approval import sign
+
+    binding = _binding(request)
+    if not binding.run:
+        raise BadInputError("this run does not take signed approvals (an older airlock)")
+    return decision.model_copy(update={"signature": sign(key, decision, request["image"], binding)})
+
+
 def _would_not_count(request: dict[str, Any], decision: Any) -> str | None:
     """Why this approval would not count, judged as the run will judge it: by the request's
-    policy, after the decisions it has had so far (the requester's own, a repeat, an outsider)."""
+    policy, after the decisions it has had so far (the requester's own, a repeat, an outsider,
+    an unsigned approval or one signed with a key not the approver's)."""
     from gates.approval import ApprovalInput, ApprovalPolicy, notes
 
     try:
@@ -335,9 +378,11 @@ def _would_not_count(request: dict[str, Any], decision: Any) -> str | None:
             ApprovalInput.model_validate({k: d[k] for k in ApprovalInput.model_fields if k in d})
             for d in request["decisions"]
         ]
+        binding = _binding(request)
     except (KeyError, TypeError, ValueError):
         return None  # a request from an older airlock: the run judges alone
-    return notes([*before, decision], policy, request.get("requester"), request["digest"])[-1]
+    given = [*before, decision]
+    return notes(given, policy, request.get("requester"), request["digest"], binding)[-1]
 
 
 async def _waiting_request(run_id: Any) -> dict[str, Any]:

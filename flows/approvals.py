@@ -166,6 +166,9 @@ async def wait_for_approval(
     policy = config.policy
     assert isinstance(policy, gates.approval.ApprovalPolicy)  # typed at load (flows/config.py)
     decisions = await Decisions.of(hop)
+    binding = gates.approval.Binding(
+        hop.stage.name, str(decisions.root), policy.public_keys(hop.pipeline.folder)
+    )
     given = await decisions.read()
     inputs = [g for g, _ in given]
     approvals = [a for _, a in given]
@@ -174,14 +177,15 @@ async def wait_for_approval(
     announced = False
     pages: Callable[[str], str] | None = None
     while True:
-        verdict = gates.approval.evaluate(inputs, policy, requester, hop.digest)
+        verdict = gates.approval.evaluate(inputs, policy, requester, hop.digest, binding=binding)
         if verdict.passed or any(a.decision == "reject" for a in inputs):
-            return verdict, _annotated(approvals, inputs, policy, requester, hop.digest)
+            return verdict, _annotated(approvals, inputs, policy, requester, hop.digest, binding)
         left = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
         if left <= 0:
             break
         pages = pages or await run_pages()
-        request = _request(hop, requester, deadline, policy, results, earlier, inputs, pages)
+        asked = (policy, binding)
+        request = _request(hop, requester, deadline, asked, results, earlier, inputs, pages)
         await _publish(request)  # again at each pause: it says who has decided so far
         text = request_markdown(request)
         if not announced:
@@ -220,12 +224,12 @@ async def wait_for_approval(
         given_now = ApprovalInput.model_validate(answer.model_dump(include=_FIELDS))
         approvals.append(await decisions.store(given_now))  # kept before it is acted on
         inputs.append(given_now)
-        why = gates.approval.notes(inputs, policy, requester, hop.digest)[-1]
+        why = gates.approval.notes(inputs, policy, requester, hop.digest, binding)[-1]
         if why:  # said at once, not only in the record at the end
             logger.warning("%s by %s: not counted (%s)", *_who(given_now), why)
         else:
             logger.info("%s by %s", *_who(given_now))
-    waited = gates.approval.evaluate(inputs, policy, requester, hop.digest)
+    waited = gates.approval.evaluate(inputs, policy, requester, hop.digest, binding=binding)
     return (
         GateResult(
             gate="approval",
@@ -235,7 +239,7 @@ async def wait_for_approval(
             rows=waited.rows,
             evidence=waited.evidence,
         ),
-        _annotated(approvals, inputs, policy, requester, hop.digest),
+        _annotated(approvals, inputs, policy, requester, hop.digest, binding),
     )
 
 
@@ -267,25 +271,36 @@ def _annotated(
     policy: gates.approval.ApprovalPolicy,
     requester: str | None,
     digest: str,
+    binding: gates.approval.Binding,
 ) -> list[Approval]:
-    """The decisions as recorded: each one that did not count says why."""
-    why = gates.approval.notes(inputs, policy, requester, digest)
-    return [a.model_copy(update={"not_counted": w}) for a, w in zip(approvals, why, strict=True)]
+    """The decisions as recorded: each one that did not count says why; a signed one that
+    verified, by which key."""
+    why = gates.approval.notes(inputs, policy, requester, digest, binding)
+    out = []
+    for a, i, w in zip(approvals, inputs, why, strict=True):
+        key = binding.keys.get(gates.approval.identity(i.approver))
+        signed = key is not None and not gates.approval.signature_problem(i, digest, binding)
+        out.append(
+            a.model_copy(update={"not_counted": w, "signed_by": key.short_id if signed else None})
+        )
+    return out
 
 
 def _request(
     hop: Hop,
     requester: str | None,
     deadline: dt.datetime,
-    policy: gates.approval.ApprovalPolicy,
+    asked: tuple[gates.approval.ApprovalPolicy, gates.approval.Binding],
     results: list[GateResult],
     earlier: list[Earlier],
     inputs: list[ApprovalInput],
     pages: Callable[[str], str],
 ) -> dict[str, Any]:
-    """Everything a reviewer needs to decide, as data (JSON): `airlock approve` reads it."""
+    """Everything a reviewer needs to decide, as data (JSON): `airlock approve` reads it — and,
+    to sign, what a signed approval names: the root run and the approvers' keys."""
     ref = hop.pipeline.policy(hop.stage)
-    why = gates.approval.notes(inputs, policy, requester, hop.digest)
+    policy, binding = asked
+    why = gates.approval.notes(inputs, policy, requester, hop.digest, binding)
     return {
         "image": hop.name,
         "stage": hop.stage.name,
@@ -297,6 +312,8 @@ def _request(
         "policy_file": ref.file,
         "policy_sha256": ref.sha256,
         "approval": policy.model_dump(mode="json"),
+        "approval_run": binding.run,  # what a signed approval names (the root run)
+        "approver_keys": {a: k.pem() for a, k in binding.keys.items()},
         "decisions": [
             {**i.model_dump(mode="json"), "not_counted": w}
             for i, w in zip(inputs, why, strict=True)
@@ -364,7 +381,9 @@ def asking(request: dict[str, Any]) -> str:
     """`1 approval from anyone but the requester (ci)`."""
     p = request["approval"]
     n = p["required"]
-    who = ", ".join(p["approvers"]) if p["approvers"] else "anyone"
+    names = [a["name"] if isinstance(a, dict) else a for a in p["approvers"]]
+    who = ", ".join(names) + (", signed" if names and isinstance(p["approvers"][0], dict) else "")
+    who = who or "anyone"
     if request.get("requester") and not p["allow_self_approval"]:
         who += f" but the requester ({request['requester']})"
     return f"{n} approval{'s' * (n > 1)} from {who}"

@@ -52,6 +52,7 @@ from pydantic import (
 )
 
 from gates import keys
+from gates.approval import ApprovalPolicy
 from gates.base import GateKind, Policy, ReportPolicy
 from gates.common import Duration
 from gates.keys import PrivateKey, PublicKey
@@ -322,13 +323,18 @@ class Pipeline(_Strict):
         return [keys.public_key_from(stage.public_key, self.folder, where)]
 
     def signers(self, stage: Stage) -> list[PublicKey]:
-        """Every key the stage's gates name in `signed_by` (read, so a bad one is said at load)."""
-        return [
+        """Every key the stage's gates name — in `signed_by`, or an approver's — read, so a bad
+        one is said at load."""
+        found = [
             key
             for g in stage.gates
             if isinstance(g.policy, ReportPolicy)
             for key in signers(g.policy, self.folder, g.kind)
         ]
+        for g in stage.gates:
+            if isinstance(g.policy, ApprovalPolicy):
+                found += g.policy.public_keys(self.folder).values()
+        return found
 
     async def signing_key(self, stage: Stage) -> PrivateKey | None:
         """The stage's private key, read now (file, environment or Prefect Secret block); checked

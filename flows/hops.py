@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from flows import pushes
 from flows.config import GateConfig, Pipeline, Stage
-from flows.records import PromotionRecord, records_for
+from flows.records import PromotionRecord, read_record, records_for
 from gates import vsa
 from gates.base import EvidenceError, GateResult
 from gates.kinds import Candidate
@@ -149,25 +149,48 @@ async def entered(hop: Hop) -> tuple[dt.datetime | None, str]:
     return await pushes.first_received(repository, hop.digest), f"{where} push event"
 
 
-async def _admitted(
+async def _entered(
     pipeline: Pipeline,
     previous: Stage,
     client: RegistryClient,
     repo: Reference,
     digest: str,
     stage: Stage,
-) -> None:
-    """Where the previous stage names a public key, its record is not enough: only a VSA signed
-    by that key says the digest passed it (a record anyone with push rights could write)."""
+) -> PromotionRecord:
+    """The digest's promotion record in the previous stage: what the hop takes the release
+    (so the tags it moves) and the time it entered (so the soak) from.
+
+    Where the previous stage names a public key, a record is not enough — anyone with push
+    rights could write one, with another release or an old time. Only a VSA signed by that key
+    says the digest passed, and the record taken is the one that VSA cites (by digest)."""
+    passed = [
+        r
+        for r in await records_for(client, repo.repository, digest)
+        if r.is_for(previous.name, repo.repository)
+    ]
+    if not passed:
+        raise PromotionRefused(
+            f"{stage.name}: {repo.name}@{digest} is in {previous.name} but was never promoted"
+            f" there (no {previous.name} promotion record): it has not passed"
+            f" {previous.name}'s gates"
+        )
     trusted = pipeline.public_keys(previous)
     if not trusted:
-        return
+        return passed[-1]
     verdict = await vsa.check(client, repo.repository, digest, previous.name, trusted)
     if not verdict.verified:
         raise PromotionRefused(
             f"{stage.name}: {repo.name}@{digest} has no valid {previous.name} VSA"
             f" ({verdict.detail}): it has not passed {previous.name}'s gates"
         )
+    for cited in reversed(verdict.inputs):  # the record is cited last
+        record = await read_record(client, repo.repository, cited, subject=digest)
+        if record is not None and record.is_for(previous.name, repo.repository):
+            return record
+    raise PromotionRefused(
+        f"{stage.name}: {repo.name}@{digest}'s {previous.name} VSA cites no {previous.name}"
+        " promotion record: it cannot say which release passed"
+    )
 
 
 async def resolve(
@@ -201,19 +224,7 @@ async def resolve(
     release = ref.tag if here is pipeline.stages[0] else None
     previous_tag = ref.tag if here is previous else None
     if previous is not pipeline.stages[0]:
-        passed = [
-            r
-            for r in await records_for(src, repo.repository, digest)
-            if r.is_for(previous.name, repo.repository)
-        ]
-        if not passed:
-            raise PromotionRefused(
-                f"{stage.name}: {repo.name}@{digest} is in {previous.name} but was never promoted"
-                f" there (no {previous.name} promotion record): it has not passed"
-                f" {previous.name}'s gates"
-            )
-        await _admitted(pipeline, previous, src, repo, digest, stage)
-        entered_record = passed[-1]
+        entered_record = await _entered(pipeline, previous, src, repo, digest, stage)
         release = entered_record.release or release
         previous_tag = entered_record.tags[0] if entered_record.tags else previous_tag
     if release is None and "{tag}" in stage.tag:

@@ -46,6 +46,7 @@ class Approval(BaseModel):
     # why this approval did not count (the requester's own, a repeat, an outsider…); None when
     # it counted, or is a reject (a reject always counts)
     not_counted: str | None = None
+    signed_by: str | None = None  # the approver's key that verified its signature (short id)
 
     @property
     def shown(self) -> str:
@@ -174,6 +175,13 @@ async def records_for(client: RegistryClient, repo: str, digest: str) -> list[Pr
         and (r := await _read(client, repo, d.digest, subject=digest)) is not None
     ]
     return sorted(found, key=lambda r: r.finished_at)
+
+
+async def read_record(
+    client: RegistryClient, repo: str, digest: str, subject: str | None = None
+) -> PromotionRecord | None:
+    """The record whose own digest is `digest` (about `subject`, when given), or None."""
+    return await _read(client, repo, digest, subject)
 
 
 async def _read(

@@ -1,8 +1,10 @@
 """Scheduled checks of what the stages hold (deployments `drift-watch` and `rescan`).
 
 drift-watch: every release tag of every stage after the first still points at the digest its
-latest promotion (or rollback) record names. A tag moved, deleted or pushed behind airlock's back
-is drift: the run writes an artifact listing it, emits `airlock.drift.detected`, and fails.
+latest promotion (or rollback) record names — and, where the stage has a `public_key`, at a
+digest holding a VSA of that stage signed by it (a record anyone with push rights could write;
+the VSA only the stage's key). A tag moved, deleted or pushed behind airlock's back is drift: the
+run writes an artifact listing it, emits `airlock.drift.detected`, and fails.
 
 rescan: the digests now in a stage (production by default) are judged again by the pipeline's scan
 gate on the newest scan report attached to them *in that stage's repository* (attach a fresh scan
@@ -22,6 +24,7 @@ from flows.config import GateConfig, Pipeline, Stage, load
 from flows.hops import clients
 from flows.promote import repository_lock
 from flows.records import NOT_A_RELEASE, history
+from gates import vsa
 from gates.kinds import Candidate
 from registry.client import RegistryClient
 from registry.errors import BadInputError, NotFound, RefusedError
@@ -47,14 +50,25 @@ async def _stage_drift(
     client: RegistryClient, catalog: list[str], pipeline: Pipeline, stage: Stage
 ) -> list[dict]:
     host = pipeline.registries[stage.registry].url
+    trusted = pipeline.public_keys(stage)
     found: list[dict[str, Any]] = []
     for repo in _repositories(catalog, stage):
         # A promotion moves the tag, then writes its record: wait until none is in flight.
         async with repository_lock(Reference(host, repo)):
             latest, now = await _recorded_and_current(client, stage, repo)
+        unsigned: dict[str, str | None] = {}  # per digest: why no VSA admits it, or None
         for tag in sorted(now):
             expected = latest.get(tag)
-            if now[tag] == expected:
+            digest = now[tag]
+            if digest is not None and digest == expected and trusted:
+                if digest not in unsigned:
+                    verdict = await vsa.check(client, repo, digest, stage.name, trusted)
+                    unsigned[digest] = None if verdict.verified else verdict.detail
+                if unsigned[digest]:
+                    why = f"no valid {stage.name} VSA ({unsigned[digest]})"
+                    found.append(_drift(stage, f"{host}/{repo}:{tag}", expected, digest, why))
+                continue
+            if digest == expected:
                 continue
             if expected is None:
                 why = "pushed without airlock (no promotion record names this tag)"
@@ -62,16 +76,20 @@ async def _stage_drift(
                 why = "deleted"
             else:
                 why = "moved behind airlock's back"
-            found.append(
-                {
-                    "stage": stage.name,
-                    "image": f"{host}/{repo}:{tag}",
-                    "recorded": expected or "-",
-                    "now": now[tag] or "-",
-                    "drift": why,
-                }
-            )
+            found.append(_drift(stage, f"{host}/{repo}:{tag}", expected, digest, why))
     return found
+
+
+def _drift(
+    stage: Stage, image: str, recorded: str | None, now: str | None, why: str
+) -> dict[str, Any]:
+    return {
+        "stage": stage.name,
+        "image": image,
+        "recorded": recorded or "-",
+        "now": now or "-",
+        "drift": why,
+    }
 
 
 async def _recorded_and_current(

@@ -50,6 +50,7 @@ class FoundEnvelope:
     where: str  # the tag and layer, or the referrer manifest's digest
     identity: str
     envelope: bytes | None = None  # the envelope's JSON
+    bundle: bytes | None = None  # the whole sigstore bundle: keyless needs its certificate
     predicate_hint: str | None = None  # from an annotation: a hint, never trusted
     created: str | None = None
     problem: str | None = None
@@ -96,8 +97,8 @@ async def _att_layer(
     hint = (layer.annotations or {}).get(ATT_PREDICATE)
     found = FoundEnvelope("att", f"{tag} layer {layer.digest}", layer.digest, predicate_hint=hint)
     if layer.size > MAX_EVIDENCE_BYTES:
-        return _with(found, problem=f"envelope is {layer.size} bytes, over the cap")
-    return _with(found, envelope=await client.read_blob(repo, layer))
+        return replace(found, problem=f"envelope is {layer.size} bytes, over the cap")
+    return replace(found, envelope=await client.read_blob(repo, layer))
 
 
 async def _bundles(client: RegistryClient, repo: str, digest: str) -> list[FoundEnvelope]:
@@ -120,24 +121,26 @@ async def _bundle(
     try:
         manifest = await client.get_manifest(repo, desc.digest)
     except NotFound:
-        return _with(found, problem="listed but the manifest is missing")
+        return replace(found, problem="listed but the manifest is missing")
     except UnsupportedContent as e:
-        return _with(found, problem=f"unreadable manifest ({e})")
+        return replace(found, problem=f"unreadable manifest ({e})")
     problem = _bundle_problem(manifest, subject)
     if problem:
-        return _with(found, problem=problem)
+        return replace(found, problem=problem)
     layer = manifest.layers[0]
     if layer.size > MAX_EVIDENCE_BYTES:
-        return _with(found, problem=f"bundle is {layer.size} bytes, over the cap")
+        return replace(found, problem=f"bundle is {layer.size} bytes, over the cap")
+    data = await client.read_blob(repo, layer)
     try:
-        envelope = envelope_of_bundle(await client.read_blob(repo, layer), desc.digest)
+        envelope = envelope_of_bundle(data, desc.digest)
     except EvidenceError as e:
-        return _with(found, problem=str(e))
+        return replace(found, problem=str(e))
     if envelope is None:
         return None  # a message-signature bundle: not an attestation
-    return _with(
+    return replace(
         found,
         envelope=envelope,
+        bundle=data,
         created=manifest.annotations.get("org.opencontainers.image.created"),
     )
 
@@ -172,10 +175,6 @@ def envelope_of_bundle(data: bytes, where: str) -> bytes | None:
     if not isinstance(envelope, dict):
         raise EvidenceError(f"{where}: the bundle's dsseEnvelope is not an object")
     return json.dumps(envelope, separators=(",", ":")).encode()
-
-
-def _with(found: FoundEnvelope, **changes: Any) -> FoundEnvelope:
-    return replace(found, **changes)
 
 
 # ------------------------------------------------------------------------------------ write

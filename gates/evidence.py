@@ -113,6 +113,30 @@ class Target:
             return (self.digest, *self.platforms), tuple(self.configs.values())
         return (digest, self.digest), tuple(c for m, c in self.configs.items() if m == digest)
 
+    def evidence(
+        self,
+        data: bytes,
+        subject: str,
+        *,
+        source: str,
+        media_type: str,
+        referrer: str,
+        created: dt.datetime | None = None,
+    ) -> Evidence:
+        """A report about `subject` (this image or one of its platforms), bound to the digests
+        it may name: one constructor for attached and attested reports alike."""
+        accepted, configs = self.binding(subject)
+        return Evidence(
+            data,
+            source=source,
+            media_type=media_type,
+            subject=subject,
+            accepted=accepted,
+            config_digests=configs,
+            referrer=referrer,
+            created=created,
+        )
+
 
 async def target_of(client: RegistryClient, repo: str, image: Manifest | str) -> Target:
     """Describe the image at `image` (a digest, or its manifest when the caller has it)."""
@@ -206,15 +230,11 @@ async def _read(
             f"{client.registry}/{repo}@{manifest.digest}: report of {layer.size} bytes is over the"
             f" {limit} byte cap"
         )
-    data = await client.read_blob(repo, layer)
-    accepted, configs = target.binding(subject)
-    return Evidence(
-        data,
+    return target.evidence(
+        await client.read_blob(repo, layer),
+        subject,
         source=f"{client.registry}/{repo}@{manifest.digest}",
         media_type=own_type,
-        subject=subject,
-        accepted=accepted,
-        config_digests=configs,
         referrer=manifest.digest,
         created=_created(manifest.annotations) or _created(desc.annotations),
     )

@@ -149,6 +149,7 @@ class Verdict:
     detail: str  # one line: "PASSED, signed by …" or why not
     vsa: str | None = None
     time_verified: dt.datetime | None = None
+    inputs: tuple[str, ...] = ()  # the digests of the evidence it cites (its inputAttestations)
 
 
 async def check(
@@ -193,7 +194,12 @@ def _judge(
     if why:
         return f"{item.where}: {why}"
     detail = f"PASSED, signed by {verified.key.short_id} ({item.layout} layout)"
-    return Verdict(stage, True, detail, item.identity, summary.timeVerified)
+    inputs = tuple(
+        f"{algorithm}:{value}"
+        for a in summary.inputAttestations
+        for algorithm, value in a.digest.items()
+    )
+    return Verdict(stage, True, detail, item.identity, summary.timeVerified, inputs)
 
 
 def _claims_vsa(item: attestations.FoundEnvelope, envelope: dsse.Envelope, stage: str) -> bool:

@@ -259,7 +259,7 @@ async def test_approval_given(setup: Setup) -> None:
     assert [(a.decision, a.approver, a.comment) for a in record.approvals] == [
         ("approve", "alice", "looks good")
     ]
-    assert record.gates[-1].summary == "approved by alice (1 of 1 required)"
+    assert record.gates[-1].summary == "approved by alice (1 of 1 required; unsigned)"
 
 
 async def test_approval_rejected(setup: Setup) -> None:
@@ -322,7 +322,7 @@ async def test_n_of_m_distinct_approvers(setup: Setup) -> None:
         ("bob", None),
     ]
     gate = record.gates[-1]
-    assert gate.passed and gate.summary == "approved by alice, bob (2 of 2 required)"
+    assert gate.passed and gate.summary == "approved by alice, bob (2 of 2 required; unsigned)"
     notes = [row["note"] for row in gate.rows]
     assert notes == [
         "counted",
@@ -359,7 +359,7 @@ async def test_the_requester_cannot_approve_their_own_promotion(setup: Setup) ->
     [record] = await setup.history("prod")
     assert record.requester == "carol"
     gate = record.gates[-1]
-    assert gate.summary == "approved by dave (1 of 1 required)"
+    assert gate.summary == "approved by dave (1 of 1 required; unsigned)"
     assert "requester" in gate.rows[0]["note"]
 
 

@@ -164,6 +164,49 @@ async def test_a_genuine_vsa_replayed_next_to_another_image_does_not_pass(signed
     assert signed.digest("staging", "2.0") is None
 
 
+async def test_a_newer_forged_record_does_not_rename_the_release(signed: Setup) -> None:
+    """The digest genuinely passed qa as 1.0. An insider then writes a qa record for it, dated
+    tomorrow so it reads as the newest, saying it is release 2.0: staging must not tag it 2.0
+    (2.0-anything would then serve 1.0's bytes), nor take its entry time (a future one stops the
+    promotion at the soak gate). The hop reads the record qa's signed VSA cites, never the
+    newest one."""
+    img = await push_with_evidence(signed, "forged-release", "1.0")
+    await hop(signed, signed.ref("dev", "1.0"), "qa")
+    tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    forged = forged_record(signed, img.digest, "2.0").model_copy(
+        update={"started_at": tomorrow, "finished_at": tomorrow}
+    )
+    subject = Descriptor(img.media_type, img.digest, len(img.raw))
+    async with signed.reg.client() as client:
+        await write_record(client, "qa/app", subject, forged)
+
+    await hop(signed, signed.ref("qa", "1.0"), "staging")
+    assert signed.tags("staging") == ["1.0"]
+    assert signed.digest("staging", "1.0") == img.digest
+
+
+async def test_drift_watch_finds_a_tag_moved_with_a_forged_record(
+    signed: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An insider pushes another image over qa/app:1.0 and writes a qa record naming it, so the
+    history agrees with the tag. Without qa's VSA for that digest, it is still drift."""
+    from flows.watch import DriftDetected, drift_watch
+
+    monkeypatch.setenv("AIRLOCK_PIPELINE", signed.file)
+    await push_with_evidence(signed, "watched", "1.0")
+    await hop(signed, signed.ref("dev", "1.0"), "qa")
+    assert await drift_watch() == []
+
+    intruder = signed.push("intruder", "1.0", stage="qa")
+    subject = Descriptor(intruder.media_type, intruder.digest, len(intruder.raw))
+    async with signed.reg.client() as client:
+        await write_record(client, "qa/app", subject, forged_record(signed, intruder.digest, "1.0"))
+    with pytest.raises(DriftDetected) as e:
+        await drift_watch()
+    assert f"{signed.host}/qa/app:1.0 no valid qa VSA (no qa VSA is attached" in str(e.value)
+    assert intruder.digest in str(e.value)
+
+
 async def test_a_signing_key_that_is_not_the_public_keys_refuses_before_anything(
     signed: Setup,
 ) -> None:

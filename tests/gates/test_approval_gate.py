@@ -68,6 +68,7 @@ def test_input_model_is_a_plain_subclassable_pydantic_model() -> None:
         "approver": "bob",
         "digest": DIGEST,
         "comment": "no",
+        "signature": "",
     }
     schema = ApprovalInput.model_json_schema()
     assert schema["additionalProperties"] is False
@@ -95,7 +96,7 @@ def test_one_approval_passes_by_default() -> None:
     result = evaluate([approve("alice", "lgtm")], ApprovalPolicy(), "ci-bot", now=now)
     assert result.passed
     assert result.gate == "approval"
-    assert result.summary == "approved by alice (1 of 1 required)"
+    assert result.summary == "approved by alice (1 of 1 required; unsigned)"
     assert result.evaluated_at == now
     assert result.error is None
     assert result.rows == [
@@ -180,7 +181,7 @@ def test_pending_until_enough_distinct_approvals() -> None:
     assert one.summary == "pending: 1 of 2 approvals"
     two = evaluate([approve("alice"), approve("bob")], policy, "ci-bot")
     assert two.passed
-    assert two.summary == "approved by alice, bob (2 of 2 required)"
+    assert two.summary == "approved by alice, bob (2 of 2 required; unsigned)"
 
 
 def test_duplicates_count_once_case_insensitively() -> None:
@@ -255,7 +256,7 @@ def test_approvers_outside_the_list_do_not_count() -> None:
 
     ok = evaluate([approve("alice"), approve("mallory"), approve("BOB")], policy, "ci-bot")
     assert ok.passed
-    assert ok.summary == "approved by alice, BOB (2 of 2 required)"
+    assert ok.summary == "approved by alice, BOB (2 of 2 required; unsigned)"
 
 
 def test_requester_in_the_approvers_list_still_cannot_self_approve() -> None:

@@ -247,3 +247,19 @@ async def test_another_stages_vsa_travelling_with_the_image_is_passed_over(regis
     verdict = await check_qa(registry, subject.digest, [staging_key], stage="staging")
     assert not verdict.verified
     assert verdict.detail == f"no staging VSA is attached to {REPO}@{subject.digest}"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "envelope",
+    [{"payload": 5, "payloadType": "x", "signatures": []}, {"signatures": "none"}, {}],
+)
+async def test_a_malformed_envelope_is_a_reason_not_an_error(registry: Reg, envelope: dict) -> None:
+    """Someone with push rights attaches junk claiming to be a VSA: `check` says why it does not
+    admit (airlock verify exits 1 with it), it never raises (which would be exit 2, bad input)."""
+    _, public = keypair()
+    subject = push_image(registry)
+    await attach_raw(registry, subject, envelope)
+    verdict = await check_qa(registry, subject.digest, [public])
+    assert not verdict.verified
+    assert "is not a valid DSSE envelope" in verdict.detail, verdict.detail
