@@ -23,9 +23,10 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gates import attestations, dsse, intoto
+from gates import attestations, dsse, intoto, keyless
 from gates.base import Evidence, EvidenceError
 from gates.evidence import Target
+from gates.keyless import Identity
 from gates.keys import PublicKey
 from registry import mediatypes as mt
 from registry.client import RegistryClient
@@ -94,14 +95,16 @@ async def signed(
     target: Target,
     predicate_types: Sequence[str],
     keys: Sequence[PublicKey],
+    identities: Sequence[Identity] = (),
 ) -> list[Evidence] | str:
     """Every report attested for `digest` with one of `predicate_types` and signed by one of
-    `keys`, ready for the gate's parser; or, when there is none, why (one line)."""
+    `keys` or keylessly by one of `identities`, ready for the gate's parser; or, when there is
+    none, why (one line)."""
     found = await attestations.collect(client, repo, digest)
     reports: list[Evidence] = []
     reasons: list[str] = []
     for item in found:
-        out = _read(item, digest, target, predicate_types, keys)
+        out = _read(item, digest, target, predicate_types, keys, identities)
         if isinstance(out, Evidence):
             reports.append(out)
         elif out:
@@ -119,6 +122,7 @@ def _read(
     target: Target,
     predicate_types: Sequence[str],
     keys: Sequence[PublicKey],
+    identities: Sequence[Identity] = (),
 ) -> Evidence | str | None:
     """The report in one attestation; else why it does not count, or None if it is of another
     kind altogether (a signed SBOM, a VSA…)."""
@@ -129,10 +133,11 @@ def _read(
         claimed = _claimed_type(item, envelope)
         if claimed is not None and claimed not in predicate_types:
             return None
-        verified = dsse.verify(envelope, keys, payload_type=dsse.INTOTO_PAYLOAD_TYPE)
-        if not verified.ok:
-            return verified.message
-        statement = intoto.from_verified(verified)
+        signed = _verify(item, envelope, keys, identities)
+        if isinstance(signed, str):
+            return signed
+        payload, summary = signed
+        statement = intoto.parse(payload, item.where)
         if statement.predicate_type not in predicate_types:
             return None
         accepted, configs = target.binding(digest)
@@ -144,13 +149,36 @@ def _read(
         return str(e) if str(e).startswith(item.where) else f"{item.where}: {e}"
     return Evidence(
         data,
-        source=f"{item.where} ({verified.summary})",
+        source=f"{item.where} ({summary})",
         media_type=media_type,
         subject=digest,
         accepted=accepted,
         config_digests=configs,
         referrer=item.identity,
     )
+
+
+def _verify(
+    item: attestations.FoundEnvelope,
+    envelope: dsse.Envelope,
+    keys: Sequence[PublicKey],
+    identities: Sequence[Identity],
+) -> tuple[bytes, str] | str:
+    """The in-toto payload and who signed it — by one of `keys`, else keylessly (a sigstore
+    bundle's certificate) by one of `identities` — or why neither."""
+    verified = dsse.verify(envelope, keys, payload_type=dsse.INTOTO_PAYLOAD_TYPE) if keys else None
+    if verified is not None and verified.ok:
+        return verified.payload, verified.summary
+    if verified is not None and (not identities or item.bundle is None):
+        return verified.message
+    if item.bundle is None:
+        return f"{item.where}: not a sigstore bundle, so no certificate to check an identity with"
+    found = keyless.verify(item.bundle, identities, item.where)
+    if isinstance(found, str):
+        return found
+    if found.payload_type != dsse.INTOTO_PAYLOAD_TYPE:
+        return f"{item.where}: payloadType is not {dsse.INTOTO_PAYLOAD_TYPE}"
+    return found.payload, found.signer.summary
 
 
 def _claimed_type(item: attestations.FoundEnvelope, envelope: dsse.Envelope) -> str | None:

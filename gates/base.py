@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
+from gates.keyless import Identity
 from registry.errors import BadInputError
 
 
@@ -138,16 +139,28 @@ class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A key (a string) or a keyless identity (a mapping): told apart by shape, so an error names the
+# one meant, not every branch of the union.
+Signer = Annotated[
+    Annotated[str, Tag("key")] | Annotated[Identity, Tag("identity")],
+    Discriminator(lambda v: "key" if isinstance(v, str) else "identity"),
+]
+
+
 class ReportPolicy(Policy):
     """Policies of gates that read attached reports (tests, scan)."""
 
     # For an index: False — one report for the index will do; True — every platform image needs
     # its own report (and each binds to its platform only).
     per_platform: bool = False
-    # Public keys (files relative to pipeline.yaml, or the PEM / OpenSSH line itself): when set,
-    # only signed in-toto attestations by one of them count, never a plain attached report
-    # (gates/attested.py).
-    signed_by: list[str] = Field(default_factory=list)
+    # Public keys (files relative to pipeline.yaml, or the PEM / OpenSSH line itself) and keyless
+    # identities ({issuer, subject | subject_regex}: gates/keyless.py): when set, only in-toto
+    # attestations signed by one of them count, never a plain attached report (gates/attested.py).
+    signed_by: list[Signer] = Field(default_factory=list)
+
+    @property
+    def identities(self) -> list[Identity]:
+        return [s for s in self.signed_by if isinstance(s, Identity)]
 
 
 def guarded(

@@ -129,10 +129,12 @@ def reading(media_type: str) -> Gate[Any, Any]:
 
 
 def signers(policy: ReportPolicy, folder: Path, kind: str) -> list[PublicKey]:
-    """The keys a report gate's `signed_by` names (files relative to `folder`)."""
+    """The keys a report gate's `signed_by` names (files relative to `folder`); its keyless
+    identities are `policy.identities`."""
     return [
         keys.public_key_from(value, folder, f"{kind} policy signed_by[{i}]")
         for i, value in enumerate(policy.signed_by)
+        if isinstance(value, str)
     ]
 
 
@@ -168,7 +170,12 @@ class ReportGate(Gate[ReportPolicy, Found]):
         keys = signers(policy, candidate.folder or Path.cwd(), self.name)
         digests = target.platforms if policy.per_platform and target.platforms else (target.digest,)
         return [
-            (d, await attested.signed(client, repo, d, target, self.predicates, keys))
+            (
+                d,
+                await attested.signed(
+                    client, repo, d, target, self.predicates, keys, policy.identities
+                ),
+            )
             for d in digests
         ]
 

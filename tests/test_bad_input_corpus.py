@@ -560,6 +560,61 @@ CASES = [
                 {},
                 "ci.pub",
             ),
+            (
+                "identity-without-subject",
+                f"{H}/dev/app:1.0",
+                "qa",
+                {"gates": [{"kind": "tests", "policy": {"signed_by": [{"issuer": "https://x"}]}}]},
+                {},
+                "names its subject or its subject_regex",
+            ),
+            (
+                "identity-bad-regex",
+                f"{H}/dev/app:1.0",
+                "qa",
+                {
+                    "gates": [
+                        {
+                            "kind": "scan",
+                            "policy": {
+                                "signed_by": [{"issuer": "https://x", "subject_regex": "("}]
+                            },
+                        }
+                    ]
+                },
+                {},
+                "subject_regex is not a regular expression",
+            ),
+            (
+                "approver-key-missing",
+                f"{H}/dev/app:1.0",
+                "qa",
+                {
+                    "gates": [
+                        {
+                            "kind": "approval",
+                            "policy": {"approvers": [{"name": "alice", "key": "alice.pub"}]},
+                        }
+                    ]
+                },
+                {},
+                "approver alice's key",
+            ),
+            (
+                "approvers-mixed",
+                f"{H}/dev/app:1.0",
+                "qa",
+                {
+                    "gates": [
+                        {
+                            "kind": "approval",
+                            "policy": {"approvers": [{"name": "alice", "key": "a.pub"}, "bob"]},
+                        }
+                    ]
+                },
+                {},
+                "give every approver a key",
+            ),
         ]
     ),
 ]
