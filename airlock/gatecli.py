@@ -31,6 +31,12 @@ def add_parsers(sub: Any, connection_flags: Any) -> None:
     p.add_argument("ref", metavar="REF", help="the image, e.g. localhost:5000/dev/app:1.0")
     p.add_argument("file", metavar="FILE", help="the report")
     p.add_argument("--kind", required=True, choices=KINDS, help="the report's format")
+    p.add_argument(
+        "--sign-key",
+        metavar="FILE",
+        help="sign it with this private key (passphrase: $AIRLOCK_KEY_PASSPHRASE) as an in-toto"
+        " attestation, attached in both layouts cosign writes (what signed_by policies read)",
+    )
     connection_flags(p, referrers=False)
     p.set_defaults(func=cmd_attach)
 
@@ -102,6 +108,7 @@ def add_parsers(sub: Any, connection_flags: Any) -> None:
 
 def cmd_attach(args: argparse.Namespace) -> int:
     import asyncio
+    import datetime as dt
     import json
 
     from gates.evidence import FORMATS, from_file
@@ -110,6 +117,13 @@ def cmd_attach(args: argparse.Namespace) -> int:
     ref = parse(args.ref)
     evidence = from_file(args.file)
     tool, version = _check_report(args.kind, evidence)
+    key = None
+    if args.sign_key:
+        from gates.attested import predicate_of
+        from gates.keys import read_private_key
+
+        key = read_private_key(args.sign_key)
+        predicate_of(args.kind, evidence.data, version, dt.datetime.now(dt.UTC))  # signable?
 
     async def run() -> tuple[str, list[str]]:
         from airlock.cli import open_clients
@@ -121,13 +135,21 @@ def cmd_attach(args: argparse.Namespace) -> int:
             subject = await client.head_manifest(ref.repository, ref.reference)
             if subject is None:
                 raise BadInputError(f"{ref}: no such image (check the tag or digest)")
+            described = Descriptor(subject.media_type, subject.digest, subject.size)
+            if key is not None:
+                from gates.attested import attest
+
+                name = f"{ref.registry}/{ref.repository}"
+                report = (args.kind, evidence.data, version)
+                done = await attest(client, ref.repository, described, name, report, key)
+                return done.bundle, []
             annotations = {"vnd.airlock.evidence.format": args.kind}
             if tool:
                 annotations["vnd.airlock.evidence.tool"] = tool
             if version:
                 annotations["vnd.airlock.evidence.tool-version"] = version
             manifest, blobs = artifact(
-                Descriptor(subject.media_type, subject.digest, subject.size),
+                described,
                 FORMATS[args.kind],
                 evidence.data,
                 title=Path(args.file).name,

@@ -19,6 +19,7 @@ said only by unsigned annotations).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,9 +28,10 @@ from gates import attestations, dsse, intoto, keyless
 from gates.base import Evidence, EvidenceError
 from gates.evidence import Target
 from gates.keyless import Identity
-from gates.keys import PublicKey
+from gates.keys import PrivateKey, PublicKey
 from registry import mediatypes as mt
 from registry.client import RegistryClient
+from registry.manifest import Descriptor
 
 PYTEST_PREDICATE = "urn:airlock:attestation:pytest-json-report:v1"
 JUNIT_PREDICATE = "urn:airlock:attestation:junit-xml:v1"
@@ -86,6 +88,56 @@ READS: dict[str, tuple[str, Callable[[dict[str, Any]], bytes]]] = {
     COSIGN_VULN: (mt.SCAN_REPORT_TRIVY, _vuln),
     SARIF_PREDICATE: (mt.SARIF, _json),
 }
+
+
+# ---------------------------------------------------------------------------- write
+
+
+def predicate_of(
+    kind: str, data: bytes, tool_version: str | None, now: dt.datetime
+) -> tuple[str, dict[str, Any]]:
+    """How a report of `kind` (airlock attach's --kind) travels signed: its predicate type and
+    predicate — the inverse of READS. Trivy's is cosign-vuln, as `trivy --format cosign-vuln`
+    writes it."""
+    if kind == "junit":
+        try:
+            return JUNIT_PREDICATE, {"xml": data.decode("utf-8")}
+        except UnicodeDecodeError:
+            raise EvidenceError("a JUnit report is signed as UTF-8 text; this one is not") from None
+    doc = json.loads(data)
+    if kind == "pytest":
+        return PYTEST_PREDICATE, doc
+    if kind == "sarif":
+        return SARIF_PREDICATE, doc
+    if kind == "trivy":
+        when = now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        version = tool_version or ""
+        scanner = {"uri": f"pkg:github/aquasecurity/trivy@{version}", "version": version}
+        return COSIGN_VULN, {
+            "scanner": {**scanner, "result": doc},
+            "metadata": {"scanStartedOn": when, "scanFinishedOn": when},
+        }
+    raise EvidenceError(
+        f"{kind} reports are not read as signed attestations; attach them unsigned, or as SARIF"
+    )
+
+
+async def attest(
+    client: RegistryClient,
+    repo: str,
+    subject: Descriptor,
+    name: str,
+    report: tuple[str, bytes, str | None],
+    key: PrivateKey,
+) -> attestations.Attached:
+    """Sign a report (kind, bytes, tool version) as an in-toto statement about `subject` and
+    attach it in both layouts cosign writes."""
+    kind, data, version = report
+    predicate_type, predicate = predicate_of(kind, data, version, dt.datetime.now(dt.UTC))
+    payload = intoto.statement([(name, subject.digest)], predicate_type, predicate)
+    envelope = dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, key)
+    raw = json.dumps(envelope, separators=(",", ":")).encode()
+    return await attestations.attach(client, repo, subject, raw, predicate_type, key.key_id)
 
 
 async def signed(
