@@ -18,6 +18,12 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--config", required=True, metavar="FILE", help="virtual.yaml")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8780, help="port (default 8780)")
+    s.add_argument(
+        "--pipeline",
+        metavar="FILE",
+        help="pipeline.yaml: a view with `require_stage: STAGE` then serves only digests with"
+        " STAGE's VSA signed by its public_key",
+    )
     s.set_defaults(func=cmd_serve)
 
     n = action.add_parser("nginx", help="print an nginx config: one entry point per repository")
@@ -40,6 +46,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from virtual.gateway import create_app
 
     config = load(args.config)
+    if args.pipeline:
+        from flows.config import load as load_pipeline
+
+        config.trust_pipeline(load_pipeline(args.pipeline))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     uvicorn.run(
         create_app(config), host=args.host, port=args.port, log_level="info", access_log=False

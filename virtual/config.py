@@ -18,7 +18,10 @@
       customers:                                 # only what was promoted
         members: [{registry: local, prefix: prod}]
         read: [anonymous]
-        require_stage: prod                      # and of that, what airlock promoted to prod
+        require_stage:                           # and of that, what passed prod: a VSA signed
+          stage: prod                            # by prod's key (or `require_stage: prod`:
+          public_key: keys/prod.pub              # by records only, which anyone who can push
+                                                 # to prod could write)
 
 An image `NAME` in virtual repository `V` is `/v2/V/NAME/...` at the gateway and `PREFIX/NAME` in
 each member. `anonymous` in `read` lets anyone pull. `registries:` is pipeline.yaml's model
@@ -30,14 +33,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
+from gates.keys import PublicKey, public_key_from
 from gates.yamlfile import read_mapping
 from registry.errors import BadInputError
 from registry.reference import REPOSITORY_PATTERN, is_path_component
 from registry.settings import RegistrySettings
+
+if TYPE_CHECKING:
+    from flows.config import Pipeline
 
 ANONYMOUS = "anonymous"
 
@@ -77,14 +92,32 @@ class User(_Strict):
         return self
 
 
+STAGE_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class StageRequirement(_Strict):
+    """Serve only digests holding a PASSED VSA of `stage` signed by `public_key` (PEM or an
+    OpenSSH line, or a file relative to virtual.yaml)."""
+
+    stage: str = Field(pattern=STAGE_NAME)
+    public_key: str = Field(min_length=1)
+
+
 class VirtualRepository(_Strict):
     members: list[Member] = Field(min_length=1)
     deploy: Member | None = None
     read: list[str] = Field(default_factory=list)
     write: list[str] = Field(default_factory=list)
     # a view of what airlock promoted into this stage only (virtual/stageview.py): a digest
-    # without that stage's promotion record in the member repository is not served
-    require_stage: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    # without that stage's promotion record — and, with a key, its VSA — is not served
+    require_stage: Annotated[str, Field(pattern=STAGE_NAME)] | StageRequirement | None = None
+
+    @property
+    def stage(self) -> str | None:
+        """The stage this view requires, if any."""
+        if isinstance(self.require_stage, StageRequirement):
+            return self.require_stage.stage
+        return self.require_stage
 
     def may_read(self, user: str | None) -> bool:
         return ANONYMOUS in self.read or (user is not None and user in self.read + self.write)
@@ -99,6 +132,25 @@ class VirtualConfig(_Strict):
     registries: dict[str, Annotated[RegistrySettings, AfterValidator(_no_block)]]
     users: dict[str, User] = Field(default_factory=dict)
     repositories: dict[str, VirtualRepository] = Field(min_length=1)
+    # per stage-view repository: the keys its stage's VSAs must be signed by (read at load,
+    # from require_stage.public_key or from pipeline.yaml: `airlock virtual serve --pipeline`)
+    _stage_keys: dict[str, list[PublicKey]] = PrivateAttr(default_factory=dict)
+
+    def stage_keys(self, repository: str) -> list[PublicKey]:
+        return self._stage_keys.get(repository, [])
+
+    def trust_pipeline(self, pipeline: Pipeline) -> None:
+        """Views naming a stage by name alone take that stage's public_key from pipeline.yaml."""
+        for name, repo in self.repositories.items():
+            if isinstance(repo.require_stage, str) and name not in self._stage_keys:
+                try:
+                    stage = pipeline.stage(repo.require_stage)
+                except BadInputError:
+                    raise BadInputError(
+                        f"{name}: require_stage {repo.require_stage!r} is no stage of the"
+                        " pipeline given"
+                    ) from None
+                self._stage_keys[name] = pipeline.public_keys(stage)
 
     @model_validator(mode="after")
     def _references(self) -> VirtualConfig:
@@ -136,8 +188,14 @@ def load(path: str | Path) -> VirtualConfig:
     path = Path(path)
     doc: Any = read_mapping(path, "virtual")
     try:
-        return VirtualConfig.model_validate(doc)
+        config = VirtualConfig.model_validate(doc)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top)"
         raise BadInputError(f"{path}: {where}: {err['msg']}") from None
+    for name, repo in config.repositories.items():
+        if isinstance(repo.require_stage, StageRequirement):
+            where = f"{path}: {name}: require_stage.public_key"
+            key = public_key_from(repo.require_stage.public_key, path.parent, where)
+            config._stage_keys[name] = [key]
+    return config

@@ -10,11 +10,12 @@ A member that fails (not a 404) while a *tag* is resolved fails the request (502
 a later member could serve different content under the same tag. By digest, content is the
 content wherever it comes from, so a failing member is passed over.
 
-A view with `require_stage: S` serves only what airlock promoted into S (virtual/stageview.py):
-anything else is answered as absent. A blob HEAD from someone who may push is a push session
-asking "must I upload this?": it is answered from the deploy target alone — a blob that only
-another member holds is mounted into the deploy target first (same registry), or reported
-missing — or the client would skip an upload the deploy target needs.
+A view with `require_stage: S` serves only what airlock promoted into S (virtual/stageview.py) —
+with a key, only what holds S's signed VSA: anything else is answered as absent. A blob HEAD from
+someone who may push is a push session asking "must I upload this?": it is answered from the
+deploy target alone — a blob that only another member holds is mounted into the deploy target
+first (same registry), or reported missing — or the client would skip an upload the deploy
+target needs.
 """
 
 from __future__ import annotations
@@ -81,14 +82,17 @@ class Gateway:
         self.clients = {
             alias: r.client(r.env_credentials()) for alias, r in config.registries.items()
         }
-        self.views: dict[tuple[str, str, str], StageView] = {}
+        self.views: dict[tuple[str, str, str, str], StageView] = {}
 
-    def view(self, member: Member, name: str, stage: str) -> StageView:
-        key = (member.registry, member.repository(name), stage)
+    def view(self, member: Member, target: Target, stage: str) -> StageView:
+        # per virtual repository too: two views of one member may trust different keys
+        repo = member.repository(target.name)
+        key = (target.virtual, member.registry, repo, stage)
         if key not in self.views:
             if len(self.views) >= MAX_VIEWS:
                 self.views.pop(next(iter(self.views)))
-            self.views[key] = StageView(self.clients[member.registry], key[1], stage)
+            keys = self.config.stage_keys(target.virtual)
+            self.views[key] = StageView(self.clients[member.registry], repo, stage, keys)
         return self.views[key]
 
     async def aclose(self) -> None:
@@ -211,10 +215,10 @@ class Gateway:
     async def _admitted(self, member: Member, target: Target) -> str | None:
         """What to ask `member` for: the reference as given, or — in a stage view — the digest
         the stage admits (a tag is pinned to the digest checked), None if there is none."""
-        stage = target.repo.require_stage
+        stage = target.repo.stage
         if stage is None:
             return target.ref
-        view = self.view(member, target.name, stage)
+        view = self.view(member, target, stage)
         if target.kind == "blobs":
             return target.ref if await view.blob(target.ref) else None
         client = self.clients[member.registry]
@@ -246,7 +250,7 @@ class Gateway:
         if response.status_code == 200:
             return _streamed(request, response)
         await response.aclose()
-        if response.status_code == 404 and target.repo.require_stage is None:
+        if response.status_code == 404 and target.repo.stage is None:
             # Another member on the deploy target's registry may hold it: mount it into the
             # deploy target (a registry-side link, no bytes move), so nothing is uploaded again.
             for member in target.repo.members:

@@ -1,8 +1,10 @@
 """A stage view: what a virtual repository with `require_stage: S` may serve from a member.
 
 Only what airlock promoted into stage S: a manifest is served if its digest is named by one of
-S's promotion (or rollback) records in the member repository's history (`airlock.history`), or is
-a platform manifest of such an index; a blob, if such a manifest holds it. Evidence about a
+S's promotion (or rollback) records in the member repository's history (`airlock.history`) — and,
+when the view has S's public key, holds a PASSED VSA of S signed by it (gates/vsa.py: a record
+anyone who can push there could write, the VSA only S's key) — or is a platform manifest of such
+an index; a blob, if such a manifest holds it. Evidence about a
 served digest is served too — signatures, attestations, SBOMs, reports (registry/manifest.py:
 travel_problem), found by their `subject`, by cosign's `sha256-<hex>.sig/.att/.sbom` tags and the
 `sha256-<hex>` referrers fallback tag — with its blobs. Anything else in the repository (an image
@@ -16,17 +18,22 @@ request says whether it changed) and kept at most a minute, so evidence attached
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from flows.records import HISTORY_TAG, history
+from gates import vsa
+from gates.keys import PublicKey
 from registry import mediatypes as mt
 from registry.client import RegistryClient
 from registry.errors import NotFound
 from registry.manifest import Manifest, fallback_tag, travel_problem
 from registry.referrers import list_referrers
 
+log = logging.getLogger(__name__)
 MAX_AGE = 60.0  # seconds a view of one history version is kept
 MAX_DEPTH = 4  # evidence about evidence about …: a signature of an attestation is two
 _SUFFIXES = "|".join(re.escape(s) for s in mt.COSIGN_TAG_SUFFIXES)
@@ -46,8 +53,10 @@ class _View:
 class StageView:
     """What stage `stage` holds in one member repository; one per (registry, repository)."""
 
-    def __init__(self, client: RegistryClient, repo: str, stage: str):
-        self.client, self.repo, self.stage = client, repo, stage
+    def __init__(
+        self, client: RegistryClient, repo: str, stage: str, keys: Sequence[PublicKey] = ()
+    ):
+        self.client, self.repo, self.stage, self.keys = client, repo, stage, keys
         self._view: _View | None = None
         self._lock = asyncio.Lock()
 
@@ -67,12 +76,20 @@ class StageView:
             return view
         records = await history(self.client, self.repo)
         for digest in {r.digest for r in records if r.is_for(self.stage, self.repo)}:
+            if self.keys and not await self._signed(digest):
+                continue
             try:
                 manifest = await self.client.get_manifest(self.repo, digest)
             except NotFound:
                 continue  # deleted since: nothing to serve
             await self._hold(view, manifest)
         return view
+
+    async def _signed(self, digest: str) -> bool:
+        verdict = await vsa.check(self.client, self.repo, digest, self.stage, self.keys)
+        if not verdict.verified:
+            log.warning("%s@%s not served: %s", self.repo, digest, verdict.detail)
+        return verdict.verified
 
     async def _hold(self, view: _View, manifest: Manifest) -> None:
         view.manifests.add(manifest.digest)

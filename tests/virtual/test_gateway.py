@@ -98,7 +98,7 @@ def test_tags_merge_and_the_catalog_shows_what_the_caller_may_read(gw: Gw) -> No
     tags = gw.get("/v2/docker/app/tags/list", auth=True).json()
     assert {"1.0", "dev-only"} <= set(tags["tags"])
     anonymous = gw.get("/v2/_catalog").json()["repositories"]
-    assert anonymous and all(r.startswith(("customers/", "shop/")) for r in anonymous)
+    assert anonymous and all(r.startswith(("customers/", "shop/", "signed/")) for r in anonymous)
     alice = gw.get("/v2/_catalog", auth=True).json()["repositories"]
     assert "docker/app" in alice and "customers/app" in alice
 

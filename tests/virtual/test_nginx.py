@@ -98,12 +98,14 @@ def test_tls_stanzas_and_hostnames(gw: Gw, tmp_path: Path) -> None:
     text = text.replace(str(tmp_path / "c.pem"), "/etc/c.pem").replace(
         str(tmp_path / "k.pem"), "/etc/k.pem"
     )
-    assert text.count("listen 443 ssl;") == 4
+    servers = len(load(gw.config).repositories)  # one server per virtual repository
+    assert servers == 5
+    assert text.count("listen 443 ssl;") == servers
     assert (
         "server_name docker.example.com;" in text and "server_name customers.example.com;" in text
     )
-    assert text.count("ssl_certificate /etc/c.pem;") == 4
-    assert text.count("ssl_certificate_key /etc/k.pem;") == 4
+    assert text.count("ssl_certificate /etc/c.pem;") == servers
+    assert text.count("ssl_certificate_key /etc/k.pem;") == servers
     assert "rewrite ^/v2/(.+)$ /v2/customers/$1 break;" in text
     assert "proxy_redirect /v2/customers/ /v2/;" in text
     assert "client_max_body_size 0;" in text and "proxy_request_buffering off;" in text

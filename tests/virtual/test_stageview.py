@@ -5,46 +5,16 @@ are served, digests unchanged."""
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 from pathlib import Path
 
 import httpx
 
-from flows.records import PromotionRecord, write_record
 from registry import mediatypes as mt
-from registry.client import RegistryClient
-from registry.manifest import Descriptor
 from tests.support import images as im
 from tests.support.gateway import PASSWORD, TOKEN, Gw
 from tests.support.skopeo import push_through
 
 ACCEPT = {"Accept": im.ACCEPT}
-
-
-def promote_by_record(gw: Gw, repo: str, img: im.Image, tag: str, stage: str = "prod") -> None:
-    """What a promotion leaves in the stage's repository: the image under its tag, and the
-    stage's record of it (written by airlock's own writer)."""
-    gw.pusher.push(repo, img, tag)
-    now = dt.datetime.now(dt.UTC)
-    record = PromotionRecord(
-        stage=stage,
-        image=repo.split("/", 1)[1],
-        digest=img.digest,
-        source=f"{gw.local.host}/staging/x@{img.digest}",
-        target=f"{gw.local.host}/{repo}:{tag}@{img.digest}",
-        tags=[tag],
-        airlock_version="test",
-        started_at=now,
-        finished_at=now,
-    )
-
-    async def write() -> None:
-        async with RegistryClient(gw.local.host) as client:
-            subject = Descriptor(img.media_type, img.digest, len(img.raw))
-            await write_record(client, repo, subject, record)
-
-    asyncio.run(write())
 
 
 def shop(gw: Gw, path: str, method: str = "GET") -> httpx.Response:
@@ -68,7 +38,7 @@ def test_a_digest_never_promoted_to_prod_is_not_served(gw: Gw) -> None:
 
 def test_a_promoted_image_its_platforms_blobs_and_evidence_are_served(gw: Gw) -> None:
     released = im.multi_platform("promoted-release")
-    promote_by_record(gw, "prod/shopapp", released, "1.0")
+    gw.promote_by_record("prod/shopapp", released, "1.0")
     signature = im.cosign_signature(released)
     gw.pusher.push("prod/shopapp", signature, im.fallback_tag_of(released.digest) + ".sig")
     report = im.artifact(
@@ -97,7 +67,7 @@ def test_an_image_smuggled_in_as_a_referrer_is_not_served(gw: Gw) -> None:
     it sits in prod's repository (put there before airlock stopped carrying such referrers),
     the production view does not serve it, nor its layers."""
     good = im.image("good-release")
-    promote_by_record(gw, "prod/smuggle", good, "1.0")
+    gw.promote_by_record("prod/smuggle", good, "1.0")
     bad = im.with_subject(im.image("never-gated"), good)
     gw.pusher.push("prod/smuggle", bad)
     assert gw.pusher.digest("prod/smuggle", bad.digest) == bad.digest  # it is there
@@ -106,7 +76,7 @@ def test_an_image_smuggled_in_as_a_referrer_is_not_served(gw: Gw) -> None:
     assert shop(gw, f"smuggle/blobs/{bad.blobs[-1].digest}").status_code == 404
     # a record of another stage (or a forged one) does not admit anything either
     other = im.image("qa-record-only")
-    promote_by_record(gw, "prod/smuggle", other, "2.0", stage="qa")
+    gw.promote_by_record("prod/smuggle", other, "2.0", stage="qa")
     assert shop(gw, "smuggle/manifests/2.0").status_code == 404
 
 
