@@ -5,14 +5,18 @@ Everything runs on loopback under a project-local state directory (.airlock-demo
 1. a Prefect server on SQLite, the webhook receiver, and a registry whose notifications go to
    the receiver (with a bearer token made for this run);
 2. `airlock serve`: prefect.yaml's deployments, bound to a demo pipeline —
-   dev → qa [tests, scan] → staging [signature, verified with a key made for this run] →
-   prod [approval];
-3. CI's part: an image is built and pushed by digest, its test and scan reports and its
-   signature are attached, then the tag is pushed. The push alone triggers promote-on-push:
-   qa, staging, and prod waits for an approval, which the demo gives with `airlock approve`
-   (or a person gives in the UI, with --interactive);
-4. a second image, whose scan has CRITICAL findings, is stopped at qa's scan gate;
-5. a table: stage, digest, gates, who approved — the same digest at every stage.
+   dev → qa [tests, scan: signed by CI's key] → staging [signature, verified with CI's key] →
+   prod [approval, signed by the release manager's key]; each stage after dev signs a VSA of
+   what it admitted with its own key (keys made for this run, in .airlock-demo/keys/);
+3. CI's part: an image is built and pushed by digest, its test and scan reports signed as
+   in-toto attestations and its signature attached, then the tag is pushed. The push alone
+   triggers promote-on-push: qa, staging, and prod waits for a signed approval, which the demo
+   gives with `airlock approve --key` (or a person gives in the UI, with --interactive);
+4. a second image, whose scan has CRITICAL findings, is stopped at qa's scan gate; a third,
+   whose passing reports a developer signed with their own key, is stopped at qa's tests gate;
+5. a table: stage, digest, gates, who approved — the same digest at every stage; then
+   `airlock verify` passes for the promoted digest and fails for the stopped one, and a
+   customer pulls through a view that serves only what holds prod's signed VSA.
 
 Processes are stopped by PID at the end, or left running with --keep (the UI's URL is printed).
 """
@@ -48,6 +52,7 @@ DATA = Path(__file__).resolve().parent / "demo_data"
 STATE_DIR = Path(".airlock-demo")
 WAIT = 120.0  # seconds for any one step before the demo gives up
 APPROVER = "release-manager"
+KEYS = ("ci", "developer", "qa", "staging", "prod", APPROVER)  # made for each run
 AIRLOCK = [sys.executable, "-m", "airlock.cli"]  # airlock's own processes
 
 
@@ -120,9 +125,6 @@ async def push(
 def _signature(subject: Descriptor, reference: str, key: Any) -> tuple[Manifest, dict[str, bytes]]:
     """What `cosign sign --key` pushes: the simple-signing payload naming the digest, and the
     base64 DER ECDSA-SHA256 signature over its exact bytes in the layer's annotation."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     payload = json.dumps(
         {
             "critical": {
@@ -134,7 +136,7 @@ def _signature(subject: Descriptor, reference: str, key: Any) -> tuple[Manifest,
         },
         separators=(",", ":"),
     ).encode()
-    signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+    signature = base64.b64encode(key.sign(payload)).decode()  # ECDSA P-256, SHA-256, DER
     config = json.dumps(
         {
             "architecture": "",
@@ -166,15 +168,25 @@ async def push_with_evidence(
     *,
     tag: str | None = None,
     signature: tuple[Manifest, dict[str, bytes]] | None = None,
+    signer: Any = None,
 ) -> float:
-    """CI's order: the image by digest, its reports attached as referrers (and a cosign
-    signature under its tag), and only then `tag`, whose push is the notification that starts
-    the pipeline, once the evidence is there. Returns when the tag was pushed."""
+    """CI's order: the image by digest, its reports attached as referrers — or, with `signer`
+    (a gates.keys.PrivateKey), signed as in-toto attestations in both layouts, as `airlock
+    attach --sign-key` does — (and a cosign signature under its tag), and only then `tag`, whose
+    push is the notification that starts the pipeline, once the evidence is there. Returns when
+    the tag was pushed."""
+    from gates.attested import attest
+    from gates.evidence import FORMATS
     from registry.referrers import artifact, push_referrer
 
     await push(client, repo, manifest.digest, manifest, blobs)
-    for kind, data in reports:
-        art, art_blobs = artifact(manifest.descriptor, kind, data)
+    for media_type, data in reports:
+        if signer is not None:
+            kind = next(k for k, m in FORMATS.items() if m == media_type)
+            name = f"{client.registry}/{repo}"
+            await attest(client, repo, manifest.descriptor, name, (kind, data, None), signer)
+            continue
+        art, art_blobs = artifact(manifest.descriptor, media_type, data)
         await push_referrer(client, repo, art, art_blobs)
     if signature is not None:
         await push(client, repo, f"sha256-{manifest.digest[7:]}.sig", *signature)
@@ -184,9 +196,12 @@ async def push_with_evidence(
     return pushed
 
 
-async def ci_build(host: str, version: str, scan_report: str, key: Any) -> tuple[Manifest, float]:
-    """CI's part: build, push by digest, attach reports and signature, then push the tag.
-    Returns the manifest and when the tag was pushed."""
+async def ci_build(
+    host: str, version: str, scan_report: str, key: Any, signer: Any = None
+) -> tuple[Manifest, float]:
+    """CI's part: build, push by digest, attach reports (signed by `signer`, default `key`) and
+    a cosign signature (by `key`), then push the tag. Returns the manifest and when the tag was
+    pushed."""
     manifest, blobs = sample_image(version)
     reports = [
         (mt.TEST_REPORT_PYTEST, (DATA / "tests.pytest.json").read_bytes()),
@@ -195,7 +210,14 @@ async def ci_build(host: str, version: str, scan_report: str, key: Any) -> tuple
     signature = _signature(manifest.descriptor, f"{host}/dev/app", key)
     async with RegistryClient(host) as client:
         pushed = await push_with_evidence(
-            client, "dev/app", manifest, blobs, reports, tag=version, signature=signature
+            client,
+            "dev/app",
+            manifest,
+            blobs,
+            reports,
+            tag=version,
+            signature=signature,
+            signer=signer or key,
         )
     return manifest, pushed
 
@@ -264,13 +286,17 @@ stages:
   - name: qa
     registry: local
     repository: "qa/{{name}}"
+    signing_key: keys/qa.key          # each promotion into qa: a VSA signed with it
+    public_key: keys/qa.pub           # what staging, verify and the gateway trust for qa
     gates:
-      - {{kind: tests, policy: {{min_tests: 1, max_failed: 0}}}}
-      - {{kind: scan, policy: {{fail_on: HIGH}}}}
+      - {{kind: tests, policy: {{min_tests: 1, max_failed: 0, signed_by: [keys/ci.pub]}}}}
+      - {{kind: scan, policy: {{fail_on: HIGH, signed_by: [keys/ci.pub]}}}}
   - name: staging
     registry: local
     repository: "staging/{{name}}"
     immutable: true
+    signing_key: keys/staging.key
+    public_key: keys/staging.pub
     gates:
       - kind: signature
         policy:
@@ -282,8 +308,14 @@ stages:
     registry: local
     repository: "prod/{{name}}"
     immutable: true
+    signing_key: keys/prod.key
+    public_key: keys/prod.pub
     gates:
-      - {{kind: approval, policy: {{required: 1}}, timeout: 10m}}
+      - kind: approval
+        policy:
+          required: 1
+          approvers: [{{name: {APPROVER}, key: keys/{APPROVER}.pub}}]
+        timeout: 10m
     publish: "{customers}/{{name}}"
 """
 
@@ -298,7 +330,7 @@ repositories:
   customers:
     members: [{{registry: local, prefix: prod}}]
     read: [anonymous]
-    require_stage: prod
+    require_stage: {{stage: prod, public_key: keys/prod.pub}}   # prod's signed VSA, or 404
 """
 
 
@@ -407,11 +439,12 @@ def run_demo(
         start_registry_and_prefect(demo)
         write_pipeline(demo)
         start_airlock_services(demo)
-        good, bad, pushed = ci_pushes(demo)
+        good, bad, forged, pushed = ci_pushes(demo)
         run, to_start, to_staging = follow_to_staging(demo, good, pushed)
         approve_prod(demo)
-        done = pipeline_outcomes(demo, run, bad)
+        done = pipeline_outcomes(demo, run, bad, forged)
         ok = asyncio.run(_report(demo.host, good, bad))
+        ok = verify_outcomes(demo) and ok
         ok = customer_pull(demo, good, bad) and ok
         demo.clock.say(
             f"done: push → flow start {to_start:.1f} s, push → staging {to_staging:.1f} s,"
@@ -464,18 +497,20 @@ def start_registry_and_prefect(demo: Demo) -> None:
 
 
 def write_pipeline(demo: Demo) -> None:
-    """The demo pipeline (staging verifies signatures with a key made for this run) and the
-    customers' view; then the Prefect server is up."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    """The keys of this run (CI's, a developer's, each stage's, the release manager's), the demo
+    pipeline and the customers' view; then the Prefect server is up."""
+    from gates.keys import generate, read_private_key
 
-    demo.key = ec.generate_private_key(ec.SECP256R1())
-    public_pem = (
-        demo.key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    keys = demo.state / "keys"
+    keys.mkdir()
+    for name in KEYS:
+        private, public = generate()
+        (keys / f"{name}.key").write_bytes(private)
+        (keys / f"{name}.pub").write_bytes(public)
+    demo.key = read_private_key(keys / "ci.key")
+    public_pem = (keys / "ci.pub").read_text()
     demo.pipeline_file.write_text(_pipeline_yaml(demo.host, public_pem, demo.customers))
+    demo.clock.say(f"keys            {keys}  ({', '.join(KEYS)})")
     (demo.state / "virtual.yaml").write_text(_virtual_yaml(demo.host))
     demo.until("the Prefect server", demo.prefect.ready)
     demo.clock.say(f"prefect server  {demo.prefect.url}  (SQLite in {demo.state})")
@@ -501,14 +536,23 @@ def start_airlock_services(demo: Demo) -> None:
     demo.clock.say("deployments     promote-on-push, promote, drift-watch, rescan (served)")
 
 
-def ci_pushes(demo: Demo) -> tuple[Manifest, Manifest, float]:
-    """3. CI pushes a good image and a bad one (its scan: CRITICAL); the pushes start the
-    pipeline. Returns both and when the good one's tag was pushed."""
+def ci_pushes(demo: Demo) -> tuple[Manifest, Manifest, Manifest, float]:
+    """3. CI pushes a good image and a bad one (its scan: CRITICAL); a developer pushes a third
+    with passing reports signed with their own key. The pushes start the pipeline. Returns the
+    three and when the good one's tag was pushed."""
+    from gates.keys import read_private_key
+
     good, pushed = asyncio.run(ci_build(demo.host, "1.0", "scan-clean.trivy.json", demo.key))
     demo.clock.say(f"CI pushed       {demo.host}/dev/app:1.0  {good.digest}")
     bad, _ = asyncio.run(ci_build(demo.host, "1.1", "scan-critical.trivy.json", demo.key))
     demo.clock.say(f"CI pushed       {demo.host}/dev/app:1.1  {bad.digest}  (its scan: CRITICAL)")
-    return good, bad, pushed
+    developer = read_private_key(demo.state / "keys" / "developer.key")
+    forged, _ = asyncio.run(ci_build(demo.host, "1.2", "scan-clean.trivy.json", developer))
+    demo.clock.say(
+        f"dev pushed      {demo.host}/dev/app:1.2  {forged.digest}  (reports signed with the"
+        " developer's own key)"
+    )
+    return good, bad, forged, pushed
 
 
 def follow_to_staging(
@@ -546,40 +590,68 @@ def approve_prod(demo: Demo) -> None:
         timeout=WAIT if not demo.interactive else 600,
     )
     ui_run = asyncio.run(run_pages(demo.prefect.url))(waiting["id"])
+    key = demo.state / "keys" / f"{APPROVER}.key"
     if demo.interactive:
         demo.clock.say(f"prod is waiting for an approval: open {ui_run} and press Resume")
-        demo.clock.say(f"  (or run: airlock approve {waiting['id']} --by NAME)")
+        demo.clock.say(
+            f"  signed by {APPROVER}: paste the output of `airlock approve {waiting['id']} --by"
+            f" {APPROVER} --key {key} --print-signature` into the form's Signature field"
+        )
+        demo.clock.say(f"  (or run: airlock approve {waiting['id']} --by {APPROVER} --key {key})")
         return
-    approve = [*AIRLOCK, "approve", waiting["id"], "--by", APPROVER, "--comment", "demo"]
+    approve = [*AIRLOCK, "approve", waiting["id"], "--by", APPROVER, "--key", str(key)]
+    approve += ["--comment", "demo"]
     given = subprocess.run(approve, env=demo.env, capture_output=True, text=True, timeout=60)
     if given.returncode != 0:
         raise DemoFailed(f"airlock approve failed: {given.stderr.strip()}")
-    demo.clock.say(f"approved        by {APPROVER} (airlock approve {waiting['id']}; {ui_run})")
+    demo.clock.say(
+        f"approved        by {APPROVER}, signed (airlock approve {waiting['id']} --key …; {ui_run})"
+    )
 
 
-def pipeline_outcomes(demo: Demo, run: dict[str, Any], bad: Manifest) -> dict[str, Any]:
-    """5. app:1.0's run ends (Completed), app:1.1's is stopped at qa's scan gate. Returns the
-    good run's end."""
+def pipeline_outcomes(
+    demo: Demo, run: dict[str, Any], bad: Manifest, forged: Manifest
+) -> dict[str, Any]:
+    """5. app:1.0's run ends (Completed), app:1.1's is stopped at qa's scan gate, app:1.2's
+    (reports signed by the developer, not CI) at qa's tests gate. Returns the good run's end."""
     done = demo.until(
         "the pipeline run of app:1.0 to end",
         lambda: demo.api.final(run["id"]),
         timeout=WAIT if not demo.interactive else 600,
     )
     demo.clock.say(f"app:1.0 pipeline run: {done['state']['name']}")
-    bad_ref = f"{demo.host}/dev/app:1.1@{bad.digest}"
-    bad_run = demo.until("the pipeline run of app:1.1", lambda: demo.api.pipeline_run(bad_ref))
-    bad_done = demo.until(
-        "the pipeline run of app:1.1 to end", lambda: demo.api.final(bad_run["id"])
-    )
-    demo.clock.say(
-        f"app:1.1 pipeline run: {bad_done['state']['name']}: "
-        f"{bad_done['state'].get('message') or ''}"
-    )
+    for version, image in (("1.1", bad), ("1.2", forged)):
+        ref = f"{demo.host}/dev/app:{version}@{image.digest}"
+        found = demo.until(
+            f"the pipeline run of app:{version}", lambda r=ref: demo.api.pipeline_run(r)
+        )
+        ended = demo.until(
+            f"the pipeline run of app:{version} to end",
+            lambda f=found: demo.api.final(f["id"]),
+        )
+        demo.clock.say(
+            f"app:{version} pipeline run: {ended['state']['name']}: "
+            f"{ended['state'].get('message') or ''}"
+        )
     return done
 
 
+def verify_outcomes(demo: Demo) -> bool:
+    """6. What anyone can check without airlock's records: `airlock verify` passes for app:1.0
+    in prod (a VSA signed by each stage's key) and fails for app:1.1 (it never passed qa)."""
+    outcomes = []
+    for version, stage, expected in (("1.0", "prod", 0), ("1.1", "qa", 1)):
+        ref = f"{demo.host}/dev/app:{version}"
+        command = [*AIRLOCK, "verify", ref, "--stage", stage, "--pipeline", str(demo.pipeline_file)]
+        done = subprocess.run(command, env=demo.env, capture_output=True, text=True, timeout=60)
+        print(f"\n$ airlock verify {ref} --stage {stage}   (exit {done.returncode})")
+        print(done.stdout.rstrip() or done.stderr.rstrip())
+        outcomes.append(done.returncode == expected)
+    return all(outcomes)
+
+
 def customer_pull(demo: Demo, good: Manifest, bad: Manifest) -> bool:
-    """6. A customer pulls through the production view: app:1.0 is there, app:1.1 is not."""
+    """7. A customer pulls through the production view: app:1.0 is there, app:1.1 is not."""
     demo.until(
         "the customers' gateway",
         lambda: http_json(f"http://{demo.customers.split('/')[0]}/healthz"),

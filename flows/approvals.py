@@ -378,15 +378,15 @@ async def run_pages(ui_root: str | None = None) -> Callable[[str], str]:
 
 
 def asking(request: dict[str, Any]) -> str:
-    """`1 approval from anyone but the requester (ci)`."""
+    """`1 approval from anyone but the requester (ci)`, `2 signed approvals from alice, bob`."""
     p = request["approval"]
     n = p["required"]
     names = [a["name"] if isinstance(a, dict) else a for a in p["approvers"]]
-    who = ", ".join(names) + (", signed" if names and isinstance(p["approvers"][0], dict) else "")
-    who = who or "anyone"
+    what = "signed approval" if names and isinstance(p["approvers"][0], dict) else "approval"
+    who = ", ".join(names) or "anyone"
     if request.get("requester") and not p["allow_self_approval"]:
         who += f" but the requester ({request['requester']})"
-    return f"{n} approval{'s' * (n > 1)} from {who}"
+    return f"{n} {what}{'s' * (n > 1)} from {who}"
 
 
 def _waiting_line(request: dict[str, Any]) -> str:

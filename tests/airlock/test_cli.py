@@ -328,8 +328,10 @@ def test_demo_without_docker_registry_says_how_to_install_it(tmp_path: Path) -> 
 
 
 def test_demo_tells_the_whole_story_and_stops_what_it_started(tmp_path: Path) -> None:
-    """`make demo`: a push promotes app:1.0 through qa and staging by itself, prod is approved,
-    app:1.1 (CRITICAL scan) stops at qa; then every process it started is gone."""
+    """`make demo`: a push promotes app:1.0 through qa and staging by itself, prod is approved
+    (signed), app:1.1 (CRITICAL scan) and app:1.2 (reports signed by a developer) stop at qa,
+    `airlock verify` says which passed, a customer pulls only what holds prod's VSA; then every
+    process it started is gone."""
     state = tmp_path / "state"
     proc = airlock("demo", "--state-dir", str(state))
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
@@ -346,7 +348,14 @@ def test_demo_tells_the_whole_story_and_stops_what_it_started(tmp_path: Path) ->
     assert rows["prod"][-1] == "release-manager"
     assert "app:1.1" in proc.stdout and "stopped at qa" in proc.stdout
     assert "qa: scan gate refused: 2 CRITICAL" in proc.stdout
-    assert "approved        by release-manager" in proc.stdout
+    # a developer's own key does not make CI: app:1.2's signed reports are refused at qa
+    [forged] = [line for line in proc.stdout.splitlines() if "app:1.2 pipeline run:" in line]
+    assert "qa: tests gate refused" in forged and "a key the policy does not name" in forged
+    assert "approved        by release-manager, signed" in proc.stdout
+    # anyone can check what each stage admitted: prod's digest passes, app:1.1 never passed qa
+    assert "(exit 0)\nqa: verified" in proc.stdout
+    assert f"{digests['prod']}: verified for prod" in proc.stdout
+    assert "app:1.1 --stage qa   (exit 1)\nqa: NOT verified: no qa VSA" in proc.stdout
     # a customer pulls the promoted digest through the production view; 1.1 is not there
     customer = [line for line in proc.stdout.splitlines() if line.startswith("customer pull")]
     assert len(customer) == 2, proc.stdout

@@ -30,6 +30,7 @@ from selenium.webdriver.common.by import By
 
 from tests.support import browser
 from tests.support.browser import DIGEST
+from tests.support.cli import airlock
 from tests.support.demo import ROOT, Demo, alive
 
 APPROVER = "release-manager"
@@ -148,7 +149,7 @@ def check_request(text: str, digest: str) -> None:
     assert groups in text, "the digest is not also shown in groups that wrap"
     for needle in (
         "requested by registry",
-        "needs 1 approval from anyone but the requester (registry)",
+        "needs 1 signed approval from release-manager but the requester (registry)",
         "deadline",
         "policy",
         "Passed qa",
@@ -186,6 +187,17 @@ def find_run(api: str, version: str) -> dict | None:
         if any(f"/app:{version}@" in image for image in images):
             return run
     return None
+
+
+def sign_for(waiting: Waiting) -> str:
+    """What `airlock approve RUN --by release-manager --key KEY --print-signature` prints for
+    the waiting run (the demo made the key; the command sends nothing)."""
+    key = waiting.demo.state / "keys" / f"{APPROVER}.key"
+    args = ("approve", waiting.run_id, "--by", APPROVER, "--key", str(key), "--print-signature")
+    printed = airlock(*args, env={"PREFECT_API_URL": waiting.api})
+    assert printed.returncode == 0, printed.stderr
+    [signature] = printed.stdout.split()
+    return signature
 
 
 def until(driver: browser.WebDriver, what: str, check: Callable[[], object], timeout: float):
@@ -227,8 +239,12 @@ def test_a_person_approves_prod_in_the_prefect_ui(
         if initial != shown:
             browser.type_into(digest_field, shown)
         browser.type_into(browser.field(dialog, "Comment"), "approved in the Prefect UI")
+        # prod's approvers sign: the release manager pastes what their key signs for this run
+        signature = sign_for(waiting)
+        browser.paste_into(driver, browser.field(dialog, "Signature"), signature)
         assert browser.field(dialog, "Approver").get_attribute("value") == APPROVER
         assert digest_field.get_attribute("value") == digest
+        assert browser.field(dialog, "Signature").get_attribute("value") == signature
 
     # the whole form, the request above it: for docs/approvals.md
     form_png = shots / "approval-request.png"
@@ -257,6 +273,7 @@ def test_a_person_approves_prod_in_the_prefect_ui(
     assert set(rows) == {"dev", "qa", "staging", "prod"}, demo.output()
     assert {row[1] for row in rows.values()} == {digest}, demo.output()
     assert rows["prod"][-1] == APPROVER, demo.output()
+    assert "$ airlock verify" in demo.output() and "verified for prod" in demo.output()
     assert "app:1.0 pipeline run: Completed" in demo.output()
 
 
