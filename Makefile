@@ -36,3 +36,4 @@ bench: bootstrap
 	uv run --frozen python bench/scan_bench.py
 	uv run --frozen python bench/promote_bench.py
 	uv run --frozen python bench/virtual_bench.py
+	uv run --frozen python bench/verify_bench.py
