@@ -10,7 +10,8 @@ an attached report would be — binding checks included. Predicate types read:
   the whole report: `urn:airlock:attestation:pytest-json-report:v1` (the predicate is the
   pytest-json-report document) and `urn:airlock:attestation:junit-xml:v1` (`{"xml": "…"}`);
 - scan: `https://cosign.sigstore.dev/attestation/vuln/v1` (`trivy --format cosign-vuln`: the
-  Trivy report is `scanner.result`) and `urn:airlock:attestation:sarif:v1` (the SARIF document).
+  Trivy report is `scanner.result`) and `urn:airlock:attestation:sarif:v1` (the SARIF document);
+- provenance: `https://slsa.dev/provenance/v1` (the predicate itself: gates/provenance.py).
 
 Several valid attestations of one kind for one digest are all judged, and all must pass: an
 older signed report that passed cannot outvote a newer one that failed (which one is "newer" is
@@ -24,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gates import attestations, dsse, intoto, keyless
+from gates import attestations, dsse, intoto, keyless, provenance
 from gates.base import Evidence, EvidenceError
 from gates.evidence import Target
 from gates.keyless import Identity
@@ -87,6 +88,7 @@ READS: dict[str, tuple[str, Callable[[dict[str, Any]], bytes]]] = {
     TEST_RESULT: (mt.TEST_REPORT_PYTEST, _test_result),
     COSIGN_VULN: (mt.SCAN_REPORT_TRIVY, _vuln),
     SARIF_PREDICATE: (mt.SARIF, _json),
+    provenance.PREDICATE_TYPE: (provenance.MEDIA_TYPE, _json),
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import gates.approval
+import gates.provenance
 import gates.scan
 import gates.signature
 import gates.soak
@@ -312,6 +313,15 @@ BUILT_IN: tuple[Gate[Any, Any], ...] = (
     SignatureGate(),
     ApprovalGate(),
     SoakGate(),
+    ReportGate(
+        "provenance",
+        gates.provenance.ProvenancePolicy,
+        (gates.provenance.MEDIA_TYPE,),  # read only as signed attestations (signed_by required)
+        parse=gates.provenance.parse,
+        judge_report=gates.provenance.evaluate,
+        predicates=(gates.provenance.PREDICATE_TYPE,),
+        standalone=False,
+    ),
 )
 for _gate in BUILT_IN:
     register(_gate)

@@ -561,6 +561,14 @@ CASES = [
                 "ci.pub",
             ),
             (
+                "provenance-unsigned",
+                f"{H}/dev/app:1.0",
+                "qa",
+                {"gates": [{"kind": "provenance", "policy": {"builder_ids": ["https://b"]}}]},
+                {},
+                "provenance policy.signed_by",
+            ),
+            (
                 "identity-without-subject",
                 f"{H}/dev/app:1.0",
                 "qa",

@@ -95,7 +95,8 @@ def test_once_unregistered_the_kind_is_unknown(tmp_path: Path, registry: Reg) ->
     with pytest.raises(BadInputError) as info:
         load(setup.path)
     message = str(info.value)
-    assert "gates[0].kind: must be 'tests', 'scan', 'signature', 'approval' or 'soak'" in message
+    known = "'tests', 'scan', 'signature', 'approval', 'soak' or 'provenance'"
+    assert f"gates[0].kind: must be {known}" in message
 
 
 # ---------------------------------------------------------------------------- a real hop
