@@ -13,9 +13,16 @@ Two levels, chosen by `SignaturePolicy.require`:
   `critical.identity.docker-reference` is deliberately not checked: a promoted image lives under
   other repository names than the one it was signed in; the digest is the binding.
 
+cosign 3 writes an image signature as a sigstore bundle v0.3 referrer instead: a DSSE envelope of
+an in-toto statement (predicate type `https://sigstore.dev/cosign/sign/v1`) whose subject is the
+manifest digest. Keyed, it is **verified** like a `.sig` signature: the envelope verifies with one
+of the public keys and the statement names the digest. Bundles holding other statements (test
+reports, VSAs…) are attestations, not signatures, and do not count even as *present*.
+
 Out of scope, by design: **keyless** signatures (a Fulcio certificate in the cosign layer, or a
 sigstore bundle) need the Fulcio roots and the Rekor transparency log — a network and a trust root
-airlock does not manage — and Notation signatures need an X.509 trust policy. airlock counts both
+airlock does not manage here (gates/keyless.py verifies keyless *attestations* for `signed_by`) —
+and Notation signatures need an X.509 trust policy. airlock counts both
 as *present* but never as *verified*, and says so in the result. Verify them with `cosign verify` /
 `notation verify` before promotion if you depend on them.
 
@@ -42,7 +49,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import Field, model_validator
 
-from gates import keys
+from gates import attestations, dsse, intoto, keys
 from gates.base import EvidenceError, EvidenceRef, GateResult, Policy, table_row, utcnow
 from gates.keys import MAX_KEY_FILE_BYTES as MAX_KEY_FILE_BYTES  # re-exported
 from registry.client import RegistryClient
@@ -58,6 +65,7 @@ COSIGN_PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 COSIGN_CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"  # Fulcio cert (keyless)
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
+SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"  # cosign 3's image signature statement
 NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
 SIGSTORE_BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
 # v0.3 and later as `bundle.v0.N+json`; v0.1/v0.2 as `bundle+json;version=0.N`.
@@ -166,12 +174,13 @@ async def _cosign_layer(
 async def _referrers(client: RegistryClient, repo: str, digest: str) -> list[FoundSignature]:
     listing = await list_referrers(client, repo, digest)
     wanted = [(d, k) for d in listing.descriptors if (k := signature_kind(d.artifact_type))]
-    return list(await asyncio.gather(*(_referrer(client, repo, digest, d, k) for d, k in wanted)))
+    found = await asyncio.gather(*(_referrer(client, repo, digest, d, k) for d, k in wanted))
+    return [f for f in found if f is not None]
 
 
 async def _referrer(
     client: RegistryClient, repo: str, subject: str, desc: Descriptor, kind: SignatureKind
-) -> FoundSignature:
+) -> FoundSignature | None:
     """A listed signature referrer, checked against its own manifest: the listing is a hint, the
     manifest's `subject` and artifact type are the truth."""
     try:
@@ -198,7 +207,32 @@ async def _referrer(
             manifest=manifest.digest,
             problem=f"listed as {desc.artifact_type} but the manifest is {own_type}",
         )
-    return FoundSignature(kind, desc.digest, manifest=manifest.digest)
+    found = FoundSignature(kind, desc.digest, manifest=manifest.digest)
+    return await _bundle(client, repo, manifest, found) if kind == "sigstore-bundle" else found
+
+
+async def _bundle(
+    client: RegistryClient, repo: str, manifest: Manifest, found: FoundSignature
+) -> FoundSignature | None:
+    """A bundle's DSSE envelope when it holds cosign 3's image signature (as `payload`), the
+    bundle as found when it holds a message signature, None when it holds another statement."""
+    if len(manifest.layers) != 1 or manifest.layers[0].size > MAX_PAYLOAD_BYTES:
+        return replace(found, problem="a bundle referrer has one layer of at most 1 MiB")
+    data = await client.read_blob(repo, manifest.layers[0])
+    try:
+        envelope = attestations.envelope_of_bundle(data, found.where)
+        if envelope is None:
+            return found  # a message signature: presence only
+        claimed = intoto.parse(dsse.parse(envelope, found.where).payload, found.where)
+    except EvidenceError as e:
+        return replace(found, problem=str(e))
+    if claimed.predicate_type != SIGN_PREDICATE:
+        return None  # an attestation (a report, a VSA…), not a signature
+    material = json.loads(data).get("verificationMaterial") or {}
+    keyless = isinstance(material, dict) and bool(
+        material.get("certificate") or material.get("x509CertificateChain")
+    )
+    return replace(found, payload=envelope, certificate="bundle" if keyless else None)
 
 
 # -------------------------------------------------------------------------------------- keys
@@ -381,6 +415,8 @@ def _check(
     verify = policy.require == "verified"
     if found.problem:
         return _malformed(found, found.problem)
+    if found.kind == "sigstore-bundle" and found.payload is not None:
+        return _check_bundle(found, verify, subject, keys)
     if found.kind != "cosign":
         if not verify:
             return _Check(found, True, "n/a", "present (presence only)")
@@ -437,6 +473,40 @@ def _check(
         f" key{'s' * (n > 1)} (wrong key, or payload or signature altered)",
         rank=_R_WRONG_KEY,
     )
+
+
+def _check_bundle(
+    found: FoundSignature, verify: bool, subject: str, trusted: list[ec.EllipticCurvePublicKey]
+) -> _Check:
+    """cosign 3's image signature: a signed sign/v1 statement naming the digest."""
+    assert found.payload is not None
+    try:
+        envelope = dsse.parse(found.payload, found.where)
+        claimed = intoto.parse(envelope.payload, found.where)
+    except EvidenceError as e:
+        return _malformed(found, str(e))
+    if not claimed.names(subject):
+        named = ", ".join(sorted(claimed.subject_digests())) or "no digest"
+        why = f"signature is for another image: {found.where} names {named}, not {subject}"
+        return _Check(found, False, "no", why, rank=_R_OTHER_IMAGE)
+    if not verify:
+        return _Check(found, True, "n/a", "present (cosign 3 bundle; presence only)")
+    wrapped = [keys.PublicKey(k) for k in trusted]
+    verified = dsse.verify(envelope, wrapped, payload_type=dsse.INTOTO_PAYLOAD_TYPE)
+    if verified.ok:
+        i = wrapped.index(verified.key) + 1
+        return _Check(
+            found, True, "yes", f"verifies with public key {i} ({key_id(trusted[i - 1])})"
+        )
+    if found.certificate:
+        why = "keyless (Fulcio certificate) cosign 3 signature: not verifiable offline"
+        return _Check(found, False, "no", why, rank=_R_KEYLESS)
+    n = len(trusted)
+    why = (
+        f"cosign 3 signature {found.where} does not verify with the {n} trusted"
+        f" key{'s' * (n > 1)} ({verified.message})"
+    )
+    return _Check(found, False, "no", why, rank=_R_WRONG_KEY)
 
 
 def key_id(key: ec.EllipticCurvePublicKey) -> str:

@@ -13,10 +13,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import ValidationError
 
+from gates import dsse, intoto
+from gates.attestations import bundle_of
 from gates.base import EvidenceError
+from gates.keys import PrivateKey
 from gates.signature import (
     COSIGN_PAYLOAD_TYPE,
     NOTATION_SIGNATURE,
+    SIGN_PREDICATE,
     SIGSTORE_BUNDLE_V03,
     FoundSignature,
     SignaturePolicy,
@@ -341,7 +345,9 @@ async def test_sigstore_bundle_referrer_summary_says_keyless_is_out_of_scope(
     registry: Reg,
 ) -> None:
     img = push_image(registry)
-    bundle = im.artifact(img, SIGSTORE_BUNDLE_V03, b"{}", SIGSTORE_BUNDLE_V03)
+    # a real keyless message-signature bundle (sigstore-python's test data), listed for img
+    real = (FIXTURES.parent / "attestations/sigstore-python/bundle_v3.txt.sigstore").read_bytes()
+    bundle = im.artifact(img, SIGSTORE_BUNDLE_V03, real, SIGSTORE_BUNDLE_V03)
     registry.pusher.push(REPO, bundle)
     registry.pusher.push(
         REPO, im.fallback_index([bundle], [SIGSTORE_BUNDLE_V03]), im.fallback_tag_of(img.digest)
@@ -546,3 +552,72 @@ def test_read_public_keys(tmp_path: Path) -> None:
     binary.write_bytes(b"\x00\xff" * 10)
     with pytest.raises(EvidenceError, match="not a PEM public key"):
         read_public_keys([binary])
+
+
+# ---------------------------------------------------------------- cosign 3: signatures as bundles
+
+
+def cosign3_bundle(
+    img: im.Image, key: ec.EllipticCurvePrivateKey, about: str | None = None, kind: str = ""
+) -> im.Image:
+    """What `cosign sign --key` (cosign 3) pushes: a sigstore bundle v0.3 referrer whose DSSE
+    envelope holds an in-toto statement of predicate type sign/v1 about the manifest digest."""
+    private = PrivateKey(key)
+    predicate_type = kind or SIGN_PREDICATE
+    statement = intoto.statement([("", about or img.digest)], predicate_type, {})
+    envelope = dsse.sign(statement, dsse.INTOTO_PAYLOAD_TYPE, private)
+    bundle = bundle_of(envelope, private.key_id)
+    return im.artifact(img, SIGSTORE_BUNDLE_V03, bundle, SIGSTORE_BUNDLE_V03)
+
+
+def push_bundles(registry: Reg, img: im.Image, *bundles: im.Image) -> None:
+    for bundle in bundles:
+        registry.pusher.push(REPO, bundle)
+    registry.pusher.push(
+        REPO,
+        im.fallback_index(list(bundles), [SIGSTORE_BUNDLE_V03] * len(bundles)),
+        im.fallback_tag_of(img.digest),
+    )
+
+
+@pytest.mark.anyio
+async def test_a_cosign3_signature_by_another_key_is_refused(registry: Reg) -> None:
+    img = push_image(registry, "cosign3-forged")
+    push_bundles(registry, img, cosign3_bundle(img, new_key()))
+    result = evaluate(await found_for(registry, img.digest), verified(new_key()), img.digest)
+    assert not result.passed
+    assert "cosign 3 signature" in result.summary and "does not verify" in result.summary
+
+
+@pytest.mark.anyio
+async def test_a_genuine_cosign3_signature_of_another_image_is_refused(registry: Reg) -> None:
+    key = new_key()
+    img, other = push_image(registry, "cosign3-img"), push_image(registry, "cosign3-other")
+    push_bundles(registry, img, cosign3_bundle(img, key, about=other.digest))
+    result = evaluate(await found_for(registry, img.digest), verified(key), img.digest)
+    assert not result.passed and "signature is for another image" in result.summary
+
+
+@pytest.mark.anyio
+async def test_an_attestation_bundle_is_no_signature_even_for_presence(registry: Reg) -> None:
+    """A signed test report (or any statement but sign/v1) next to the image signs nothing."""
+    key = new_key()
+    img = push_image(registry, "cosign3-attestation")
+    report = cosign3_bundle(img, key, kind="https://in-toto.io/attestation/test-result/v0.1")
+    push_bundles(registry, img, report)
+    found = await found_for(registry, img.digest)
+    assert found == []
+    assert not evaluate(found, SignaturePolicy(), img.digest).passed
+
+
+@pytest.mark.anyio
+async def test_a_cosign3_signature_verifies_with_the_key(registry: Reg) -> None:
+    key = new_key()
+    img = push_image(registry, "cosign3-good")
+    push_bundles(registry, img, cosign3_bundle(img, key))
+    found = await found_for(registry, img.digest)
+    result = evaluate(found, verified(new_key(), key), img.digest)
+    assert result.passed, result.summary
+    assert result.summary.startswith("verified: cosign signature sha256:")
+    assert "verifies with public key 2" in result.summary
+    assert evaluate(found, SignaturePolicy(), img.digest).passed  # and it is present
