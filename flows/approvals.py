@@ -395,7 +395,7 @@ def _waiting_line(request: dict[str, Any]) -> str:
         f"waiting for {asking(request)} to promote {request['image']} {request['digest']} into"
         f" {request['stage']}, until {request['deadline']}; approve in the UI ({request['run']},"
         f" Resume) or run: airlock approve {request['run_id']} --by NAME"
-        f" --digest {request['digest']}"
+        f" --digest {request['digest']}{' --key FILE' if request['approver_keys'] else ''}"
     )
 
 

@@ -207,6 +207,31 @@ async def test_drift_watch_finds_a_tag_moved_with_a_forged_record(
     assert intruder.digest in str(e.value)
 
 
+async def test_a_signing_key_in_a_prefect_secret_block_signs(signed: Setup) -> None:
+    """`signing_key: {block: NAME}`: the promoter reads its key from a Prefect Secret block
+    (where a team keeps it), and the VSA it writes verifies with qa's public key; a block that
+    does not exist is one line of bad input, before anything is written."""
+    from prefect.blocks.system import Secret
+
+    pem = (signed.path.parent / "keys/qa.key").read_text()
+    await Secret(value=pem).asave("airlock-test-qa-signing-key", overwrite=True)
+    block = {"block": "airlock-test-qa-signing-key"}
+    signed.write(qa={"signing_key": block, "public_key": "keys/qa.pub"})
+    img = await push_with_evidence(signed, "block-key", "1.0")
+    await hop(signed, signed.ref("dev", "1.0"), "qa")
+    result = verify(signed, signed.ref("qa", "1.0"), "qa")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["digest"] == img.digest
+    records = await signed.history("qa")
+    assert records and all("PRIVATE KEY" not in r.model_dump_json() for r in records)
+
+    signed.write(qa={"signing_key": {"block": "no-such-block"}, "public_key": "keys/qa.pub"})
+    await push_with_evidence(signed, "block-missing", "2.0")
+    with pytest.raises(BadInputError, match="no Secret block named 'no-such-block'"):
+        await hop(signed, signed.ref("dev", "2.0"), "qa")
+    assert signed.digest("qa", "2.0") is None
+
+
 async def test_a_signing_key_that_is_not_the_public_keys_refuses_before_anything(
     signed: Setup,
 ) -> None:
