@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from flows.config import load
@@ -86,14 +85,16 @@ def test_prefect_deploy_all_accepts_the_file(prefect_api: str) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    found = httpx.post(
-        f"{prefect_api}/deployments/filter",
-        json={"work_pools": {"name": {"any_": ["airlock"]}}},
-        timeout=30,
+    from prefect.client.base import PrefectHttpxSyncClient
+
+    # Prefect's own HTTP client: it retries the 503 a busy SQLite server answers under load.
+    api = PrefectHttpxSyncClient(base_url=prefect_api, timeout=30, raise_on_all_errors=False)
+    found = api.post(
+        "/deployments/filter", json={"work_pools": {"name": {"any_": ["airlock"]}}}
     ).json()
     assert {d["name"] for d in found} == NAMES
     on_push = next(d for d in found if d["name"] == "promote-on-push")
-    automations = httpx.post(f"{prefect_api}/automations/filter", json={}, timeout=30).json()
+    automations = api.post("/automations/filter", json={}).json()
     owned = [
         a
         for a in automations
@@ -110,17 +111,13 @@ def test_prefect_deploy_all_accepts_the_file(prefect_api: str) -> None:
         {"working_dir": "/tmp"},
         {"command": "sh -c 'echo owned'"},
     ):
-        refused = httpx.post(
-            f"{prefect_api}/deployments/{promote_id}/create_flow_run",
-            json={**run, "job_variables": override},
-            timeout=30,
+        refused = api.post(
+            f"/deployments/{promote_id}/create_flow_run", json={**run, "job_variables": override}
         )
         assert refused.status_code == 422, (override, refused.status_code, refused.text)
-    plain = httpx.post(
-        f"{prefect_api}/deployments/{promote_id}/create_flow_run", json=run, timeout=30
-    )
+    plain = api.post(f"/deployments/{promote_id}/create_flow_run", json=run)
     assert plain.status_code == 201, plain.text  # (never picked up: no worker here)
-    assert httpx.delete(f"{prefect_api}/flow_runs/{plain.json()['id']}", timeout=30).is_success
+    assert api.delete(f"/flow_runs/{plain.json()['id']}").is_success
 
 
 @pytest.mark.anyio
