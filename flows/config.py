@@ -36,7 +36,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import (
     BaseModel,
@@ -56,13 +56,15 @@ from gates.approval import ApprovalPolicy
 from gates.base import GateKind, Policy, ReportPolicy
 from gates.common import Duration
 from gates.keys import PrivateKey, PublicKey
-from gates.kinds import Gate, gate, signers
 from gates.yamlfile import read_mapping_and_bytes
 from registry import settings
 from registry.auth import Credentials
 from registry.errors import BadInputError
 from registry.reference import InvalidReference, Reference, parse, validate_tag
 from registry.settings import BlockReader
+
+if TYPE_CHECKING:
+    from gates.kinds import Gate
 
 DEFAULT_PIPELINE = "pipeline.yaml"
 
@@ -125,6 +127,8 @@ class GateConfig(_Strict):
         if not isinstance(data, Mapping):
             return config  # already a GateConfig: typed when it was made
         given = data.get("policy", {})
+        from gates.kinds import gate  # every gate module: only when a stage has gates
+
         model = gate(config.kind).policy
         typed = given if isinstance(given, model) else None  # made in code, of the right kind
         if isinstance(given, Policy):
@@ -144,6 +148,8 @@ class GateConfig(_Strict):
     @property
     def gate(self) -> Gate[Any, Any]:
         """The registered kind: what it reads, how it is judged, whether it waits for people."""
+        from gates.kinds import gate
+
         return gate(self.kind)
 
 
@@ -325,6 +331,10 @@ class Pipeline(_Strict):
     def signers(self, stage: Stage) -> list[PublicKey]:
         """Every key the stage's gates name — in `signed_by`, or an approver's — read, so a bad
         one is said at load."""
+        if not stage.gates:
+            return []
+        from gates.kinds import signers
+
         found = [
             key
             for g in stage.gates

@@ -17,8 +17,6 @@ import functools
 import hashlib
 import json
 import ssl
-import sys
-import types
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,13 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-if "httpx" not in sys.modules:
-    # httpx imports its optional command line (click, rich, pygments: ~45 ms here) whenever they
-    # are installed — and Prefect installs them. airlock never uses it; a stub keeps it out.
-    _cli = types.ModuleType("httpx._main")
-    _cli.main = lambda: None  # type: ignore[attr-defined]
-    sys.modules.setdefault("httpx._main", _cli)
-import httpx
+import httpx  # without its command line: see registry/__init__.py
 
 from registry import mediatypes as mt
 from registry import secrets
@@ -184,14 +176,34 @@ _ADVICE = {
 }
 
 
+class _SystemTrust(ssl.SSLContext):
+    """ssl.create_default_context(), with the CA store loaded at the first TLS handshake: loading
+    it costs ~50 ms here, which a registry spoken to over plain HTTP (loopback) never needs."""
+
+    _loaded = False
+
+    def _trust(self) -> None:
+        if not self._loaded:
+            self.load_default_certs(ssl.Purpose.SERVER_AUTH)
+            self._loaded = True
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:  # asyncio and anyio
+        self._trust()
+        return super().wrap_bio(*args, **kwargs)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self._trust()
+        return super().wrap_socket(*args, **kwargs)
+
+
 @functools.cache
 def system_tls() -> ssl.SSLContext:
     """The machine's trust store (honours SSL_CERT_FILE/SSL_CERT_DIR), as docker and skopeo use.
 
-    Built once per process: loading CAs costs ~35 ms here, httpx's certifi default ~95 ms per
-    client.
+    Built once per process (httpx's certifi default costs ~95 ms per client); verifying
+    hostnames and certificates, as create_default_context() does.
     """
-    return ssl.create_default_context()
+    return _SystemTrust(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def allowed_schemes(host: str, insecure: bool) -> list[str]:
