@@ -150,7 +150,15 @@ class VirtualConfig(_Strict):
                         f"{name}: require_stage {repo.require_stage!r} is no stage of the"
                         " pipeline given"
                     ) from None
-                self._stage_keys[name] = pipeline.public_keys(stage)
+                keys = pipeline.public_keys(stage)
+                if not keys:
+                    # served with --pipeline to trust keys: a view quietly left to its unsigned
+                    # records would look enforced and be forgeable by anyone who can push there
+                    raise BadInputError(
+                        f"{name}: require_stage {stage.name!r} has no public_key in the"
+                        " pipeline given: give that stage one, or serve without --pipeline"
+                    )
+                self._stage_keys[name] = keys
 
     @model_validator(mode="after")
     def _references(self) -> VirtualConfig:

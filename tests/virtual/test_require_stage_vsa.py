@@ -18,6 +18,7 @@ from flows.config import load as load_pipeline
 from gates import attestations, vsa
 from gates.keys import generate, load_private_key, read_private_key
 from registry.client import RegistryClient
+from registry.errors import BadInputError
 from registry.manifest import Descriptor
 from tests.support import images as im
 from tests.support.cli import airlock, assert_one_line_error
@@ -132,6 +133,20 @@ def test_the_pipeline_names_the_key_of_a_stage_named_alone(gw: Gw, tmp_path: Pat
     config.trust_pipeline(load_pipeline(tmp_path / "pipeline.yaml"))
     assert config.stage_keys("shop") == [load_private_key(private).public]
     assert config.stage_keys("signed") == [read_private_key(gw.keys / "prod.key").public]
+
+
+def test_a_pipeline_stage_without_public_key_refuses_to_serve(gw: Gw, tmp_path: Path) -> None:
+    """--pipeline asks for signed views: a stage with no key would leave `shop` served from
+    records alone, which anyone who can push to prod can write. Refused before serving."""
+    (tmp_path / "pipeline.yaml").write_text(
+        "registries: {local: {url: '127.0.0.1:5000'}}\n"
+        "stages:\n"
+        "  - {name: dev, registry: local, repository: 'dev/{name}'}\n"
+        "  - {name: prod, registry: local, repository: 'prod/{name}'}\n"
+    )
+    config = load(gw.config)
+    with pytest.raises(BadInputError, match="shop: require_stage 'prod' has no public_key"):
+        config.trust_pipeline(load_pipeline(tmp_path / "pipeline.yaml"))
 
 
 @pytest.mark.parametrize(
