@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # airlock runs on asyncio only, but httpcore imports trio whenever it is installed (Prefect
-# brings it): ~0.15 s of every command's start. Marked absent, httpcore uses anyio alone. Likewise
-# h2 (~35 ms): registry clients speak HTTP/1.1 only.
+# brings it): ~0.15 s of every command's start. Marked absent, httpcore uses anyio alone. (h2 is
+# left alone, ~35 ms: Prefect's client speaks HTTP/2 when PREFECT_API_ENABLE_HTTP2 is set.)
 sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
-sys.modules.setdefault("h2", None)  # type: ignore[arg-type]
 
 from airlock import __version__  # noqa: E402 (after the line above, on purpose)
 from registry.errors import EXIT_BAD_INPUT, EXIT_REGISTRY, AirlockError, BadInputError  # noqa: E402
