@@ -151,6 +151,19 @@ def _quiet_tracebacks() -> None:
                 ("Finished in state Failed", "Task run failed with state")
             )
 
+    class NoLateHeartbeat(logging.Filter):
+        """Prefect's flow-run heartbeat thread can emit once more after the run ended and its
+        events worker stopped, logging that race with a traceback; the run is final by then and
+        nothing is lost, so the console does not show it."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            error = record.exc_info[1] if record.exc_info else None
+            return not (
+                record.name == "prefect.events.utilities"
+                and isinstance(error, RuntimeError)
+                and "stopped service instance" in str(error)
+            )
+
     quiet = NoAirlockTracebacks()
     loggers = [
         logging.getLogger(),
@@ -160,10 +173,11 @@ def _quiet_tracebacks() -> None:
             if name.startswith("prefect")
         ),
     ]
-    console = NoFailedEcho()
+    console, late = NoFailedEcho(), NoLateHeartbeat()
     for logger in loggers:
         for handler in logger.handlers:
             handler.addFilter(quiet)
+            handler.addFilter(late)
             if isinstance(handler, PrefectConsoleHandler):
                 handler.addFilter(console)
 
