@@ -16,36 +16,45 @@ import asyncio
 import datetime as dt
 import functools
 import hashlib
-import json
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from flows import hops
 from flows.approvals import asking, deployed, wait_for_approval
-from flows.config import GateConfig, Pipeline, load
+from flows.batch import promote_batch
+from flows.config import GateConfig, load
 from flows.hops import Hop, PromotionRefused, artifact_key, clients, resolve
-from flows.records import Approval, PromotionRecord, history, recorded, write_record
-from gates import vsa
+from flows.landing import (
+    BOARD_KEY,
+    Event,
+    board,
+    done_before,
+    land,
+    lazy_prefect_tls,
+    refuse_immutable,
+    repository_lock,
+    summary,
+)
+from flows.records import Approval, PromotionRecord, history, write_record
 from gates.approval import name_problem
 from gates.base import GateResult
 from registry.client import RegistryClient
 from registry.copy import copy_image
 from registry.errors import AirlockError, BadInputError, RegistryError
 from registry.manifest import Descriptor
-from registry.reference import Reference, parse
+from registry.reference import parse
 from registry.version import __version__
 
-BOARD_KEY = "airlock-stage-board"
+__all__ = ["BOARD_KEY", "pipeline", "promote", "rollback"]
 P = ParamSpec("P")
 R = TypeVar("R")
+
+lazy_prefect_tls()  # in every process that runs these flows
 
 
 class PipelineRefused(PromotionRefused):
@@ -130,51 +139,6 @@ bind_digest = task(
 # ---------------------------------------------------------------------------- promote
 
 
-def _limit_name(target: Reference) -> str:
-    """A global concurrency limit per target repository (no '/' allowed in names).
-
-    Per repository, not only per tag: a repository's history and its referrers' fallback indexes
-    are read-modify-write, and registries offer no conditional writes, so two promotions into one
-    repository — even under different tags — must not interleave their writes.
-    """
-    readable = re.sub(r"[^a-zA-Z0-9_-]+", "_", target.repository)[:60]
-    return f"airlock-{readable}-{hashlib.sha256(target.name.encode()).hexdigest()[:10]}"
-
-
-async def _ensure_limit(name: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import (
-        GlobalConcurrencyLimitCreate,
-        GlobalConcurrencyLimitUpdate,
-    )
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    async with get_client() as client:
-        try:
-            limit = await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with suppress(ObjectAlreadyExists):  # another promotion created it meanwhile
-                await client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=1)
-                )
-            return
-        if not limit.active or limit.limit != 1:
-            # An inactive limit admits everyone: serialisation would silently disappear.
-            await client.update_global_concurrency_limit(
-                name, GlobalConcurrencyLimitUpdate(limit=1, active=True)
-            )
-
-
-@asynccontextmanager
-async def repository_lock(ref: Reference) -> AsyncIterator[None]:
-    """Hold the repository's limit: no promotion or rollback writes to it meanwhile (and a
-    reader — drift-watch — never sees a tag moved before its record is written)."""
-    name = _limit_name(ref)
-    await _ensure_limit(name)
-    async with concurrency(name, occupy=1, strict=True):
-        yield
-
-
 @flow(name="airlock-promote", flow_run_name="promote {image} to {to_stage}")
 @failing_quietly
 async def promote(image: str, to_stage: str, requester: str | None = None) -> dict[str, Any]:
@@ -221,11 +185,11 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
         current = await dst.head_manifest(hop.target.repository, hop.target.reference)
         if current is not None and current.digest == hop.digest:
             async with repository_lock(hop.target):
-                done = await _done_before(dst, hop, current)
+                done = await done_before(dst, hop, current)
             if done:
                 logger.info("%s already holds %s: nothing to do", hop.target, hop.digest)
-                return _summary(hop, "already there", None)
-        _refuse_immutable(hop, current)
+                return summary(hop, "already there", None)
+        refuse_immutable(hop, current)
 
         # gates that wait for people (approval) come last, and only if the others passed
         task_gates = [g for g in stage.gates if not g.gate.waits_for_people]
@@ -238,7 +202,7 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
             shown = await hops.earlier(hop, opened) if stage.asks_approval else []
 
             async def waiting(request: dict[str, Any]) -> None:
-                await _board(pipeline, hop, opened, f"waiting for {asking(request)}")
+                await board(pipeline, opened, Event(hop, f"waiting for {asking(request)}"))
 
             for g in (g for g in stage.gates if g.gate.waits_for_people):
                 verdict, approvals = await wait_for_approval(
@@ -249,126 +213,17 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
         refused = [r for r in results if not r.passed]
         if refused:
             r = refused[0]
-            await _board(pipeline, hop, opened, f"refused: {r.gate} gate {r.summary}", approvals)
+            why = f"refused: {r.gate} gate {r.summary}"
+            await board(pipeline, opened, Event(hop, why, tuple(approvals)))
             raise PromotionRefused(f"{stage.name}: {r.gate} gate {r.summary}")
 
         async with repository_lock(hop.target):
-            current = await dst.head_manifest(hop.target.repository, hop.target.reference)
-            if await _done_before(dst, hop, current):
-                return _summary(hop, "already there", None)
-            _refuse_immutable(hop, current)
-            copied = await copy_image(
-                src, hop.source, dst, hop.target, no_clobber=stage.immutable, evidence_only=True
-            )
-            for warning in copied.warnings:
-                logger.warning("%s", warning)
-            record = PromotionRecord(
-                stage=stage.name,
-                image=hop.name,
-                digest=hop.digest,
-                source=str(hop.source),
-                target=str(hop.target.with_digest(hop.digest)),
-                tags=[hop.target.tag or ""],
-                release=hop.release,
-                published=stage.published(hop.name, hop.target.tag),
-                gates=results,
-                approvals=approvals,
-                requester=requester,
-                policy=pipeline.policy(stage),
-                flow_run_id=flow_run.id,
-                flow_run_url=flow_run.ui_url,
-                airlock_version=__version__,
-                started_at=started,
-                finished_at=dt.datetime.now(dt.UTC),
-            )
-            subject = Descriptor(hop.manifest.media_type, hop.digest, len(hop.manifest.raw))
-            record_digest = await write_record(dst, hop.target.repository, subject, record)
-            if signer is not None:
-                written = await vsa.write(
-                    dst,
-                    hop.target.repository,
-                    subject,
-                    hop.target.name,
-                    _vsa_predicate(pipeline, hop, results, record_digest),
-                    signer,
-                )
-                logger.info("%s VSA signed by %s: %s", stage.name, signer.short_id, written.bundle)
-        await _summary_artifact(hop, record, record_digest)
-        await _board(pipeline, hop, opened, "promoted", approvals)
-        return _summary(hop, "promoted", record_digest)
-
-
-def _vsa_predicate(
-    pipeline: Pipeline, hop: Hop, results: list[GateResult], record_digest: str
-) -> dict[str, Any]:
-    """What the stage verified, as a VSA: every piece of evidence its gates read and the
-    promotion record (which holds the approvals), by digest."""
-    policy = pipeline.policy(hop.stage)
-    target = hop.target.with_digest(hop.digest)
-    inputs = [(e.source, e.digest) for r in results for e in r.evidence]
-    inputs.append((f"{target.name}@{record_digest}", record_digest))
-    return vsa.predicate(
-        stage=hop.stage.name,
-        resource_uri=str(target),
-        policy_uri=f"file://{policy.file}#stages.{hop.stage.name}",
-        policy_digest=f"sha256:{policy.sha256}",
-        inputs=inputs,
-        passed=True,
-        version=__version__,
-        verified_at=dt.datetime.now(dt.UTC),
-    )
-
-
-async def _done_before(dst: RegistryClient, hop: Hop, current: Descriptor | None) -> bool:
-    """Whether this hop was promoted already: the tag holds the digest *and* this stage's record
-    of it exists (under the repository's lock: a record missing from the history is added).
-    A tag moved by a promotion that failed before writing its record is not done: the hop runs
-    again (its copy finds everything there) and writes the record."""
-    if current is None or current.digest != hop.digest:
-        return False
-    if await recorded(dst, hop.target.repository, hop.digest, hop.stage.name) and (
-        await _vsa_written(dst, hop)
-    ):
-        return True
-    get_run_logger().warning(
-        "%s holds %s but has no %s record of it (an earlier promotion failed after moving the"
-        " tag): judging the gates again and writing the record",
-        hop.target,
-        hop.digest,
-        hop.stage.name,
-    )
-    return False
-
-
-async def _vsa_written(dst: RegistryClient, hop: Hop) -> bool:
-    """Whether the stage's VSA is there, where the stage signs and names its public key (a hop
-    whose VSA write failed after its record is not done: it runs again)."""
-    trusted = hop.pipeline.public_keys(hop.stage)
-    if hop.stage.signing_key is None or not trusted:
-        return True
-    repo = hop.target.repository
-    return (await vsa.check(dst, repo, hop.digest, hop.stage.name, trusted)).verified
-
-
-def _refuse_immutable(hop: Hop, current: Descriptor | None) -> None:
-    if current is not None and current.digest != hop.digest and hop.stage.immutable:
-        raise PromotionRefused(
-            f"{hop.stage.name}: {hop.target} already points at {current.digest} and the stage is"
-            " immutable; tags there never move (promote under a new tag)"
-        )
-
-
-def _summary(hop: Hop, status: str, record: str | None) -> dict[str, Any]:
-    return {
-        "status": status,
-        "stage": hop.stage.name,
-        "image": hop.name,
-        "digest": hop.digest,
-        "source": str(hop.source),
-        "target": str(hop.target.with_digest(hop.digest)),
-        "record": record,
-        "published": hop.stage.published(hop.name, hop.target.tag),
-    }
+            landed = await land(hop, src, dst, results, approvals, requester, signer, started)
+        if landed is None:
+            return summary(hop, "already there", None)
+        await _summary_artifact(hop, landed.record, landed.digest)
+        await board(pipeline, opened, Event(hop, "promoted", tuple(approvals)))
+        return summary(hop, "promoted", landed.digest)
 
 
 async def _gate_table(hop: Hop, results: list[GateResult]) -> None:
@@ -413,89 +268,6 @@ async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: st
     )
 
 
-async def _board(
-    pipeline: Pipeline,
-    hop: Hop,
-    opened: dict[str, RegistryClient],
-    status: str,
-    approvals: list[Approval] | None = None,
-) -> None:
-    """The stage board (a stable artifact key): one row per image, release and stage — the
-    digest really under the stage's tag, and for this hop's stage what happened (promoted,
-    waiting for approval, refused: why), when, who approved, and the run. Other rows are kept
-    (a row of another stage keeps its story while its tag holds the same digest); the board is
-    read-modify-write, so concurrent hops take turns. The hop's clients (`opened`) are reused;
-    a stage whose registry this process cannot read (no credentials here) shows "?"."""
-    from prefect.artifacts import Artifact
-
-    release = hop.release or hop.target.tag or ""
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    fresh = {}
-    for stage in pipeline.stages:
-        ref = pipeline.reference(stage, hop.name)
-        tag = stage.tag_for(hop.release, hop.digest)
-        try:
-            if stage.registry in opened:
-                current = await opened[stage.registry].head_manifest(ref.repository, tag)
-            else:
-                async with clients(pipeline, stage) as other:
-                    current = await other[stage.registry].head_manifest(ref.repository, tag)
-            digest = current.digest if current else "—"
-        except AirlockError:
-            digest = "?"
-        fresh[stage.name] = {
-            "image": hop.name,
-            "release": release,
-            "stage": stage.name,
-            "tag": tag,
-            "digest": digest,
-            "status": "",
-            "when": "",
-            "approved by": "",
-            "run": "",
-        }
-    fresh[hop.stage.name].update(
-        {
-            "status": status,
-            "when": now,
-            "approved by": ", ".join(a.shown for a in approvals or []),
-            "run": flow_run.ui_url or "",
-        }
-    )
-    order = {s.name: i for i, s in enumerate(pipeline.stages)}
-    await _ensure_limit(BOARD_KEY)
-    async with concurrency(BOARD_KEY, occupy=1, strict=True):
-        latest = await Artifact.aget(BOARD_KEY)
-        try:
-            rows = [r for r in (json.loads(latest.data) if latest else []) if _row_ok(r)]
-        except (TypeError, ValueError, AttributeError):
-            rows = []  # an unreadable board is rebuilt from this image on
-        mine = {
-            r["stage"]: r for r in rows if (r["image"], r.get("release", "")) == (hop.name, release)
-        }
-        for name, row in fresh.items():
-            before = mine.get(name)
-            if name != hop.stage.name and before and before.get("digest") == row["digest"]:
-                fresh[name] = {**row, **{k: before.get(k, "") for k in _STORY}}
-        kept = [r for r in rows if (r["image"], r.get("release", "")) != (hop.name, release)]
-        await create_table_artifact(
-            table=sorted(
-                kept + list(fresh.values()),
-                key=lambda r: (str(r["image"]), str(r.get("release")), order.get(r["stage"], 99)),
-            ),
-            key=BOARD_KEY,
-            description="Every image's release in every stage: the digest under the stage's tag,"
-            " the last promotion's outcome, when, who approved, the run",
-        )
-
-
-_STORY = ("status", "when", "approved by", "run")  # what a board row says of its last event
-
-
-def _row_ok(row: Any) -> bool:
-    return isinstance(row, dict) and {"image", "stage"} <= row.keys()
-
-
 # ---------------------------------------------------------------------------- pipeline
 
 
@@ -536,32 +308,48 @@ async def pipeline(
     config = load()
     if until is not None:
         config.stage(until)
-    for image in images:
-        config.locate(parse(image))  # bad input fails before any hop runs
-    limit = asyncio.Semaphore(max_concurrency)
-
-    async def one(image: str) -> dict[str, Any]:
-        async with limit:
-            ref = parse(image)
-            here, _ = config.locate(ref)
-            reached: dict[str, Any] = {"image": image, "reached": here.name, "refused": None}
-            for stage in config.stages[config.stages.index(here) + 1 :]:
-                try:
-                    done = await promote(image=image, to_stage=stage.name, requester=requester)
-                except PromotionRefused as e:
-                    reached["refused"] = str(e)
-                    return reached
-                except Exception as e:
-                    reached["error"] = f"{stage.name}: {e}"
-                    return reached
-                reached.update(reached=stage.name, digest=done["digest"])
-                image = done["target"].split("@", 1)[0]  # the next hop starts here
-                if stage.name == until:
-                    break
-            return reached
+    if requester is not None and (problem := name_problem(requester)):
+        raise BadInputError(f"requester {requester!r}: {problem}")
+    if max_concurrency < 1:
+        raise BadInputError(f"max_concurrency {max_concurrency}: give 1 or more")
+    outcomes = [  # bad input fails before any hop runs
+        {"image": image, "reached": config.locate(parse(image))[0].name, "refused": None}
+        for image in images
+    ]
+    at = list(images)  # where each image is now, by tag
+    last = config.stages.index(config.stage(until)) if until else len(config.stages) - 1
+    for index in range(1, last + 1):
+        stage = config.stages[index]
+        moving = [
+            i
+            for i, o in enumerate(outcomes)
+            if o["reached"] == config.stages[index - 1].name
+            and not o["refused"]
+            and not o.get("error")
+        ]
+        if not moving:
+            continue
+        if stage.asks_approval:  # each waits in a run of its own (it may pause there)
+            done = await _one_by_one(
+                [at[i] for i in moving], stage.name, requester, max_concurrency
+            )
+        else:
+            done = [
+                m.done or {"refused": m.refused, "error": m.error}
+                for m in await promote_batch(
+                    config, stage, [at[i] for i in moving], requester, max_concurrency
+                )
+            ]
+        for i, result in zip(moving, done, strict=True):
+            if result.get("refused"):
+                outcomes[i]["refused"] = result["refused"]
+            elif result.get("error"):
+                outcomes[i]["error"] = result["error"]
+            else:
+                outcomes[i].update(reached=stage.name, digest=result["digest"])
+                at[i] = result["target"].split("@", 1)[0]  # the next hop starts here
 
     # Every image runs to its own end: one image's failure never abandons another's hops.
-    outcomes = list(await asyncio.gather(*(one(i) for i in images)))
     errors = [f"{o['image']}: {o['error']}" for o in outcomes if o.get("error")]
     refusals = [f"{o['image']}: {o['refused']}" for o in outcomes if o["refused"]]
     if errors:
@@ -569,6 +357,24 @@ async def pipeline(
     if refusals:
         raise PipelineRefused("; ".join(refusals), outcomes)
     return outcomes
+
+
+async def _one_by_one(
+    images: list[str], to_stage: str, requester: str | None, max_concurrency: int
+) -> list[dict[str, Any]]:
+    """A `promote` run per image (several at once): its summary, or why it stopped."""
+    limit = asyncio.Semaphore(max_concurrency)
+
+    async def one(image: str) -> dict[str, Any]:
+        async with limit:
+            try:
+                return await promote(image=image, to_stage=to_stage, requester=requester)
+            except PromotionRefused as e:
+                return {"refused": str(e)}
+            except Exception as e:  # this image's hop failed; the others go on
+                return {"error": f"{to_stage}: {e}"}
+
+    return list(await asyncio.gather(*(one(i) for i in images)))
 
 
 # ---------------------------------------------------------------------------- rollback

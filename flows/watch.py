@@ -22,7 +22,7 @@ from prefect.events import emit_event
 
 from flows.config import GateConfig, Pipeline, Stage, load
 from flows.hops import clients
-from flows.promote import repository_lock
+from flows.landing import repository_lock
 from flows.records import NOT_A_RELEASE, history
 from gates import vsa
 from gates.kinds import Candidate

@@ -41,7 +41,7 @@ from registry.errors import (
     RegistryError,
     UnsupportedContent,
 )
-from registry.http import READ_CHUNK
+from registry.http import READ_CHUNK, lazy_default_context
 from registry.manifest import (
     MAX_MANIFEST_SIZE,
     MAX_REFERRERS,
@@ -176,26 +176,6 @@ _ADVICE = {
 }
 
 
-class _SystemTrust(ssl.SSLContext):
-    """ssl.create_default_context(), with the CA store loaded at the first TLS handshake: loading
-    it costs ~50 ms here, which a registry spoken to over plain HTTP (loopback) never needs."""
-
-    _loaded = False
-
-    def _trust(self) -> None:
-        if not self._loaded:
-            self.load_default_certs(ssl.Purpose.SERVER_AUTH)
-            self._loaded = True
-
-    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:  # asyncio and anyio
-        self._trust()
-        return super().wrap_bio(*args, **kwargs)
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        self._trust()
-        return super().wrap_socket(*args, **kwargs)
-
-
 @functools.cache
 def system_tls() -> ssl.SSLContext:
     """The machine's trust store (honours SSL_CERT_FILE/SSL_CERT_DIR), as docker and skopeo use.
@@ -203,7 +183,7 @@ def system_tls() -> ssl.SSLContext:
     Built once per process (httpx's certifi default costs ~95 ms per client); verifying
     hostnames and certificates, as create_default_context() does.
     """
-    return _SystemTrust(ssl.PROTOCOL_TLS_CLIENT)
+    return lazy_default_context()
 
 
 def allowed_schemes(host: str, insecure: bool) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import flows.landing as fl
 import flows.promote as fp
 from flows.config import RegistrySettings
 from flows.promote import PromotionRefused, pipeline, promote, rollback
@@ -82,7 +83,7 @@ async def test_an_inactive_limit_is_switched_back_on(setup: Setup) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    name = fp._limit_name(parse(setup.ref("qa", "1.0")))
+    name = fl._limit_name(parse(setup.ref("qa", "1.0")))
     async with get_client() as client:
         await client.create_global_concurrency_limit(
             GlobalConcurrencyLimitCreate(name=name, limit=5, active=False)
@@ -92,6 +93,28 @@ async def test_an_inactive_limit_is_switched_back_on(setup: Setup) -> None:
     async with get_client() as client:
         limit = await client.read_global_concurrency_limit_by_name(name)
     assert limit.active and limit.limit == 1
+
+
+async def test_a_batch_switches_inactive_limits_back_on(setup: Setup) -> None:
+    """A pipeline batch into two repositories reads all limits at once: a limit someone made
+    inactive (it would admit everyone) is switched back to one slot there too."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    names = [fl._limit_name(parse(setup.ref("qa", "1.0", name))) for name in ("app", "other")]
+    async with get_client() as client:
+        await client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=names[0], limit=5, active=False)
+        )
+    await push_with_evidence(setup, "inactive-batch", "1.0")
+    other = setup.push("inactive-other", "1.0", name="other")
+    await attach_evidence(setup.reg, other, repo="dev/other")
+    await pipeline(images=[setup.ref("dev", "1.0"), setup.ref("dev", "1.0", "other")], until="qa")
+    async with get_client() as client:
+        for name in names:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+            assert limit.active and limit.limit == 1 and limit.active_slots == 0, name
+    assert setup.digest("qa", "1.0", "other") == other.digest
 
 
 async def test_rolling_to_the_digest_already_there_is_refused(setup: Setup) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import flows.landing as fl
 import flows.promote as fp
 from flows.promote import PromotionRefused, pipeline, promote
 from registry import mediatypes as mt
@@ -452,7 +453,7 @@ async def test_two_promotions_of_one_tag_are_serialised(
     setup.write(qa={"tag": "latest"})
     a = await push_with_evidence(setup, "race-a", "a")
     b = await push_with_evidence(setup, "race-b", "b")
-    real_copy, real_ensure = fp.copy_image, fp._ensure_limit
+    real_copy, real_ensure = fl.copy_image, fl._ensure_limits
     asked: list[str] = []
     both_asked = asyncio.Event()
     second_copy = asyncio.Event()
@@ -460,11 +461,11 @@ async def test_two_promotions_of_one_tag_are_serialised(
     overlap: list[int] = []
     in_copy = 0
 
-    async def ensure_limit(name: str) -> None:
-        await real_ensure(name)
-        if name == fp.BOARD_KEY:
+    async def ensure_limits(names: list[str]) -> None:
+        await real_ensure(names)
+        if names == [fl.BOARD_KEY]:
             return
-        asked.append(name)
+        asked.extend(names)
         if len(asked) == 2:
             both_asked.set()
 
@@ -493,8 +494,8 @@ async def test_two_promotions_of_one_tag_are_serialised(
         finally:
             in_copy -= 1
 
-    monkeypatch.setattr(fp, "_ensure_limit", ensure_limit)
-    monkeypatch.setattr(fp, "copy_image", copy_image)
+    monkeypatch.setattr(fl, "_ensure_limits", ensure_limits)
+    monkeypatch.setattr(fl, "copy_image", copy_image)
 
     results = await asyncio.gather(
         hop(setup, setup.ref("dev", "a"), "qa"),
@@ -511,11 +512,74 @@ async def test_two_promotions_of_one_tag_are_serialised(
 
     from prefect.client.orchestration import get_client
 
-    name = fp._limit_name(parse(setup.ref("qa", "latest")))
-    assert [n for n in asked if n != fp.BOARD_KEY] == [name, name] and "/" not in name
+    name = fl._limit_name(parse(setup.ref("qa", "latest")))
+    assert [n for n in asked if n != fl.BOARD_KEY] == [name, name] and "/" not in name
     async with get_client() as client:
         limit = await client.read_global_concurrency_limit_by_name(name)
     assert limit.limit == 1 and limit.active and limit.active_slots == 0
+
+
+async def test_a_batch_lands_one_repository_s_images_one_at_a_time(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline promotes a batch of images into qa inside its own run: two of them go to
+    the same repository (qa/app, tags 1.0 and 2.0), whose history is read-modify-write, so
+    their copy-and-record steps must not overlap — the first copy waits a bounded second for
+    the other to start — and both records end in the history."""
+    a = await push_with_evidence(setup, "batch-a", "1.0")
+    b = await push_with_evidence(setup, "batch-b", "2.0")
+    real_copy = fl.copy_image
+    second_started = asyncio.Event()
+    copying: list[str] = []
+    overlapped: list[bool] = []
+
+    async def copy_image(src: RegistryClient, source: Any, *args: Any, **kw: Any) -> Any:
+        copying.append(source.digest)
+        if len(copying) == 1:
+            try:
+                await asyncio.wait_for(second_started.wait(), timeout=1.0)
+                overlapped.append(True)
+            except TimeoutError:
+                overlapped.append(False)
+        else:
+            second_started.set()
+        return await real_copy(src, source, *args, **kw)
+
+    monkeypatch.setattr(fl, "copy_image", copy_image)
+    outcomes = await pipeline(
+        images=[setup.ref("dev", "1.0"), setup.ref("dev", "2.0")],
+        until="qa",
+        requester=REQUESTER,
+        max_concurrency=4,
+    )
+
+    assert [o["reached"] for o in outcomes] == ["qa", "qa"]
+    assert overlapped == [False] and sorted(copying) == sorted([a.digest, b.digest])
+    assert (setup.digest("qa", "1.0"), setup.digest("qa", "2.0")) == (a.digest, b.digest)
+    assert sorted(r.digest for r in await setup.history("qa")) == sorted([a.digest, b.digest])
+    for img, tag in ((a, "1.0"), (b, "2.0")):
+        [record] = await setup.records("qa", img.digest)
+        assert record.tags == [tag] and [g.gate for g in record.gates] == ["tests", "scan"]
+
+
+async def test_a_batch_refusal_stops_only_that_image(setup: Setup) -> None:
+    """One image of the batch fails its scan: it stops in dev with the reason, the other goes
+    on to staging, and the run fails naming the refused one."""
+    good = await push_with_evidence(setup, "batch-good", "1.0")
+    await push_with_evidence(setup, "batch-bad", "2.0", scan=CRITICAL_SCAN)
+
+    with pytest.raises(fp.PipelineRefused) as refused:
+        await pipeline(
+            images=[setup.ref("dev", "1.0"), setup.ref("dev", "2.0")],
+            until="staging",
+            requester=REQUESTER,
+        )
+
+    first, second = refused.value.outcomes
+    assert first["reached"] == "staging" and first["refused"] is None
+    assert second["reached"] == "dev" and "qa: scan gate" in second["refused"]
+    assert setup.digest("staging", "1.0") == good.digest
+    assert setup.tags("qa") == ["1.0"] and "2.0" in str(refused.value)
 
 
 async def test_the_concurrency_limit_is_created_on_demand_per_target_repository(
@@ -528,8 +592,8 @@ async def test_the_concurrency_limit_is_created_on_demand_per_target_repository(
 
     await push_with_evidence(setup, "limit-1", "1.0")
     await push_with_evidence(setup, "limit-2", "2.0")
-    qa_1, qa_2 = (fp._limit_name(parse(setup.ref("qa", tag))) for tag in ("1.0", "2.0"))
-    staging = fp._limit_name(parse(setup.ref("staging", "1.0")))
+    qa_1, qa_2 = (fl._limit_name(parse(setup.ref("qa", tag))) for tag in ("1.0", "2.0"))
+    staging = fl._limit_name(parse(setup.ref("staging", "1.0")))
     assert qa_1 == qa_2 and qa_1 != staging
     assert "/" not in qa_1
     async with get_client() as client:
