@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -90,6 +91,58 @@ async def test_insecure_skips_verification(tls_registry: tuple[str, Path]) -> No
     host, _ = tls_registry
     async with RegistryClient(host, insecure=True, retry=FAST_RETRY) as client:
         assert await client.base_url() == f"https://{host}"
+
+
+async def test_a_lazy_context_verifies_with_its_ca_file_at_the_first_handshake(
+    tls_registry: tuple[str, Path],
+) -> None:
+    """The context whose CA file is read at the first handshake (what Prefect's API clients get
+    from flows/landing.lazy_prefect_tls) trusts that CA, and nothing else: built without it,
+    the same server is refused."""
+    import ssl
+
+    from registry.http import lazy_default_context
+
+    host, ca = tls_registry
+    trusted = lazy_default_context(cafile=str(ca))
+    assert trusted.cert_store_stats()["x509_ca"] == 0  # nothing read yet
+    async with httpx.AsyncClient(verify=trusted) as client:
+        assert (await client.get(f"https://{host}/v2/")).status_code == 200
+    assert trusted.cert_store_stats()["x509_ca"] == 1
+    assert trusted.verify_mode == ssl.CERT_REQUIRED and trusted.check_hostname
+    async with httpx.AsyncClient(verify=lazy_default_context()) as client:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.get(f"https://{host}/v2/")
+
+
+async def test_prefect_api_clients_get_the_lazy_context_with_prefect_s_cert_file(
+    tls_registry: tuple[str, Path],
+) -> None:
+    """After lazy_prefect_tls, a Prefect API client still verifies with
+    PREFECT_API_SSL_CERT_FILE (the TLS registry stands in for an HTTPS API: any answer over a
+    verified connection will do)."""
+    from prefect.client.orchestration import PrefectClient
+    from prefect.settings import (
+        PREFECT_API_SSL_CERT_FILE,
+        PREFECT_CLIENT_MAX_RETRIES,
+        temporary_settings,
+    )
+
+    from flows.landing import lazy_prefect_tls
+    from registry.http import LazyTrust
+
+    lazy_prefect_tls()
+    host, ca = tls_registry
+    with temporary_settings({PREFECT_API_SSL_CERT_FILE: str(ca)}):
+        async with PrefectClient(f"https://{host}/v2") as client:
+            assert (await client._client.get("/")).status_code == 200
+    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):  # refused at once, not retried
+        async with PrefectClient(f"https://{host}/v2") as client:  # certifi lacks our CA
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client._client.get("/")
+    import prefect.client.orchestration as orchestration
+
+    assert isinstance(orchestration.ssl.create_default_context(cafile=str(ca)), LazyTrust)
 
 
 # ------------------------------------------------------------------------ a misbehaving registry
