@@ -249,14 +249,17 @@ class Api:
         return None
 
     def waiting_approval(self, image: str, stage: str = "prod") -> dict[str, Any] | None:
-        """The promote run of `image` into `stage`, once it waits for an approval it can take."""
+        """The run (a promote run, or a pipeline run that suspended itself) waiting for an
+        approval of `image` into `stage`, once the approval can be taken."""
+        from flows.approvals import REQUEST_KEY
+
         paused = {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
         for run in self.post("/flow_runs/filter", paused):
-            params = run["parameters"] or {}
             keyset = (run["state"].get("state_details") or {}).get("run_input_keyset")
-            if not (
-                params.get("to_stage") == stage and image in params.get("image", "") and keyset
-            ):
+            asked = keyset and http_json(f"{self.url}/flow_runs/{run['id']}/input/{REQUEST_KEY}")
+            asked = json.loads(asked) if isinstance(asked, str) else asked  # stored as JSON text
+            where = f"{asked['source']} {asked['target']}" if asked else ""
+            if not (asked and asked["stage"] == stage and image in where):
                 continue
             # Prefect saves the Resume form's schema just after pausing: wait for it
             if http_json(f"{self.url}/flow_runs/{run['id']}/input/{keyset['schema']}") is not None:
@@ -440,14 +443,15 @@ def run_demo(
         write_pipeline(demo)
         start_airlock_services(demo)
         good, bad, forged, pushed = ci_pushes(demo)
-        run, to_start, to_staging = follow_to_staging(demo, good, pushed)
+        run, (to_start, to_qa, to_staging) = follow_to_staging(demo, good, pushed)
         approve_prod(demo)
         done = pipeline_outcomes(demo, run, bad, forged)
         ok = asyncio.run(_report(demo.host, good, bad))
         ok = verify_outcomes(demo) and ok
         ok = customer_pull(demo, good, bad) and ok
         demo.clock.say(
-            f"done: push → flow start {to_start:.1f} s, push → staging {to_staging:.1f} s,"
+            f"done: push → flow start {to_start:.1f} s, → qa {to_qa:.1f} s,"
+            f" → staging {to_staging:.1f} s,"
             f" whole demo {time.monotonic() - demo.clock.start:.1f} s"
         )
         if keep:
@@ -557,26 +561,29 @@ def ci_pushes(demo: Demo) -> tuple[Manifest, Manifest, Manifest, float]:
 
 def follow_to_staging(
     demo: Demo, good: Manifest, pushed: float
-) -> tuple[dict[str, Any], float, float]:
+) -> tuple[dict[str, Any], tuple[float, float, float]]:
     """promote-on-push starts, and app:1.0 passes qa and staging by itself. Returns the run and
-    the seconds from the push to its start and to staging."""
+    the seconds from the push to its start, to qa and to staging."""
     good_ref = f"{demo.host}/dev/app:1.0@{good.digest}"
     run = demo.until("the pipeline run of app:1.0", lambda: demo.api.pipeline_run(good_ref))
     started = demo.until("the pipeline run to start", lambda: demo.api.started(run["id"]))
     to_start = dt.datetime.fromisoformat(started).timestamp() - pushed
     demo.clock.say(f"promote-on-push run {run['name']} started {to_start:.1f} s after the push")
 
-    async def staged() -> bool:
+    async def there(stage: str) -> bool:
         async with RegistryClient(demo.host) as client:
-            now = await client.head_manifest("staging/app", "1.0")
+            now = await client.head_manifest(f"{stage}/app", "1.0")
         return now is not None and now.digest == good.digest
 
-    demo.until("app:1.0 to reach staging", lambda: asyncio.run(staged()))
+    demo.until("app:1.0 to reach qa", lambda: asyncio.run(there("qa")))
+    to_qa = time.time() - pushed
+    demo.clock.say(f"app:1.0 reached qa {to_qa:.1f} s after the push (its gates passed)")
+    demo.until("app:1.0 to reach staging", lambda: asyncio.run(there("staging")))
     to_staging = time.time() - pushed
     demo.clock.say(
         f"app:1.0 reached staging {to_staging:.1f} s after the push (qa, staging passed)"
     )
-    return run, to_start, to_staging
+    return run, (to_start, to_qa, to_staging)
 
 
 def approve_prod(demo: Demo) -> None:

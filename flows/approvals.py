@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
@@ -172,8 +172,9 @@ async def wait_for_approval(
     given = await decisions.read()
     inputs = [g for g, _ in given]
     approvals = [a for _, a in given]
-    suspend = deployed() and config.timeout >= SUSPEND_AFTER
-    deadline = _started(suspend) + config.timeout
+    suspend = suspends(config)
+    first = await asked_at(decisions.key) if suspend else dt.datetime.now(dt.UTC)
+    deadline = first + config.timeout
     announced = False
     pages: Callable[[str], str] | None = None
     while True:
@@ -197,9 +198,10 @@ async def wait_for_approval(
                 await announce(request)
             announced = True
         form = ApprovalRunInput.with_initial_data(description=text, digest=hop.digest)
-        # One pause key per decision: on resume, a suspended run reaches this call again with
-        # the same count, and Prefect hands back the input given for that key.
-        key = f"approval-{len(inputs)}"
+        # One pause key per request and decision: on resume, a suspended run reaches this call
+        # again with the same key, and Prefect hands back the input given for it (a pipeline
+        # run may ask for several hops in turn: each its own keys).
+        key = f"approval-{decisions.key.removeprefix(DECISION_PREFIX)}{len(inputs)}"
         if suspend:
             # Exits this process's run; on resume the flow runs again from the top (its gate
             # results persisted), and this call then returns the input given for this key. A
@@ -470,14 +472,22 @@ def _gate_lines(gates_: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _started(suspend: bool) -> dt.datetime:
-    """When the approval wait began. A suspended run starts over in a new process on every
-    resume, so its deadline counts from the flow run's first start, kept by the server."""
-    from prefect.context import FlowRunContext
+async def _now(key: str) -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
-    context = FlowRunContext.get()
-    first = context.flow_run.start_time if suspend and context and context.flow_run else None
-    return first or dt.datetime.now(dt.UTC)
+
+# When a suspended wait began (`key`: the request's). A suspended run starts over in a new
+# process on every resume: its deadline counts from the first time it asked, kept for the run.
+asked_at = task(
+    name="approval-asked",
+    cache_key_fn=lambda context, p: f"airlock-asked-{context.task_run.flow_run_id}-{p['key']}",
+    persist_result=True,
+)(_now)
+
+
+def suspends(config: GateConfig) -> bool:
+    """Whether this gate's wait suspends the run (else it pauses, a process waiting)."""
+    return config.gate.waits_for_people and deployed() and config.timeout >= SUSPEND_AFTER
 
 
 def deployed() -> bool:

@@ -40,6 +40,10 @@ from registry.reference import Reference
 from registry.version import __version__
 
 BOARD_KEY = "airlock-stage-board"
+# How long a lock outlives a holder that died (a worker killed mid-promotion): Prefect renews
+# the lease while the holder lives, and frees it this long after the renewals stop. Its default,
+# 300 s, would stall the repository's promotions for five minutes; 60 s is the server's minimum.
+LOCK_LEASE_SECONDS = 60.0
 
 
 def lazy_prefect_tls() -> None:
@@ -115,7 +119,7 @@ async def repository_lock(*refs: Reference) -> AsyncIterator[None]:
     taken at once, all or none."""
     names = sorted({_limit_name(ref) for ref in refs})
     await _ensure_limits(names)
-    async with concurrency(names, occupy=1, strict=True):
+    async with concurrency(names, occupy=1, strict=True, lease_duration=LOCK_LEASE_SECONDS):
         yield
 
 

@@ -25,9 +25,9 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from flows import hops
-from flows.approvals import asking, deployed, wait_for_approval
+from flows.approvals import asking, deployed, suspends, wait_for_approval
 from flows.batch import promote_batch
-from flows.config import GateConfig, load
+from flows.config import GateConfig, Pipeline, Stage, load
 from flows.hops import Hop, PromotionRefused, artifact_key, clients, resolve
 from flows.landing import (
     BOARD_KEY,
@@ -47,7 +47,7 @@ from registry.client import RegistryClient
 from registry.copy import copy_image
 from registry.errors import AirlockError, BadInputError, RegistryError
 from registry.manifest import Descriptor
-from registry.reference import parse
+from registry.reference import Reference, parse
 from registry.version import __version__
 
 __all__ = ["BOARD_KEY", "pipeline", "promote", "rollback"]
@@ -74,11 +74,12 @@ class PipelineFailed(RegistryError):
 
 
 def _gate_key(context: Any, parameters: dict[str, Any]) -> str:
-    """One result per gate per flow run and digest: a run resumed after a suspended approval (or
-    retried) runs the flow again from the top, and must not judge its gates again on evidence
-    that may have changed — nor ever hand one digest's verdicts to another."""
+    """One result per gate per flow run, target and digest: a run resumed after a suspended
+    approval (or retried) runs the flow again from the top, and must not judge its gates again
+    on evidence that may have changed — nor ever hand one hop's verdicts to another."""
     config, hop = parameters["config"], parameters["hop"]
-    same = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]  # two scan gates
+    about = f"{config.model_dump_json()}\n{hop.target.name}"  # two scan gates; two images
+    same = hashlib.sha256(about.encode()).hexdigest()[:16]
     run = context.task_run.flow_run_id
     return f"airlock-gate-{run}-{hop.digest.split(':', 1)[-1][:32]}-{config.kind}-{same}"
 
@@ -139,7 +140,33 @@ bind_digest = task(
 # ---------------------------------------------------------------------------- promote
 
 
-@flow(name="airlock-promote", flow_run_name="promote {image} to {to_stage}")
+def _shown(image: str, *, whole: bool = False) -> str:
+    """`app:1.0 @ sha256:0123456789ab…` (`whole`: `staging/app:…`): what a person looks for in
+    a list of runs, instead of a random name or a 100-character reference."""
+    try:
+        ref = parse(image)
+        repo = ref.repository if whole else ref.repository.rsplit("/", 1)[-1]
+        name = f"{repo}:{ref.tag}" if ref.tag else repo
+        return f"{name} @ {ref.digest[:19]}…" if ref.digest else name
+    except AirlockError:
+        return image[:80]
+
+
+def _pipeline_run_name() -> str:
+    """`app:1.0 @ sha256:0123456789ab…` (and `+ 2 more`)."""
+    images = flow_run.parameters.get("images") or []
+    if not images:
+        return "no images"
+    return _shown(str(images[0])) + (f" + {len(images) - 1} more" if len(images) > 1 else "")
+
+
+def _promote_run_name() -> str:
+    """`promote staging/app:1.0 @ sha256:0123456789ab… to prod`."""
+    image, to_stage = flow_run.parameters.get("image"), flow_run.parameters.get("to_stage")
+    return f"promote {_shown(str(image), whole=True)} to {to_stage}"
+
+
+@flow(name="airlock-promote", flow_run_name=_promote_run_name)
 @failing_quietly
 async def promote(image: str, to_stage: str, requester: str | None = None) -> dict[str, Any]:
     """Promote one image one hop, into `to_stage`, through that stage's gates. The pipeline is
@@ -152,9 +179,16 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
         requester: Who asks for this promotion (your name). Required where the stage has an
             approval gate: nobody's approval of their own promotion counts.
     """
+    return await _hop(load(), image, to_stage, requester, bind=deployed())
+
+
+async def _hop(
+    pipeline: Pipeline, image: str, to_stage: str, requester: str | None, *, bind: bool
+) -> dict[str, Any]:
+    """One hop in the flow run it is called from (`bind`: the run may start again from the top,
+    so the digest it promotes is the one its first start resolved)."""
     started = dt.datetime.now(dt.UTC)
     logger = get_run_logger()
-    pipeline = load()
     stage = pipeline.stage(to_stage)
     previous = pipeline.previous(stage)
     here, _ = pipeline.locate(parse(image))
@@ -171,7 +205,7 @@ async def promote(image: str, to_stage: str, requester: str | None = None) -> di
         src, dst = opened[previous.registry], opened[stage.registry]
         hop = await resolve(pipeline, image, to_stage, opened)
         # only a deployment's run can be resumed or retried (started again from the top)
-        digest = await bind_digest(hop.digest) if deployed() else hop.digest
+        digest = await bind_digest(hop.digest) if bind else hop.digest
         if digest != hop.digest:  # resumed or retried: the tag has moved since the first start
             logger.warning(
                 "%s now names %s; this run promotes %s, the digest it was started for",
@@ -271,19 +305,28 @@ async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: st
 # ---------------------------------------------------------------------------- pipeline
 
 
-def _pipeline_run_name() -> str:
-    """`app:1.0 @ sha256:0123456789ab…` (and `+ 2 more`): what a person looks for in a list of
-    runs, instead of a random name."""
-    images = flow_run.parameters.get("images") or []
-    if not images:
-        return "no images"
-    try:
-        ref = parse(str(images[0]))
-        name = f"{ref.repository.rsplit('/', 1)[-1]}:{ref.tag}" if ref.tag else ref.repository
-        shown = f"{name} @ {ref.digest[:19]}…" if ref.digest else name
-    except AirlockError:
-        shown = str(images[0])[:80]
-    return shown + (f" + {len(images) - 1} more" if len(images) > 1 else "")
+async def _digests_of(images: list[str]) -> list[str]:
+    """Each image by its digest too (tag@digest), read where it is now; one not found stays as
+    given (its first hop refuses it, naming where it looked)."""
+    config = load()
+    located = [(parse(i), config.locate(parse(i))[0]) for i in images]
+    async with clients(config, *{stage.name: stage for _, stage in located}.values()) as opened:
+
+        async def one(ref: Reference, stage: Stage) -> str:
+            if ref.digest or not ref.tag:
+                return str(ref)
+            found = await opened[stage.registry].head_manifest(ref.repository, ref.tag)
+            return str(ref.with_digest(found.digest)) if found else str(ref)
+
+        return list(await asyncio.gather(*(one(r, s) for r, s in located)))
+
+
+# The digests a pipeline run promotes, decided at its first start (as `bind_digest` for one hop).
+bind_digests = task(
+    name="bind-digests",
+    cache_key_fn=lambda context, _: f"airlock-digests-{context.task_run.flow_run_id}",
+    persist_result=True,
+)(_digests_of)
 
 
 @flow(name="airlock-pipeline", flow_run_name=_pipeline_run_name)
@@ -316,7 +359,9 @@ async def pipeline(
         {"image": image, "reached": config.locate(parse(image))[0].name, "refused": None}
         for image in images
     ]
-    at = list(images)  # where each image is now, by tag
+    # where each image is now; a deployment's run may start again from the top (a resumed
+    # approval, a Retry), so it holds on to the digests its first start found
+    at = await bind_digests(images) if deployed() else list(images)
     last = config.stages.index(config.stage(until)) if until else len(config.stages) - 1
     for index in range(1, last + 1):
         stage = config.stages[index]
@@ -329,7 +374,9 @@ async def pipeline(
         ]
         if not moving:
             continue
-        if stage.asks_approval:  # each waits in a run of its own (it may pause there)
+        if any(suspends(g) for g in stage.gates):
+            done = await _in_turn(config, [at[i] for i in moving], stage.name, requester)
+        elif stage.asks_approval:  # each waits in a run of its own (it pauses there)
             done = await _one_by_one(
                 [at[i] for i in moving], stage.name, requester, max_concurrency
             )
@@ -347,7 +394,7 @@ async def pipeline(
                 outcomes[i]["error"] = result["error"]
             else:
                 outcomes[i].update(reached=stage.name, digest=result["digest"])
-                at[i] = result["target"].split("@", 1)[0]  # the next hop starts here
+                at[i] = result["target"]  # the next hop starts here, with this digest
 
     # Every image runs to its own end: one image's failure never abandons another's hops.
     errors = [f"{o['image']}: {o['error']}" for o in outcomes if o.get("error")]
@@ -357,6 +404,25 @@ async def pipeline(
     if refusals:
         raise PipelineRefused("; ".join(refusals), outcomes)
     return outcomes
+
+
+async def _in_turn(
+    config: Pipeline, images: list[str], to_stage: str, requester: str | None
+) -> list[dict[str, Any]]:
+    """Each hop in the pipeline run itself, one image after another. An approval that may take
+    long suspends this run (only a deployment's run can be suspended, and a subflow never is):
+    no process waits, and on resume the run starts again from the top — the hops it finished
+    are already there, the gates it judged are taken from the first start, and each wait gets
+    back the decision given for it. One image waits at a time: a run has one suspension."""
+    out: list[dict[str, Any]] = []
+    for image in images:
+        try:
+            out.append(await _hop(config, image, to_stage, requester, bind=False))
+        except PromotionRefused as e:
+            out.append({"refused": str(e)})
+        except Exception as e:  # this image's hop failed; the others go on
+            out.append({"error": f"{to_stage}: {e}"})
+    return out
 
 
 async def _one_by_one(

@@ -196,11 +196,13 @@ async def push_with_evidence(setup: Setup, seed: str, tag: str = "1.0", **kw: An
 
 
 def promote_runs(image: str, to_stage: str | None = None) -> Callable[[Any], bool]:
-    """Matches the promote flow runs of `image` (into `to_stage`)."""
+    """Matches the promote flow runs of `image` (into `to_stage`); a pipeline's hops name it
+    with the digest they carry too (`image@sha256:…`)."""
 
     def match(run: Any) -> bool:
         params = run.parameters or {}
-        return params.get("image") == image and to_stage in (None, params.get("to_stage"))
+        named = str(params.get("image")).split("@", 1)[0]
+        return named == image and to_stage in (None, params.get("to_stage"))
 
     return match
 

@@ -79,7 +79,7 @@ def test_prefect_deploy_all_accepts_the_file(prefect_api: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=ROOT,
-        env=env,
+        env={**env, "PWD": str(ROOT)},  # as the shell in the checkout sets it
         capture_output=True,
         text=True,
         timeout=300,
@@ -93,6 +93,9 @@ def test_prefect_deploy_all_accepts_the_file(prefect_api: str) -> None:
         "/deployments/filter", json={"work_pools": {"name": {"any_": ["airlock"]}}}
     ).json()
     assert {d["name"] for d in found} == NAMES
+    # a process worker starts runs in a temporary directory: they must go to the checkout
+    step = {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+    assert all(d["pull_steps"] == [step] for d in found), [d["pull_steps"] for d in found]
     on_push = next(d for d in found if d["name"] == "promote-on-push")
     automations = api.post("/automations/filter", json={}).json()
     owned = [

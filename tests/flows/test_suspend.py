@@ -98,3 +98,79 @@ async def test_a_long_approval_suspends_and_resumes_without_judging_gates_again(
     [record] = [r for r in await setup.records("qa", img.digest) if r.stage == "qa"]
     assert [a.approver for a in record.approvals] == ["alice"]
     assert [g.passed for g in record.gates if g.gate == "scan"] == [True]
+
+
+PIPELINE = "airlock-pipeline/suspend-test"
+
+
+@pytest.fixture
+def served_pipeline(prefect_api: str, setup: Setup) -> Iterator[None]:
+    """The pipeline flow served as a deployment by a separate process (as promote-on-push)."""
+    code = "from flows.promote import pipeline; pipeline.serve(name='suspend-test')"
+    with serving(prefect_api, setup.path, code):
+        yield
+
+
+async def test_a_deployed_pipeline_suspends_itself_for_each_long_approval_in_turn(
+    setup: Setup, served_pipeline: None, prefect_api: str
+) -> None:
+    """A push-triggered pipeline's approval holds no process: the pipeline run itself suspends,
+    once per image, and every resume promotes the digests its first start found — a tag moved
+    in dev while it waits changes nothing."""
+    from prefect.deployments import run_deployment
+
+    from flows.approvals import read_request
+
+    cli_env = {"PREFECT_API_URL": prefect_api}
+    since = dt.datetime.now(dt.UTC)
+    setup.write(
+        gates={
+            "qa": [{"kind": "scan"}],
+            "staging": [{"kind": "approval", "policy": {"required": 1}, "timeout": "2h"}],
+        },
+        staging={"immutable": False},
+    )
+    one = await push_with_evidence(setup, "pipeline-suspended-1", "1.0")
+    two = await push_with_evidence(setup, "pipeline-suspended-2", "2.0")
+    await deployment_ready(PIPELINE)
+    run = await run_deployment(
+        PIPELINE,
+        parameters={
+            "images": [setup.ref("dev", "1.0"), setup.ref("dev", "2.0")],
+            "until": "staging",
+            "requester": "ci",
+        },
+        timeout=0,
+    )
+    seen: set[UUID] = set()
+    asked = []
+    for tag in ("1.0", "2.0"):
+        waiting = await wait_for_approval_request(lambda r: r.id == run.id, since=since, seen=seen)
+        assert waiting.state.name == "Suspended" and waiting.state.state_details.pause_reschedule
+        request = await read_request(run.id)
+        assert request is not None
+        asked.append((request["target"], request["digest"]))
+        if tag == "1.0":
+            # both passed qa as one batch before the first wait; staging has neither yet
+            assert (
+                setup.digest("qa", "1.0") == one.digest and setup.digest("qa", "2.0") == two.digest
+            )
+            assert setup.digest("staging", "1.0") is None
+            # the insider's move while it waits: dev/app:1.0 now names another build
+            moved = await push_with_evidence(setup, "pipeline-suspended-moved", "1.0")
+            assert setup.digest("dev", "1.0") == moved.digest != one.digest
+        approved = await run_cli("approve", str(run.id), "--by", "alice", env=cli_env)
+        assert approved.returncode == 0, approved.stderr
+
+    done = await wait_for_state(run.id, lambda s: s.is_final())
+    assert done.is_completed(), done
+    assert asked == [
+        (setup.ref("staging", "1.0"), one.digest),
+        (setup.ref("staging", "2.0"), two.digest),
+    ]
+    assert setup.digest("staging", "1.0") == setup.digest("qa", "1.0") == one.digest
+    assert setup.digest("staging", "2.0") == two.digest
+    for img, tag in ((one, "1.0"), (two, "2.0")):
+        [record] = [r for r in await setup.records("staging", img.digest) if r.stage == "staging"]
+        assert [a.approver for a in record.approvals] == ["alice"], tag
+        assert record.flow_run_id == str(run.id)
