@@ -19,7 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from flows import hops
 from flows.config import Pipeline, Stage
@@ -147,6 +149,22 @@ async def promote_batch(
         if events:
             await board(pipeline, opened, *events)
     return batch  # the refusals: in the pipeline run's final message, once
+
+
+def _batch_run_name() -> str:
+    """`into qa: 3 images`."""
+    from prefect.runtime import task_run
+
+    stage, images = task_run.parameters["stage"], task_run.parameters["images"]
+    return f"into {stage.name}: {len(images)} image{'' if len(images) == 1 else 's'}"
+
+
+# One task run per batch, so the pipeline run shows each hop it made: its state, time and logs.
+# Nothing is cached or persisted: a run that starts again redoes the batch, and finds its
+# images there already.
+batch_task = task(
+    name="batch", task_run_name=_batch_run_name, cache_policy=NO_CACHE, persist_result=False
+)(promote_batch)
 
 
 def _status(m: Moving) -> str:

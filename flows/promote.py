@@ -26,7 +26,7 @@ from prefect.states import Failed, State
 
 from flows import hops
 from flows.approvals import asking, deployed, suspends, wait_for_approval
-from flows.batch import promote_batch
+from flows.batch import batch_task
 from flows.config import GateConfig, Pipeline, Stage, load
 from flows.hops import Hop, PromotionRefused, artifact_key, clients, resolve
 from flows.landing import (
@@ -383,7 +383,7 @@ async def pipeline(
         else:
             done = [
                 m.done or {"refused": m.refused, "error": m.error}
-                for m in await promote_batch(
+                for m in await batch_task(
                     config, stage, [at[i] for i in moving], requester, max_concurrency
                 )
             ]

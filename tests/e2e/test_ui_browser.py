@@ -216,7 +216,8 @@ def test_a_person_approves_prod_in_the_prefect_ui(
 
     with step(driver, shots, "01-waiting-run"):
         driver.get(waiting.url)
-        browser.wait_for_state(driver, "Paused")
+        # the pipeline run itself waits (prod's approval is an hour): suspended, no process held
+        browser.wait_for_state(driver, "Suspended")
         browser.wait_for_text(driver, digest)  # the run's log names it
         assert_shows_full_digest(browser.page_text(driver), digest, "the waiting run's page")
 
@@ -259,10 +260,11 @@ def test_a_person_approves_prod_in_the_prefect_ui(
         browser.wait(driver).until(
             lambda d: d.find_elements(
                 By.XPATH,
-                "//*[@data-slot='badge'][normalize-space()='Running' or "
+                "//*[@data-slot='badge'][normalize-space()='Resuming' or "
+                "normalize-space()='Pending' or normalize-space()='Running' or "
                 "normalize-space()='Completed']",
             ),
-            "the run did not leave Paused",
+            "the run did not leave Suspended",
         )
 
     # the demo goes on: prod gets app:1.0, then the table and the PIDs it left running

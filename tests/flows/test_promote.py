@@ -108,6 +108,18 @@ async def test_pipeline_until_stops_there(setup: Setup) -> None:
     assert setup.digest("qa") == img.digest
     assert setup.tags("staging") == [] and setup.tags("prod") == []
 
+    # the run shows the hop it made: one task run for the batch, named for it, Completed
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    [record] = [r for r in await setup.records("qa", img.digest) if r.stage == "qa"]
+    async with get_client() as client:
+        assert record.flow_run_id is not None
+        tasks = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[record.flow_run_id]))
+        )
+    assert [(t.name, t.state_name) for t in tasks] == [("into qa: 1 image", "Completed")]
+
 
 async def test_one_hop_reports_what_it_did(setup: Setup) -> None:
     img = await push_with_evidence(setup, "hop")
