@@ -5,8 +5,9 @@ Prefect API writes (bench/README.md) — many times the registry work of the hop
 waits for nobody (no approval gate), the pipeline promotes all its images into it here: each
 image resolved, judged and landed exactly as `promote` does it (the same checks, record and
 VSA), the images concurrently, the target repositories locked in one acquisition, and one gate
-table, one summary and one stage-board update for the whole batch. A stage with an approval gate
-still gets a `promote` run per image: an approval pauses a run, and has a form, of its own.
+table, one summary and one stage-board update for the whole batch, in one task run. A stage with
+an approval gate is not a batch: an approval pauses a run, and has a form, of its own
+(flows/promote.py: a `promote` subflow per image, or the pipeline run itself, suspended).
 """
 
 from __future__ import annotations
