@@ -40,9 +40,10 @@ from registry.reference import Reference
 from registry.version import __version__
 
 BOARD_KEY = "airlock-stage-board"
-# How long a lock outlives a holder that died (a worker killed mid-promotion): Prefect renews
-# the lease while the holder lives, and frees it this long after the renewals stop. Its default,
-# 300 s, would stall the repository's promotions for five minutes; 60 s is the server's minimum.
+# How long a lock (a repository's, the board's) outlives a holder that died (a worker killed
+# mid-promotion): Prefect renews the lease while the holder lives, and frees it this long after
+# the renewals stop. Its default, 300 s, would stall the repository's promotions for five
+# minutes; 60 s is the server's minimum.
 LOCK_LEASE_SECONDS = 60.0
 
 
@@ -288,7 +289,7 @@ async def board(pipeline: Pipeline, opened: dict[str, RegistryClient], *events: 
     fresh = await asyncio.gather(*(_rows(pipeline, opened, e, now) for e in events))
     order = {s.name: i for i, s in enumerate(pipeline.stages)}
     await _ensure_limit(BOARD_KEY)
-    async with concurrency(BOARD_KEY, occupy=1, strict=True):
+    async with concurrency(BOARD_KEY, occupy=1, strict=True, lease_duration=LOCK_LEASE_SECONDS):
         latest = await Artifact.aget(BOARD_KEY)
         try:
             rows = [r for r in (json.loads(latest.data) if latest else []) if _row_ok(r)]

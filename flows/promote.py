@@ -309,7 +309,7 @@ async def _digests_of(images: list[str]) -> list[str]:
     """Each image by its digest too (tag@digest), read where it is now; one not found stays as
     given (its first hop refuses it, naming where it looked)."""
     config = load()
-    located = [(parse(i), config.locate(parse(i))[0]) for i in images]
+    located = [(ref, config.locate(ref)[0]) for ref in map(parse, images)]
     async with clients(config, *{stage.name: stage for _, stage in located}.values()) as opened:
 
         async def one(ref: Reference, stage: Stage) -> str:
@@ -414,15 +414,10 @@ async def _in_turn(
     no process waits, and on resume the run starts again from the top — the hops it finished
     are already there, the gates it judged are taken from the first start, and each wait gets
     back the decision given for it. One image waits at a time: a run has one suspension."""
-    out: list[dict[str, Any]] = []
-    for image in images:
-        try:
-            out.append(await _hop(config, image, to_stage, requester, bind=False))
-        except PromotionRefused as e:
-            out.append({"refused": str(e)})
-        except Exception as e:  # this image's hop failed; the others go on
-            out.append({"error": f"{to_stage}: {e}"})
-    return out
+    return [
+        await _settled(_hop(config, image, to_stage, requester, bind=False), to_stage)
+        for image in images
+    ]
 
 
 async def _one_by_one(
@@ -433,14 +428,20 @@ async def _one_by_one(
 
     async def one(image: str) -> dict[str, Any]:
         async with limit:
-            try:
-                return await promote(image=image, to_stage=to_stage, requester=requester)
-            except PromotionRefused as e:
-                return {"refused": str(e)}
-            except Exception as e:  # this image's hop failed; the others go on
-                return {"error": f"{to_stage}: {e}"}
+            hop = promote(image=image, to_stage=to_stage, requester=requester)
+            return await _settled(hop, to_stage)
 
     return list(await asyncio.gather(*(one(i) for i in images)))
+
+
+async def _settled(hop: Awaitable[dict[str, Any]], to_stage: str) -> dict[str, Any]:
+    """A hop's summary, or why it stopped: one image's refusal or error never stops another's."""
+    try:
+        return await hop
+    except PromotionRefused as e:
+        return {"refused": str(e)}
+    except Exception as e:
+        return {"error": f"{to_stage}: {e}"}
 
 
 # ---------------------------------------------------------------------------- rollback

@@ -28,11 +28,11 @@ import pytest
 from airlock.localregistry import free_port, start_registry
 from airlock.supervisor import spawn, stop, wait_http
 from flows.records import HISTORY_TAG
-from tests.flows.helpers import Setup
-from tests.support.cli import AIRLOCK
+from tests.flows.helpers import Setup, default_stages
+from tests.support.cli import AIRLOCK, airlock
 from tests.support.evidence import push_after_evidence
 from tests.support.faultproxy import Fault, FaultProxy
-from tests.support.prefect import PrefectServer
+from tests.support.prefect import PrefectServer, deploy_all
 from tests.support.registries import ProxiedReg, reg_of
 
 pytestmark = pytest.mark.anyio
@@ -131,37 +131,13 @@ def stack(
     plain = reg_of(registry)
     reg = ProxiedReg(**{f.name: getattr(plain, f.name) for f in fields(plain)}, proxy=proxy)
     setup = Setup(reg, base / "pipeline.yaml")
+    # dev → qa [tests, scan] → prod [an approval long enough to suspend its run]
     setup.write(
-        stages=[
-            {"name": "dev", "registry": "local", "repository": "dev/{name}"},
-            {
-                "name": "qa",
-                "registry": "local",
-                "repository": "qa/{name}",
-                "gates": [{"kind": "tests"}, {"kind": "scan", "policy": {"fail_on": "HIGH"}}],
-            },
-            {
-                "name": "prod",
-                "registry": "local",
-                "repository": "prod/{name}",
-                "gates": [{"kind": "approval", "policy": {"required": 1}, "timeout": "1h"}],
-            },
-        ]
+        stages=[s for s in default_stages() if s["name"] != "staging"],
+        gates={"prod": [{"kind": "approval", "policy": {"required": 1}, "timeout": "1h"}]},
     )
     env = prefect_server.env(PREFECT_LOGGING_LEVEL="INFO", AIRLOCK_CI_SECRET=CI_SECRET)
-    prefect = [sys.executable, "-m", "prefect"]
-    template = str(ROOT / "work-pool.json")
-    pool = ["work-pool", "create", "airlock", "--type", "process", "--overwrite"]
-    for step in ([*pool, "--base-job-template", template], ["--no-prompt", "deploy", "--all"]):
-        done = subprocess.run(
-            prefect + step,
-            cwd=ROOT,
-            env={**env, "PWD": str(ROOT)},  # as the shell in the checkout sets it
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+    deploy_all(ROOT, env)
     port = free_port()
     receiver = spawn(
         [AIRLOCK, "webhooks", "serve", "--port", str(port), "--pipeline", setup.file],
@@ -170,9 +146,10 @@ def stack(
     )
     # what the workers' runs read: the pipeline; and a quick poll of the pool
     worker_env = {**env, "AIRLOCK_PIPELINE": str(setup.path), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    start = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "airlock"]
     workers = [
         spawn(
-            [*prefect, "worker", "start", "--pool", "airlock", "--name", name, "--limit", "2"],
+            [*start, "--name", name, "--limit", "2"],
             worker_env,
             base / f"{name}.log",
             cwd=ROOT,
@@ -239,13 +216,7 @@ async def test_a_burst_is_promoted_once_each_serialised_across_workers_and_appro
 
     # an approval resumes its run on a worker, which finishes the hop
     first = next(r for r in runs if setup.ref("dev", "b1") in r["parameters"]["images"])
-    approved = subprocess.run(
-        [AIRLOCK, "approve", first["id"], "--by", "bob"],
-        env=stack.server.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    approved = airlock("approve", first["id"], "--by", "bob", env=stack.server.env())
     assert approved.returncode == 0, approved.stderr
     stack.until(
         "the approved run to complete", lambda: stack.state(first["id"])["type"] == "COMPLETED"

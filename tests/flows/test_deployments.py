@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from flows.config import load
 from flows.deployments import PREFECT_YAML, first_stage_match, runner_deployments
 from gates.yamlfile import read_mapping
+from tests.support.prefect import deploy_all
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = {"promote-on-push", "promote", "drift-watch", "rescan"}
@@ -57,34 +56,7 @@ def test_prefect_deploy_all_accepts_the_file(prefect_api: str) -> None:
     """The real `prefect deploy --all`, against the test server, with the work pool it names
     created as docs/deployments.md says (work-pool.json: no run may override a job variable)."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    template = str(ROOT / "work-pool.json")
-    create = [
-        sys.executable,
-        "-m",
-        "prefect",
-        "work-pool",
-        "create",
-        "airlock",
-        "--type",
-        "process",
-    ]
-    pool = subprocess.run(
-        [*create, "--base-job-template", template],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert pool.returncode == 0, pool.stdout + pool.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-        cwd=ROOT,
-        env={**env, "PWD": str(ROOT)},  # as the shell in the checkout sets it
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    deploy_all(ROOT, env)
     from prefect.client.base import PrefectHttpxSyncClient
 
     # Prefect's own HTTP client: it retries the 503 a busy SQLite server answers under load.

@@ -30,12 +30,16 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api", "fast_ap
 DEPLOYMENT = "airlock-promote/suspend-test"
 
 
-@pytest.fixture
-def served(prefect_api: str, setup: Setup) -> Iterator[None]:
-    """The promote flow served as a deployment by a separate process."""
-    code = "from flows.promote import promote; promote.serve(name='suspend-test')"
+def _serve(prefect_api: str, setup: Setup, flow: str) -> Iterator[None]:
+    """flows.promote's `flow` served as a deployment (`suspend-test`) by a separate process."""
+    code = f"from flows.promote import {flow}; {flow}.serve(name='suspend-test')"
     with serving(prefect_api, setup.path, code):
         yield
+
+
+@pytest.fixture
+def served(prefect_api: str, setup: Setup) -> Iterator[None]:
+    yield from _serve(prefect_api, setup, "promote")
 
 
 async def _gate_runs(run_id: UUID) -> list[Any]:
@@ -105,10 +109,8 @@ PIPELINE = "airlock-pipeline/suspend-test"
 
 @pytest.fixture
 def served_pipeline(prefect_api: str, setup: Setup) -> Iterator[None]:
-    """The pipeline flow served as a deployment by a separate process (as promote-on-push)."""
-    code = "from flows.promote import pipeline; pipeline.serve(name='suspend-test')"
-    with serving(prefect_api, setup.path, code):
-        yield
+    """As promote-on-push: a deployment of the pipeline flow."""
+    yield from _serve(prefect_api, setup, "pipeline")
 
 
 async def test_a_deployed_pipeline_suspends_itself_for_each_long_approval_in_turn(

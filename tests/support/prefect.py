@@ -10,6 +10,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,3 +108,20 @@ def postgres_cluster() -> Iterator[Postgres]:
 
         sup.on_close(stop_postmaster)
         yield cluster
+
+
+def deploy_all(root: Path, env: dict[str, str]) -> None:
+    """As docs/deployments.md says: the `airlock` pool from work-pool.json, then `prefect deploy
+    --all` in the checkout `root` (PWD as the shell there sets it: prefect.yaml's pull step)."""
+    template = str(root / "work-pool.json")
+    pool = ["work-pool", "create", "airlock", "--type", "process", "--overwrite"]
+    for step in ([*pool, "--base-job-template", template], ["--no-prompt", "deploy", "--all"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect", *step],
+            cwd=root,
+            env={**env, "PWD": str(root)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
