@@ -5,7 +5,8 @@
 Starts a Debian docker-registry and a real `prefect server start` (SQLite, temporary
 PREFECT_HOME) on loopback, then measures, in this process:
   1. one promote hop dev → qa with a tests gate and a scan gate and a same-registry copy, no
-     approval wait (target ≤ 0.25 s wall) — median over --runs fresh images;
+     approval wait (target ≤ 0.25 s wall) — median over --runs fresh images — and the registry
+     requests of the last one (from the registry's log);
   2. the batch: --images images through two gated hops (dev → qa → staging) with the pipeline
      flow, against the loop people write instead — `skopeo copy` per image per hop, no gates —
      over as many other fresh images on the same registry, in the same run (target ≤ 1.0x).
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -81,9 +83,9 @@ def main() -> None:
 
     with workspace("airlock-promote-bench-") as (work, registry, sup):
         url = start_prefect(work, sup)
-        hop_times, total = measure(work, registry, url, args)
+        hop_times, requests, total = measure(work, registry, url, args)
         loop = skopeo_loop(registry, args.images)
-    report(hop_times, total, loop, args)
+    report(hop_times, requests, total, loop, args)
 
 
 def skopeo_loop(registry: LocalRegistry, count: int) -> float:
@@ -108,8 +110,9 @@ def skopeo_loop(registry: LocalRegistry, count: int) -> float:
 
 def measure(
     work: Path, registry: LocalRegistry, url: str, args: argparse.Namespace
-) -> tuple[list[float], float]:
-    """The single hops (each timed), then the batch through two hops (timed as a whole)."""
+) -> tuple[list[float], Counter[str], float]:
+    """The single hops (each timed; the last one's registry requests counted), then the batch
+    through two hops (timed as a whole)."""
     os.environ.update(
         {
             "PREFECT_API_URL": url,
@@ -128,10 +131,12 @@ def measure(
         asyncio.run(push_image(registry.host, name))
     hop_times = []
     for i, name in enumerate(names):
+        seen = len(registry.request_log())
         start = time.perf_counter()
         asyncio.run(promote(f"{registry.host}/dev/{name}:1.0", "qa"))
         if i:  # the first run pays this process's one-off Prefect client set-up
             hop_times.append(time.perf_counter() - start)
+    requests = Counter(r["method"] for r in registry.request_log()[seen:])
 
     batch = [f"img{i}" for i in range(args.images)]
     for name in batch:
@@ -145,10 +150,16 @@ def measure(
         )
     )
     total = time.perf_counter() - start
-    return hop_times, total
+    return hop_times, requests, total
 
 
-def report(hop_times: list[float], total: float, loop: float, args: argparse.Namespace) -> None:
+def report(
+    hop_times: list[float],
+    requests: Counter[str],
+    total: float,
+    loop: float,
+    args: argparse.Namespace,
+) -> None:
     hop = statistics.median(hop_times)
     ratio = total / loop
     print("| scenario | time | target | met? |")
@@ -157,6 +168,8 @@ def report(hop_times: list[float], total: float, loop: float, args: argparse.Nam
         f"| one hop dev→qa (tests + scan gates, same-registry copy), median of {len(hop_times)}"
         f" | {hop:.2f} s | ≤ 0.25 s | {'yes' if hop <= 0.25 else 'no'} |"
     )
+    methods = ", ".join(f"{m} {n}" for m, n in requests.most_common())
+    print(f"| … its registry requests | {requests.total()} ({methods}) | report | — |")
     print(
         f"| batch: {args.images} images x 2 gated hops, pipeline flow, concurrency"
         f" {args.concurrency} | {total:.2f} s | report | — |"

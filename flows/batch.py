@@ -32,6 +32,7 @@ from flows.landing import (
     Landed,
     board,
     done_before,
+    gate_row,
     land,
     refuse_immutable,
     repository_lock,
@@ -183,14 +184,7 @@ async def _artifacts(stage: Stage, batch: list[Moving], landed: dict[str, Landed
     if judged:
         await create_table_artifact(
             table=[
-                {
-                    "image": m.hop.name,
-                    "digest": m.hop.digest,
-                    "gate": r.gate,
-                    "passed": r.passed,
-                    "summary": r.summary,
-                    "evidence": ", ".join(e.source for e in r.evidence),
-                }
+                {"image": m.hop.name, "digest": m.hop.digest, **gate_row(r)}
                 for m in judged
                 if m.hop is not None
                 for r in m.results

@@ -9,6 +9,7 @@ acquisition (Prefect grants several limits all or none), so batches cannot deadl
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import Artifact, create_table_artifact
 from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 
@@ -70,10 +71,6 @@ def _limit_name(target: Reference) -> str:
     """
     readable = re.sub(r"[^a-zA-Z0-9_-]+", "_", target.repository)[:60]
     return f"airlock-{readable}-{hashlib.sha256(target.name.encode()).hexdigest()[:10]}"
-
-
-async def _ensure_limit(name: str) -> None:
-    await _ensure_limits([name])
 
 
 async def _ensure_limits(names: Iterable[str]) -> None:
@@ -248,6 +245,16 @@ def refuse_immutable(hop: Hop, current: Descriptor | None) -> None:
         )
 
 
+def gate_row(result: GateResult) -> dict[str, Any]:
+    """A gate's row in a gate table (a hop's, a batch's): its outcome and the evidence read."""
+    return {
+        "gate": result.gate,
+        "passed": result.passed,
+        "summary": result.summary,
+        "evidence": ", ".join(e.source for e in result.evidence),
+    }
+
+
 def summary(hop: Hop, status: str, record: str | None) -> dict[str, Any]:
     return {
         "status": status,
@@ -281,14 +288,10 @@ async def board(pipeline: Pipeline, opened: dict[str, RegistryClient], *events: 
     read-modify-write, so concurrent runs take turns, and a batch writes it once for all its
     hops. The run's clients (`opened`) are reused; a stage whose registry this process cannot
     read (no credentials here) shows "?"."""
-    import asyncio
-
-    from prefect.artifacts import Artifact
-
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     fresh = await asyncio.gather(*(_rows(pipeline, opened, e, now) for e in events))
     order = {s.name: i for i, s in enumerate(pipeline.stages)}
-    await _ensure_limit(BOARD_KEY)
+    await _ensure_limits([BOARD_KEY])
     async with concurrency(BOARD_KEY, occupy=1, strict=True, lease_duration=LOCK_LEASE_SECONDS):
         latest = await Artifact.aget(BOARD_KEY)
         try:

@@ -34,6 +34,7 @@ from flows.landing import (
     Event,
     board,
     done_before,
+    gate_row,
     land,
     lazy_prefect_tls,
     refuse_immutable,
@@ -264,15 +265,7 @@ async def _gate_table(hop: Hop, results: list[GateResult]) -> None:
     if not results:
         return
     await create_table_artifact(
-        table=[
-            {
-                "gate": r.gate,
-                "passed": r.passed,
-                "summary": r.summary,
-                "evidence": ", ".join(e.source for e in r.evidence),
-            }
-            for r in results
-        ],
+        table=[gate_row(r) for r in results],
         key=artifact_key("gates", hop),
         description=f"Gates for {hop.name} into {hop.stage.name} ({hop.digest[:19]})",
     )

@@ -178,17 +178,23 @@ async def test_a_listing_that_names_the_wrong_subject_is_not_trusted(registry: R
 
 
 async def test_lookup_costs_three_requests_once_the_registry_is_known(registry: Reg) -> None:
-    img = im.image("cheap")
+    """And two for a second gate reading the same image: the referrer manifest, read by digest,
+    is kept by the client; the listing (a tag) and the report are read again."""
+    img, other = im.image("cheap"), im.image("cheap-other")
     registry.pusher.push("dev/app", img, "1.0")
+    registry.pusher.push("dev/app", other, "2.0")
     await attach(registry, "dev/app", img, REPORT, when="2026-11-01T00:00:00+00:00")
     async with registry.client() as client:
+        learning = await target_of(client, "dev/app", other.digest)
+        await from_referrers(client, "dev/app", learning, TESTS)  # learns: no referrers API
         target = await target_of(client, "dev/app", img.digest)
-        await from_referrers(client, "dev/app", target, TESTS)  # learns: no referrers API
-        before = sum(client.requests.values())
-        [(_, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
-        spent = sum(client.requests.values()) - before
-    assert evidence is not None
-    assert spent == 3  # fallback tag, referrer manifest, report blob
+        spent = []
+        for _ in range(2):
+            before = sum(client.requests.values())
+            [(_, evidence)] = await from_referrers(client, "dev/app", target, TESTS)
+            assert evidence is not None
+            spent.append(sum(client.requests.values()) - before)
+    assert spent == [3, 2]  # fallback tag, referrer manifest, report blob; then no manifest
 
 
 async def test_an_oversized_attached_report_is_refused_unread(registry: Reg) -> None:

@@ -7,8 +7,11 @@ is the one place these tests stand in for a registry, and it is said here on pur
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import re
+import select
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,13 +23,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from airlock.localregistry import start_registry
+from registry import client as client_module
 from registry.client import RegistryClient, allowed_schemes
-from registry.errors import DigestMismatch, RegistryError, UnsupportedContent
+from registry.errors import DigestMismatch, NotFound, RegistryError, UnsupportedContent
+from registry.http import tune_http
 from registry.manifest import MAX_INDEX_CHILDREN, MAX_MANIFEST_SIZE, MAX_REFERRERS, Descriptor
 from registry.referrers import list_referrers, merge_fallback
 from tests.support import images as im
 from tests.support.certs import cert as _cert
-from tests.support.registries import FAST_RETRY
+from tests.support.faultproxy import Fault
+from tests.support.registries import FAST_RETRY, ProxiedReg
 
 pytestmark = pytest.mark.anyio
 
@@ -416,3 +422,93 @@ async def test_a_fallback_tag_index_over_the_referrers_cap_is_refused(
         assert len((await list_referrers(client, "full", subject)).descriptors) == MAX_REFERRERS
         with pytest.raises(UnsupportedContent, match=f"limit of {MAX_REFERRERS}"):
             await merge_fallback(client, "full", subject, [one_more])
+
+
+# ------------------------------------------------------------------------ reads, once and afresh
+
+
+def _manifest_gets(proxied: ProxiedReg, ref: str) -> int:
+    return proxied.faults.count("GET", f"/manifests/{re.escape(ref)}$")
+
+
+async def test_a_digest_is_read_once_per_client_and_a_tag_every_time(
+    proxied_registry: ProxiedReg,
+) -> None:
+    """A digest's bytes never change, so a client keeps what it read by digest (a hop's gates
+    and its copy read the same referrers); a tag can move at any time, so it is never kept —
+    an insider who moves it between two reads is seen by the second."""
+    first, second = im.image("cache-first"), im.image("cache-second")
+    proxied_registry.pusher.push("dev/app", first, "1.0")
+    async with proxied_registry.client() as client:
+        assert (await client.get_manifest("dev/app", "1.0")).digest == first.digest
+        assert (await client.get_manifest("dev/app", first.digest)).raw == first.raw
+        assert (await client.get_manifest("dev/app", first.digest)).raw == first.raw
+        proxied_registry.pusher.push("dev/app", second, "1.0")  # the tag moves
+        assert (await client.get_manifest("dev/app", "1.0")).digest == second.digest
+        # read by another repository: its own read (a digest in one is not one in the other)
+        with pytest.raises(NotFound):
+            await client.get_manifest("dev/other", first.digest)
+    assert _manifest_gets(proxied_registry, "1.0") == 2
+    assert _manifest_gets(proxied_registry, first.digest) == 1  # dev/other's, not dev/app's
+
+
+async def test_a_corrupt_manifest_is_not_kept(proxied_registry: ProxiedReg) -> None:
+    img = im.image("cache-corrupt")
+    proxied_registry.pusher.push("dev/app", img)
+    proxied_registry.faults.add(Fault("GET", f"/manifests/{img.digest}$", corrupt_at=5, times=None))
+    async with proxied_registry.client() as client:
+        with pytest.raises(DigestMismatch):
+            await client.get_manifest("dev/app", img.digest)
+        proxied_registry.faults.clear()
+        assert (await client.get_manifest("dev/app", img.digest)).raw == img.raw
+
+
+async def test_kept_manifests_are_bounded_oldest_out(
+    proxied_registry: ProxiedReg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = [im.image(f"cache-bound-{i}") for i in range(5)]
+    for img in images:
+        proxied_registry.pusher.push("dev/app", img)
+    monkeypatch.setattr(client_module, "MANIFEST_CACHE_BYTES", 4 * max(len(i.raw) for i in images))
+    async with proxied_registry.client() as client:
+        for img in [*images, images[0], images[4]]:
+            await client.get_manifest("dev/app", img.digest)
+    # room for four: the first was dropped when the fifth came, and read again; the fifth stayed
+    assert [_manifest_gets(proxied_registry, i.digest) for i in images] == [2, 1, 1, 1, 1]
+
+
+async def test_a_pooled_connection_the_server_closed_is_seen_closed() -> None:
+    """tune_http() makes httpcore's check of idle pooled connections cheap (registry/http.py);
+    the check must still see a server's close, or the next request would go down a dead
+    connection ("Server disconnected without sending a response")."""
+    from httpcore._backends.anyio import AnyIOStream
+
+    tune_http()
+    assert getattr(AnyIOStream.get_extra_info, "airlock_tuned", False)
+    release = asyncio.Event()
+    accepted = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await release.wait()  # keep-alive, until the test lets the server close it
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        async with httpx.AsyncClient() as http:
+            stream = (await http.get(url)).extensions["network_stream"]
+            assert stream.get_extra_info("is_readable") is False  # open and idle: reusable
+            release.set()
+            sock = stream.get_extra_info("socket")
+            readable, _, _ = await asyncio.to_thread(select.select, [sock], [], [], 10)
+            assert readable, "the server's close never reached the client"
+            assert stream.get_extra_info("is_readable") is True
+            assert (await http.get(url)).text == "ok"
+        assert accepted == 2  # the second request went down a new connection
+    finally:
+        server.close()
