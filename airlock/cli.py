@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     from airlock import verifycli
 
     verifycli.add_parsers(sub)
+    from airlock import releasecli
+
+    releasecli.add_parsers(sub)
     return parser
 
 

@@ -35,6 +35,7 @@ SCAN_REPORT_TRIVY = "application/vnd.airlock.scan-report.trivy+json"
 SCAN_REPORT_GRYPE = "application/vnd.airlock.scan-report.grype+json"
 SARIF = "application/sarif+json"
 PROMOTION_RECORD = "application/vnd.airlock.promotion.v1+json"
+RELEASE = "application/vnd.airlock.release.v1+json"  # the artifactType of a release's index
 
 # Signed attestations, in the two layouts cosign writes: DSSE envelopes as the layers of the
 # `sha256-<hex>.att` tag, and sigstore bundles as referrers (gates/attestations.py).

@@ -625,6 +625,39 @@ CASES = [
             ),
         ]
     ),
+    # -- releases (docs/releases.md): refused before anything is pushed
+    *(
+        Case(
+            f"release-{name}",
+            ("release", *args, "--pipeline", "p.yaml"),
+            code=code,
+            needle=needle,
+            files={"p.yaml": _pipeline(), **files},
+        )
+        for name, args, files, code, needle in [
+            ("bad-name", ("create", "Shop:1.0", f"{H}/dev/app:1.0"), {}, 2, "NAME:VERSION"),
+            ("no-members", ("create", "shop:1.0"), {}, 2, "at least one member"),
+            ("outside", ("create", "shop:1.0", f"{H}/elsewhere/app:1.0"), {}, 2, "any stage"),
+            ("no-such-tag", ("create", "shop:1.0", f"{H}/dev/app:9.9"), {}, 2, "no such tag"),
+            ("from-qa", ("create", "shop:1.0", f"{H}/qa/app:1.0"), {}, 2, "pushed to dev"),
+            (
+                "tag-lies",
+                ("create", "shop:1.0", f"{H}/dev/app:1.0@sha256:{'0' * 64}"),
+                {},
+                2,
+                "names",
+            ),
+            (
+                "file-unknown-key",
+                ("create", "--file", "r.yaml"),
+                {"r.yaml": "name: shop\nversion: '1'\nmembers: []\nrequire: {same_tags: true}\n"},
+                2,
+                "same_tags",
+            ),
+            ("file-missing", ("create", "--file", "nope.yaml"), {}, 2, "nope.yaml"),
+            ("show-missing", ("show", "nope:1.0"), {}, 2, "no release nope:1.0"),
+        ]
+    ),
 ]
 
 

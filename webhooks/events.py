@@ -5,8 +5,8 @@ events; a manifest push *with a tag* into the first stage of the pipeline is an 
 becomes one `airlock.image.pushed` event whose id is derived from the registry's event id (uuid5):
 the registry delivers at least once, and the receiver (webhooks/seen.py) and Prefect drop an event
 id already sent, so a redelivery never starts a second pipeline run. Everything else (blob pushes,
-pulls, pushes by digest, airlock's own tags, other repositories) is skipped, never an error: the
-registry sends all of it.
+pulls, pushes by digest, airlock's own tags, release indexes, other repositories) is skipped,
+never an error: the registry sends all of it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from flows.config import Pipeline
 from flows.pushes import EVENT, resource_id
 from flows.records import NOT_A_RELEASE
+from flows.releases import is_release
 from registry import mediatypes as mt
 from registry.errors import BadInputError
 from registry.reference import InvalidReference, Reference, is_digest, parse
@@ -61,12 +62,13 @@ class Push:
         }
 
 
-def _first_stage(pipeline: Pipeline, ref: Reference) -> bool:
+def _first_stage(pipeline: Pipeline, ref: Reference) -> str | None:
+    """The image name of `ref` when it is in the pipeline's first stage, else None."""
     try:
-        stage, _ = pipeline.locate(ref)
+        stage, name = pipeline.locate(ref)
     except BadInputError:
-        return False
-    return stage is pipeline.stages[0]
+        return None
+    return name if stage is pipeline.stages[0] else None
 
 
 def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int, list[str]]:
@@ -104,8 +106,12 @@ def registry_pushes(envelope: Any, pipeline: Pipeline) -> tuple[list[Push], int,
             ref = parse(f"{host}/{repo}:{tag}@{digest}")
         except InvalidReference as e:
             raise BadInputError(f"events[{i}]: {e}") from None
-        if not _first_stage(pipeline, ref):
+        image = _first_stage(pipeline, ref)
+        if image is None:
             notes.append(f"{repo}:{tag}: not in the pipeline's first stage ({first.repository})")
+            continue
+        if is_release(image):
+            notes.append(f"{repo}:{tag}: a release (airlock release create), not an image")
             continue
         actor = event.get("actor")
         name = actor.get("name") if isinstance(actor, dict) else None
@@ -129,10 +135,13 @@ def ci_push(body: Any, pipeline: Pipeline, delivery: str) -> Push:
         raise BadInputError(str(e)) from None
     if ref.tag is None:
         raise BadInputError(f"{ref}: name the image by its tag (stages' tags are made from it)")
-    if not _first_stage(pipeline, ref):
+    image = _first_stage(pipeline, ref)
+    if image is None:
         first = pipeline.stages[0]
         where = f"{pipeline.registries[first.registry].url}/{first.repository}"
         raise BadInputError(f"{ref.name} is not in the pipeline's first stage ({where})")
+    if is_release(image):
+        raise BadInputError(f"{ref.name} is a release (airlock release create), not an image")
     if "id" in body and not (isinstance(body["id"], str) and 0 < len(body["id"]) <= 200):
         raise BadInputError("id, when given, must be a string of 1-200 characters")
     requester = body.get("requester", "ci")

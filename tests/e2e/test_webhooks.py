@@ -188,6 +188,7 @@ async def test_a_tagged_push_to_the_first_stage_becomes_one_event_in_prefect(
         (push(tag="sha256-" + "ab" * 32), "not a release"),
         (push(tag="sha256-" + "ab" * 32 + ".sig"), "not a release"),
         (push(tag="airlock.history"), "not a release"),
+        (push(repo="dev/releases/shop"), "a release (airlock release create)"),
         (push(media_type="application/octet-stream"), None),  # a blob: routine, no word
         (push(action="pull"), None),
     ],
@@ -198,6 +199,7 @@ async def test_a_tagged_push_to_the_first_stage_becomes_one_event_in_prefect(
         "fallback-tag",
         "cosign-tag",
         "history",
+        "release-index",
         "blob",
         "pull",
     ],
@@ -266,6 +268,7 @@ async def test_bad_registry_calls_get_a_clear_status_one_log_line_and_no_event(
         ({"body": {"image": f"{HOST}/dev/app@{DIGEST}"}}, 400, "by its tag"),
         ({"body": {"image": f"{HOST}/prod/app:1.0"}}, 400, "not in the pipeline's first stage"),
         ({"body": {"image": "elsewhere:5000/dev/app:1.0"}}, 400, "first stage"),
+        ({"body": {"image": f"{HOST}/dev/releases/shop:1.0"}}, 400, "is a release"),
         ({"body": {"image": f"{HOST}/dev/app:1.0", "requester": ""}}, 400, "requester"),
         # "ci": the arguments of ci_body, called when the test runs (its timestamps are "now")
         ({"ci": {"timestamp": None}}, 400, 'add "timestamp"'),

@@ -74,8 +74,10 @@ def image(
     layer_size: int = 4096,
     arch: str = "amd64",
     shared: list[Blob] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Image:
-    """A single-platform image; `shared` layers come first (to share blobs between platforms)."""
+    """A single-platform image; `shared` layers come first (to share blobs between platforms);
+    `labels` are added to its config's."""
     layer_type = DOCKER_LAYER if docker else OCI_LAYER
     blobs = list(shared or []) + [
         Blob(random_bytes(f"{seed}-layer-{i}", layer_size), layer_type) for i in range(layers)
@@ -83,7 +85,7 @@ def image(
     config = {
         "architecture": arch,
         "os": "linux",
-        "config": {"Labels": {"seed": seed}},
+        "config": {"Labels": {"seed": seed, **(labels or {})}},
         "rootfs": {"type": "layers", "diff_ids": [b.digest for b in blobs]},
     }
     config_blob = Blob(
