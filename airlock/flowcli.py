@@ -1,4 +1,4 @@
-"""`airlock promote`, `pipeline`, `rollback`, `approve`: the Prefect flows from the command line.
+"""`airlock promote`, `pipeline`, `rollback`, `approve`, `freeze`: Prefect from the command line.
 
 Flows run in this process against `PREFECT_API_URL` when it is set, else against Prefect's
 embedded (ephemeral, SQLite) server. Approvals need a server that `airlock approve` (or a person in
@@ -71,6 +71,26 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--tag", metavar="TAG", help="the tag to move (default: the last promoted)")
     common(p)
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser(
+        "freeze",
+        help="stop the line: refuse every promotion into a stage until it is unfrozen",
+        description="Refuse promotions into STAGE, saying REASON, until `airlock unfreeze`"
+        " (a Prefect variable every worker reads; rollbacks still run).",
+    )
+    p.add_argument("stage", metavar="STAGE")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="shown in every refusal")
+    common(p)
+    p.set_defaults(func=cmd_freeze)
+
+    p = sub.add_parser(
+        "unfreeze",
+        help="lift a stage's freeze",
+        description="Promotions into STAGE run again (a stage that was not frozen: exit 0).",
+    )
+    p.add_argument("stage", metavar="STAGE")
+    common(p)
+    p.set_defaults(func=cmd_unfreeze)
 
     p = sub.add_parser(
         "approve",
@@ -286,6 +306,37 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         )
     )
     _print(args, done, f"{done['target']} -> {done['digest']} (was {done['from']})")
+    return 0
+
+
+def _stage_of(args: argparse.Namespace) -> str:
+    from flows.config import load
+
+    return load(args.pipeline).stage(args.stage).name  # an unknown stage: bad input
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    from flows import freeze
+
+    stage = _stage_of(args)
+    reason = " ".join(args.reason.split())
+    if not reason or len(reason) > freeze.MAX_REASON:
+        raise BadInputError(f"--reason: say why, in 1 to {freeze.MAX_REASON} characters")
+    done = _run(freeze.freeze(stage, reason, _requester(args)))
+    _print(args, vars(done), f"{stage}: frozen by {done.by}: {done.reason}")
+    return 0
+
+
+def cmd_unfreeze(args: argparse.Namespace) -> int:
+    from flows import freeze
+
+    stage = _stage_of(args)
+    lifted = _run(freeze.unfreeze(stage))
+    _print(
+        args,
+        {"stage": stage, "was_frozen": lifted},
+        f"{stage}: {'unfrozen' if lifted else 'was not frozen'}",
+    )
     return 0
 
 

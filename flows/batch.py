@@ -26,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import hops
 from flows.config import Pipeline, Stage
+from flows.freeze import frozen
 from flows.hops import Hop, PromotionRefused, clients, resolve
 from flows.landing import (
     Event,
@@ -143,6 +144,10 @@ async def promote_batch(
                 m.done = summary(m.hop, "promoted", done.digest)
 
         await each(locate, batch)
+        if (stopped := await frozen(stage.name)) is not None:  # land() checks again, locked
+            for m in batch:
+                if m.open:
+                    m.refused = stopped.refusal()
         await locked(check, [m for m in batch if m.there])
         await each(judge, batch)
         await locked(admit, batch)

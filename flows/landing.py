@@ -27,6 +27,7 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 
 from flows.config import Pipeline
+from flows.freeze import refuse_if_frozen
 from flows.hops import Hop, PromotionRefused, clients
 from flows.records import Approval, PromotionRecord, recorded, write_record
 from gates import vsa
@@ -148,6 +149,7 @@ async def land(
     if await done_before(dst, hop, current):
         return None
     refuse_immutable(hop, current)
+    await refuse_if_frozen(stage.name)  # again, under the lock: frozen since the gates ran?
     copied = await copy_image(
         src, hop.source, dst, hop.target, no_clobber=stage.immutable, evidence_only=True
     )

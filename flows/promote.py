@@ -28,6 +28,7 @@ from flows import hops
 from flows.approvals import asking, deployed, suspends, wait_for_approval
 from flows.batch import batch_task
 from flows.config import GateConfig, Pipeline, Stage, load
+from flows.freeze import refuse_if_frozen
 from flows.hops import Hop, PromotionRefused, artifact_key, clients, resolve
 from flows.landing import (
     BOARD_KEY,
@@ -225,6 +226,7 @@ async def _hop(
                 logger.info("%s already holds %s: nothing to do", hop.target, hop.digest)
                 return summary(hop, "already there", None)
         refuse_immutable(hop, current)
+        await refuse_if_frozen(stage.name)  # before anyone is asked to approve
 
         # gates that wait for people (approval) come last, and only if the others passed
         task_gates = [g for g in stage.gates if not g.gate.waits_for_people]

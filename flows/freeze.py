@@ -1,0 +1,77 @@
+"""The stop switch (#16): `airlock freeze STAGE --reason TEXT` refuses every promotion into STAGE,
+saying why, until `airlock unfreeze STAGE`.
+
+The switch is a Prefect variable, `airlock_freeze_<stage>`, so every process that promotes — the
+CLI, `airlock serve`, each worker — reads the same one from the server. A hop looks at it before
+its gates (nobody is asked to approve into a frozen stage) and again under the target
+repository's lock, just before it copies (flows/landing.py): a run started, or approved, before
+the freeze never lands after it. Any value under the name freezes the stage — one that is not
+airlock's own shape too (fail closed). Rollbacks are not stopped: they are how a frozen stage is
+repaired.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from flows.hops import PromotionRefused
+
+MAX_REASON = 500
+
+
+@dataclass(frozen=True)
+class Freeze:
+    stage: str
+    reason: str
+    by: str
+    since: str
+
+    def refusal(self) -> str:
+        return (
+            f"{self.stage}: frozen by {self.by} since {self.since}: {self.reason} (promotions"
+            f" into {self.stage} are refused until `airlock unfreeze {self.stage}`)"
+        )
+
+
+def variable(stage: str) -> str:
+    return f"airlock_freeze_{stage}"
+
+
+async def frozen(stage: str) -> Freeze | None:
+    """The stage's freeze, or None. An unreadable variable is an error, never "not frozen"."""
+    from prefect.variables import Variable
+
+    value: Any = await Variable.aget(variable(stage), default=None)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return Freeze(stage, str(value)[:MAX_REASON] or "(no reason given)", "someone", "?")
+    return Freeze(
+        stage,
+        str(value.get("reason") or "(no reason given)")[:MAX_REASON],
+        str(value.get("by") or "someone"),
+        str(value.get("since") or "?"),
+    )
+
+
+async def refuse_if_frozen(stage: str) -> None:
+    if (found := await frozen(stage)) is not None:
+        raise PromotionRefused(found.refusal())
+
+
+async def freeze(stage: str, reason: str, by: str) -> Freeze:
+    from prefect.variables import Variable
+
+    since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    value = {"reason": reason, "by": by, "since": since}
+    await Variable.aset(variable(stage), value, overwrite=True)
+    return Freeze(stage, reason, by, since)
+
+
+async def unfreeze(stage: str) -> bool:
+    """Lift the stage's freeze; False when it was not frozen."""
+    from prefect.variables import Variable
+
+    return await Variable.aunset(variable(stage))
