@@ -13,7 +13,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import BadInputError
+from registry.errors import AirlockError, BadInputError
 
 if TYPE_CHECKING:
     from flows.config import Pipeline
@@ -129,7 +129,6 @@ async def _show(
 ) -> tuple[Release, dict[str, list[str] | None]]:
     from flows import releases
     from flows.hops import clients
-    from registry.errors import AirlockError
 
     async with clients(pipeline, *pipeline.stages) as opened:
         first = pipeline.stages[0]

@@ -383,10 +383,7 @@ def load(path: str | Path | None = None) -> Pipeline:
     try:
         pipeline = Pipeline.model_validate(doc)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = _path(err["loc"], doc)
-        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise BadInputError(f"{path}: {where}: {_message(err)}{more}") from None
+        raise BadInputError(f"{path}: {validation_problem(e, doc)}") from None
     pipeline._file = str(path.resolve())
     pipeline._sha256 = hashlib.sha256(raw).hexdigest()
     for stage in pipeline.stages:  # a key that cannot be read is a bad file, said at load
@@ -412,7 +409,15 @@ async def _secret(name: str, where: str) -> str:
     return str(block.get())
 
 
-def _path(loc: tuple[Any, ...], doc: Any) -> str:
+def validation_problem(e: ValidationError, doc: Any, top: str = "pipeline") -> str:
+    """`stages[2: prod].gates[0].policy: unknown key (not allowed here)`: the first problem a
+    file of airlock's has (pipeline.yaml, release.yaml), where it is, and how many more."""
+    err = e.errors()[0]
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"{_path(err['loc'], doc, top)}: {_message(err)}{more}"
+
+
+def _path(loc: tuple[Any, ...], doc: Any, top: str) -> str:
     """`stages[2: prod].gates[0].policy` — where in the file a problem is, with stage names."""
     out, node = "", doc
     for part in loc:
@@ -426,7 +431,7 @@ def _path(loc: tuple[Any, ...], doc: Any) -> str:
             node = node[part]
         except (KeyError, IndexError, TypeError):
             node = None
-    return out or "pipeline"
+    return out or top
 
 
 def _message(err: dict[str, Any]) -> str:

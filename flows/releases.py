@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from flows.config import Pipeline, Stage
+from flows.config import Pipeline, Stage, validation_problem
 from gates.yamlfile import read_mapping_and_bytes
 from registry import mediatypes as mt
 from registry.client import RegistryClient
@@ -56,9 +56,13 @@ class Member:
 class Release:
     name: str
     version: str
-    digest: str
     members: tuple[Member, ...]
-    where: Reference  # the index: first stage, releases/NAME:VERSION
+    where: Reference  # the index: first stage, releases/NAME:VERSION@digest
+
+    @property
+    def digest(self) -> str:
+        assert self.where.digest is not None
+        return self.where.digest
 
 
 class Rules(BaseModel):
@@ -84,9 +88,7 @@ def read_file(path: str | Path) -> ReleaseFile:
     try:
         return ReleaseFile.model_validate(doc)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top)"
-        raise BadInputError(f"{path}: {where}: {err['msg']}") from None
+        raise BadInputError(f"{path}: {validation_problem(e, doc, 'release')}") from None
 
 
 def split_name(text: str) -> tuple[str, str]:
@@ -152,7 +154,7 @@ async def create(
         target = Reference(where.registry, where.repository, digest=m.digest)
         await copy_image(client, source, client, target, referrers=False)
     await client.put_manifest(where.repository, version, Manifest(raw, mt.OCI_INDEX, digest))
-    return Release(name, version, digest, tuple(members), where.with_digest(digest))
+    return Release(name, version, tuple(members), where.with_digest(digest))
 
 
 async def _member(pipeline: Pipeline, client: RegistryClient, text: str) -> Member:
@@ -269,9 +271,7 @@ async def read(pipeline: Pipeline, client: RegistryClient, name: str, version: s
             )
         bare = Descriptor(entry.media_type, entry.digest, entry.size, entry.artifact_type)
         members.append(Member(member_name, repository, str(tag), bare))
-    return Release(
-        name, version, manifest.digest, tuple(members), where.with_digest(manifest.digest)
-    )
+    return Release(name, version, tuple(members), where.with_digest(manifest.digest))
 
 
 async def holds(

@@ -71,6 +71,19 @@ def setup(registry: Reg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Set
 
 
 @pytest.fixture
+def cli_env(prefect_api: str) -> Iterator[dict[str, str]]:
+    """The environment of an `airlock` subprocess that talks to the test's Prefect server; every
+    stage is unfrozen again afterwards (one server serves the whole session)."""
+    from prefect.variables import Variable
+
+    from flows.freeze import variable
+
+    yield {"PREFECT_API_URL": prefect_api}
+    for stage in ("dev", "qa", "staging", "prod"):
+        Variable.unset(variable(stage))
+
+
+@pytest.fixture
 def fast_approval_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     """A paused promotion notices a resume within 0.2 s instead of 2 s (speed only: the tests
     wait for states, never for time)."""

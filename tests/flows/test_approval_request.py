@@ -219,11 +219,6 @@ async def test_airlock_approve_exits_1_for_an_approval_that_would_not_count(
     ]
 
 
-@pytest.fixture
-def cli_env(prefect_api: str) -> dict[str, str]:
-    return {"PREFECT_API_URL": prefect_api}
-
-
 async def test_a_refused_hop_reads_as_one_refusal(setup: Setup) -> None:
     img = setup.push("refused-scan")
     await attach_evidence(setup.reg, img, scan=CRITICAL_SCAN)

@@ -20,27 +20,9 @@ from tests.flows.helpers import (
     push_with_evidence,
     wait_for_approval_request,
 )
-from tests.support.cli import airlock, assert_one_line_error, run_cli
+from tests.support.cli import airlock, assert_one_line_error, assert_refusal, run_cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fast_approval_polls")]
-
-
-@pytest.fixture
-def cli_env(prefect_api: str) -> dict[str, str]:
-    return {"PREFECT_API_URL": prefect_api}
-
-
-def assert_refusal(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
-    """Exit `code`, one `airlock: error:` line naming the needles, no traceback; Prefect's own
-    log lines may be on stderr too."""
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("airlock: error: ")]
-    assert len(errors) == 1, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    assert proc.stdout == ""
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return errors[0]
 
 
 async def runs_of(image: str, since: dt.datetime) -> list[Any]:

@@ -37,3 +37,16 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *ne
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert proc.stdout == ""
+
+
+def assert_refusal(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    """Exit `code`, one `airlock: error:` line naming the needles, no traceback; Prefect's own
+    log lines may be on stderr too."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("airlock: error: ")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return errors[0]
