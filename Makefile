@@ -36,5 +36,6 @@ bench: bootstrap
 	uv run --frozen python bench/scan_bench.py
 	uv run --frozen python bench/promote_bench.py
 	uv run --frozen python bench/push_bench.py
+	uv run --frozen python bench/release_bench.py
 	uv run --frozen python bench/virtual_bench.py
 	uv run --frozen python bench/verify_bench.py

@@ -69,6 +69,11 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--to", metavar="DIGEST", help="roll to this digest (it must have passed)")
     p.add_argument("--tag", metavar="TAG", help="the tag to move (default: the last promoted)")
+    p.add_argument(
+        "--release",
+        metavar="NAME",
+        help="put every member of release NAME back to the release promoted before (#16)",
+    )
     common(p)
     p.set_defaults(func=cmd_rollback)
 
@@ -303,6 +308,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             to=args.to,
             tag=args.tag,
             requester=_requester(args),
+            release=args.release,
         )
     )
     _print(args, done, f"{done['target']} -> {done['digest']} (was {done['from']})")
@@ -476,6 +482,8 @@ def plan_hop(args: argparse.Namespace) -> int:
 
     from flows.config import load
     from flows.hops import PromotionRefused, clients, evaluate, resolve
+    from flows.release_hop import release_hops
+    from flows.releases import is_release
     from registry.copy import human_size, plan_copy
     from registry.reference import parse
 
@@ -484,28 +492,40 @@ def plan_hop(args: argparse.Namespace) -> int:
     previous = pipeline.previous(stage)
 
     async def run() -> dict[str, Any]:
-        here, _ = pipeline.locate(parse(args.src))
-        async with clients(pipeline, here, previous, stage) as opened:
+        here, name = pipeline.locate(parse(args.src))
+        first = pipeline.stages[0]
+        async with clients(pipeline, first, here, previous, stage) as opened:
             src, dst = opened[previous.registry], opened[stage.registry]
             try:
                 hop = await resolve(pipeline, args.src, args.to, opened)
+                # a release: every member's hop, then the index's (flows/release_hop.py)
+                hops = await release_hops(pipeline, hop, opened) if is_release(name) else [hop]
             except PromotionRefused as e:
                 return {"refused": str(e)}
             gates = []
-            for config in stage.gates:
-                if config.gate.waits_for_people:  # a plan never waits: it says it would
+            for one in hops[:-1] if len(hops) > 1 else hops:
+                member = one.name if len(hops) > 1 else None
+                for config in stage.gates:
+                    if config.gate.waits_for_people:
+                        continue
+                    result = await evaluate(config, one, src)
+                    result = result.model_copy(update={"member": member})
+                    gates.append(
+                        {"gate": result.label, "passed": result.passed, "summary": result.summary}
+                    )
+            for config in stage.gates:  # a plan never waits: it says it would (once, for all)
+                if config.gate.waits_for_people:
                     gates.append({"gate": config.kind, "passed": None, "summary": _waits(config)})
-                    continue
-                result = await evaluate(config, hop, src)
-                gates.append(
-                    {"gate": result.gate, "passed": result.passed, "summary": result.summary}
-                )
-            copy = await plan_copy(src, hop.source, dst, hop.target, evidence_only=True)
+            copies = [
+                await plan_copy(src, h.source, dst, h.target, evidence_only=True) for h in hops
+            ]
+            copy = copies[-1]  # the image's, or the release index's
             return {
                 "stage": stage.name,
                 "source": str(hop.source),
                 "target": str(hop.target),
                 "digest": hop.digest,
+                **({"members": [h.name for h in hops[:-1]]} if len(hops) > 1 else {}),
                 "gates": gates,
                 "target_state": "already there"
                 if copy.root.exists
@@ -514,10 +534,10 @@ def plan_hop(args: argparse.Namespace) -> int:
                 else "new",
                 "immutable": stage.immutable,
                 "copy": {
-                    "mount": copy.count("mount"),
-                    "stream": copy.count("stream"),
-                    "skip": copy.count("skip"),
-                    "bytes_to_stream": copy.bytes_to_stream(),
+                    "mount": sum(c.count("mount") for c in copies),
+                    "stream": sum(c.count("stream") for c in copies),
+                    "skip": sum(c.count("skip") for c in copies),
+                    "bytes_to_stream": sum(c.bytes_to_stream() for c in copies),
                 },
             }
 
@@ -529,6 +549,8 @@ def plan_hop(args: argparse.Namespace) -> int:
         print(f"refused: {plan['refused']}")
         return 0
     print(f"{plan['source']} -> {plan['target']}")
+    if plan.get("members"):
+        print(f"a release of {len(plan['members'])}: {', '.join(plan['members'])}")
     print(
         f"digest {plan['digest']}; target tag: {plan['target_state']}"
         + (

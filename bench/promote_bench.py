@@ -64,18 +64,18 @@ def pipeline_yaml(host: str) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-async def push_image(host: str, name: str) -> None:
+async def push_image(host: str, name: str, tag: str = "1.0") -> None:
     """A small image with passing test and scan reports bound to its digest."""
     from airlock.demo import push_with_evidence, sample_image
 
-    manifest, blobs = sample_image(version=name)
+    manifest, blobs = sample_image(version=f"{name}-{tag}")
     report = (FIXTURES / "pytest-json-report" / "all-passed.report.json").read_bytes()
     scan = json.loads((FIXTURES / "trivy" / "sl-micro-rancher5.4-no-vulns.json").read_bytes())
     assert manifest.config is not None
     scan["Metadata"]["ImageID"] = manifest.config.digest
     reports = [(mt.TEST_REPORT_PYTEST, report), (mt.SCAN_REPORT_TRIVY, json.dumps(scan).encode())]
     async with RegistryClient(host) as client:
-        await push_with_evidence(client, f"dev/{name}", manifest, blobs, reports, tag="1.0")
+        await push_with_evidence(client, f"dev/{name}", manifest, blobs, reports, tag=tag)
 
 
 def main() -> None:

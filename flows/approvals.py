@@ -158,10 +158,14 @@ async def wait_for_approval(
     requester: str | None,
     earlier: list[Earlier],
     announce: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    *,
+    members: list[Hop] | None = None,
+    stage_notes: list[str] | None = None,
 ) -> tuple[GateResult, list[Approval]]:
     """Wait until the approval policy is met, a decision rejects, or the timeout passes. The
-    request (what is asked, on what evidence: this stage's gates and `earlier` stages' records)
-    is shown in the Resume form, in a pending-approval artifact and to `airlock approve`."""
+    request (what is asked, on what evidence: this stage's gates and `earlier` stages' records;
+    for a release, its `members`; the stage's windows and stop switch, `stage_notes`) is shown
+    in the Resume form, in a pending-approval artifact and to `airlock approve`."""
     logger = get_run_logger()
     policy = config.policy
     assert isinstance(policy, gates.approval.ApprovalPolicy)  # typed at load (flows/config.py)
@@ -187,6 +191,8 @@ async def wait_for_approval(
         pages = pages or await run_pages()
         asked = (policy, binding)
         request = _request(hop, requester, deadline, asked, results, earlier, inputs, pages)
+        request["members"] = [{"name": m.name, "digest": m.digest} for m in members or []]
+        request["stage_notes"] = stage_notes or []
         await _publish(request)  # again at each pause: it says who has decided so far
         text = request_markdown(request)
         if not announced:
@@ -346,7 +352,7 @@ def _gate(r: GateResult) -> dict[str, Any]:
         if row.get("finding") and row.get("severity")
     ]
     return {
-        "gate": r.gate,
+        "gate": r.label,
         "passed": r.passed,
         "summary": r.summary,
         "evidence": [f"{e.source} ({e.digest[:19]}…)" for e in r.evidence],
@@ -430,6 +436,11 @@ def request_markdown(request: dict[str, Any]) -> str:
         f"- **policy** {_md(request['policy_file'])} (sha256 {request['policy_sha256'][:16]}…)",
         f"- **this run** {request['run']}",
     ]
+    for note in request.get("stage_notes") or []:
+        lines.append(f"- **{_md(request['stage'])}** {_md(note)}")
+    if members := request.get("members"):
+        lines += ["", f"#### The release's {len(members)} members, each by digest"]
+        lines += [f"- {_md(m['name'])} {_md(m['digest'])}" for m in members]
     if request["decisions"]:
         lines += ["", "#### Decisions so far"]
         for d in request["decisions"]:

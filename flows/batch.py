@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import hops
 from flows.config import Pipeline, Stage
-from flows.freeze import frozen
+from flows.freeze import frozen, wait_for_window
 from flows.hops import Hop, PromotionRefused, clients, resolve
 from flows.landing import (
     Event,
@@ -148,6 +148,13 @@ async def promote_batch(
             for m in batch:
                 if m.open:
                     m.refused = stopped.refusal()
+        try:
+            if any(m.open for m in batch):
+                await wait_for_window(stage)
+        except PromotionRefused as e:
+            for m in batch:
+                if m.open:
+                    m.refused = str(e)
         await locked(check, [m for m in batch if m.there])
         await each(judge, batch)
         await locked(admit, batch)

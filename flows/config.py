@@ -36,7 +36,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -51,6 +51,7 @@ from pydantic import (
     model_validator,
 )
 
+from flows.windows import Window
 from gates import keys
 from gates.approval import ApprovalPolicy
 from gates.base import GateKind, Policy, ReportPolicy
@@ -187,6 +188,9 @@ class Stage(_Strict):
     # OpenSSH line itself): the next hop and `airlock verify` accept a digest as having passed
     # this stage only through a VSA signed by it.
     public_key: str | None = None
+    # when promotions may land (flows/windows.py); outside them a hop waits, or refuses
+    windows: list[Window] = Field(default_factory=list)
+    on_window: Literal["wait", "refuse"] = "wait"
 
     @field_validator("publish")
     @classmethod
@@ -280,6 +284,11 @@ class Pipeline(_Strict):
         if self.stages[0].gates:
             raise ValueError(
                 f"stage {self.stages[0].name}: the first stage cannot have gates"
+                " (images arrive there by push)"
+            )
+        if self.stages[0].windows:
+            raise ValueError(
+                f"stage {self.stages[0].name}: the first stage cannot have windows"
                 " (images arrive there by push)"
             )
         return self

@@ -8,14 +8,21 @@ repository's lock, just before it copies (flows/landing.py): a run started, or a
 the freeze never lands after it. Any value under the name freezes the stage — one that is not
 airlock's own shape too (fail closed). Rollbacks are not stopped: they are how a frozen stage is
 repaired.
+
+Windows (pipeline.yaml `windows:`, flows/windows.py) close a stage at times instead: a promotion
+waits for them to open — or is refused, with `on_window: refuse` — before its gates and again
+before it lands.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from flows import windows
+from flows.config import Stage
 from flows.hops import PromotionRefused
 
 MAX_REASON = 500
@@ -75,3 +82,44 @@ async def unfreeze(stage: str) -> bool:
     from prefect.variables import Variable
 
     return await Variable.aunset(variable(stage))
+
+
+# ---------------------------------------------------------------------------- windows
+
+
+async def wait_for_window(stage: Stage) -> None:
+    """Hold a promotion while the stage's windows (flows/windows.py) close it — or refuse it,
+    with `on_window: refuse` or when they never open. Waiting is a sleep in the run: its state
+    stays Running, its log says until when, and it holds its worker slot meanwhile."""
+    from prefect import get_run_logger
+
+    while True:
+        now = dt.datetime.now(dt.UTC)
+        try:
+            opens = windows.opens_at(stage.windows, now)
+        except windows.NeverOpen as e:
+            raise PromotionRefused(f"{stage.name}: {e}") from None
+        if opens is None:
+            return
+        why = windows.blocked_line(stage.windows, now) or f"closed until {opens.isoformat()}"
+        if stage.on_window == "refuse":
+            raise PromotionRefused(
+                f"{stage.name}: {why} (on_window: refuse); promote again once it opens"
+            )
+        get_run_logger().info("%s: %s: waiting", stage.name, why)
+        await asyncio.sleep(max(0.0, (opens - now).total_seconds()))
+
+
+async def stage_notes(stage: Stage) -> list[str]:
+    """What a reviewer should know of the stage itself: its windows and its stop switch."""
+    notes = [f"window: {windows.describe(w)}" for w in stage.windows]
+    if stage.windows:
+        waits = "is refused" if stage.on_window == "refuse" else "waits"
+        notes.append(f"outside its windows a promotion {waits}")
+    stopped = await frozen(stage.name)
+    notes.append(
+        stopped.refusal()
+        if stopped
+        else f"not frozen (`airlock freeze {stage.name}` would stop it)"
+    )
+    return notes

@@ -17,6 +17,7 @@ from flows import pushes
 from flows.config import GateConfig, Pipeline, Stage
 from flows.records import PromotionRecord, read_record, records_for
 from gates import vsa
+from gates.approval import name_problem
 from gates.base import EvidenceError, GateResult
 from gates.kinds import Candidate
 from registry.client import RegistryClient
@@ -83,6 +84,17 @@ def artifact_key(kind: str, hop: Hop) -> str:
     lists each once, with its versions (Prefect: lowercase letters, digits, dashes)."""
     name = re.sub(r"[^a-z0-9]+", "-", hop.name.lower()).strip("-")[:40] or "image"
     return f"airlock-{kind}-{hop.stage.name.replace('_', '-')}-{name}"
+
+
+def check_requester(stage: Stage, requester: str | None) -> None:
+    """A requester's name is a plain name, and a stage with an approval gate needs one."""
+    if requester is not None and (problem := name_problem(requester)):
+        raise BadInputError(f"requester {requester!r}: {problem}")
+    if requester is None and stage.asks_approval:
+        raise BadInputError(
+            f"{stage.name} has an approval gate: say who asks (requester), so that nobody"
+            " approves their own promotion"
+        )
 
 
 # ---------------------------------------------------------------------------- clients

@@ -16,7 +16,7 @@ import json
 import re
 import ssl
 import types
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +26,7 @@ from prefect.artifacts import Artifact, create_table_artifact
 from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 
-from flows.config import Pipeline
+from flows.config import Pipeline, Stage
 from flows.freeze import refuse_if_frozen
 from flows.hops import Hop, PromotionRefused, clients
 from flows.records import Approval, PromotionRecord, recorded, write_record
@@ -35,7 +35,7 @@ from gates.base import GateResult
 from gates.keys import PrivateKey
 from registry.client import RegistryClient
 from registry.copy import copy_image
-from registry.errors import AirlockError
+from registry.errors import AirlockError, RegistryError
 from registry.http import lazy_default_context
 from registry.manifest import Descriptor
 from registry.reference import Reference
@@ -140,21 +140,31 @@ async def land(
     requester: str | None,
     signer: PrivateKey | None,
     started: dt.datetime,
+    *,
+    release: str | None = None,
+    members: Sequence[Hop] = (),
 ) -> Landed | None:
     """Under the target repository's lock (the caller holds it): copy the digest, write its
-    record and — where the stage signs — its VSA. None when the hop was done already."""
+    record and — where the stage signs — its VSA. None when the hop was done already.
+
+    A member of `release` (NAME:VERSION) — or the release's index itself — was copied by digest
+    already, with all the release's members, and the stop switch was checked once for them all:
+    here its tag only moves. The index's VSA names every one of its `members` as a subject."""
     logger = get_run_logger()
     stage = hop.stage
     current = await dst.head_manifest(hop.target.repository, hop.target.reference)
     if await done_before(dst, hop, current):
         return None
     refuse_immutable(hop, current)
-    await refuse_if_frozen(stage.name)  # again, under the lock: frozen since the gates ran?
-    copied = await copy_image(
-        src, hop.source, dst, hop.target, no_clobber=stage.immutable, evidence_only=True
-    )
-    for warning in copied.warnings:
-        logger.warning("%s", warning)
+    if release is None:
+        await refuse_if_frozen(stage.name)  # again, under the lock: frozen since the gates ran?
+        copied = await copy_image(
+            src, hop.source, dst, hop.target, no_clobber=stage.immutable, evidence_only=True
+        )
+        for warning in copied.warnings:
+            logger.warning("%s", warning)
+    else:
+        await move_tag(dst, hop)
     record = PromotionRecord(
         stage=stage.name,
         image=hop.name,
@@ -163,6 +173,7 @@ async def land(
         target=str(hop.target.with_digest(hop.digest)),
         tags=[hop.target.tag or ""],
         release=hop.release,
+        part_of=release,
         published=stage.published(hop.name, hop.target.tag),
         gates=results,
         approvals=approvals,
@@ -184,9 +195,61 @@ async def land(
             hop.target.name,
             _vsa_predicate(hop, results, record_digest),
             signer,
+            also=[(m.target.name, m.digest) for m in members],
         )
         logger.info("%s VSA signed by %s: %s", stage.name, signer.short_id, written.bundle)
     return Landed(record, record_digest)
+
+
+async def put_back(
+    pipeline: Pipeline,
+    client: RegistryClient,
+    stage: Stage,
+    ref: Reference,
+    name: str,
+    digest: str,
+    tag: str,
+    requester: str | None,
+    started: dt.datetime,
+    part_of: str | None = None,
+) -> str:
+    """A rollback, under the repository's lock (the caller holds it): point `tag` at `digest`
+    (in the repository already: it was promoted there) and record it."""
+    source, target = ref.with_digest(digest), ref.with_tag(tag)
+    await copy_image(client, source, client, target, evidence_only=True)
+    manifest = await client.get_manifest(ref.repository, digest)
+    record = PromotionRecord(
+        kind="rollback",
+        stage=stage.name,
+        image=name,
+        digest=digest,
+        source=str(source),
+        target=str(target.with_digest(digest)),
+        tags=[tag],
+        part_of=part_of,
+        requester=requester,
+        policy=pipeline.policy(stage),
+        flow_run_id=flow_run.id,
+        flow_run_url=flow_run.ui_url,
+        airlock_version=__version__,
+        started_at=started,
+        finished_at=dt.datetime.now(dt.UTC),
+    )
+    subject = Descriptor(manifest.media_type, digest, len(manifest.raw))
+    return await write_record(client, ref.repository, subject, record)
+
+
+async def move_tag(dst: RegistryClient, hop: Hop) -> None:
+    """Point the hop's target tag at its digest, which the target repository holds already
+    (copied by digest), then read it back: it must name that digest."""
+    repo, tag = hop.target.repository, hop.target.tag or hop.digest
+    await dst.put_manifest(repo, tag, hop.manifest)
+    landed = await dst.head_manifest(repo, tag)
+    if landed is None or landed.digest != hop.digest:
+        raise RegistryError(
+            f"{hop.target} resolves to {landed.digest if landed else 'nothing'} after it was"
+            f" pointed at {hop.digest}: another writer moved it"
+        )
 
 
 def _vsa_predicate(hop: Hop, results: list[GateResult], record_digest: str) -> dict[str, Any]:
@@ -247,10 +310,21 @@ def refuse_immutable(hop: Hop, current: Descriptor | None) -> None:
         )
 
 
+async def refuse_if_frozen_on_board(
+    pipeline: Pipeline, opened: dict[str, RegistryClient], hop: Hop
+) -> None:
+    """The stop switch, before a hop's gates; a refusal is the hop's row on the stage board too."""
+    try:
+        await refuse_if_frozen(hop.stage.name)
+    except PromotionRefused as e:
+        await board(pipeline, opened, Event(hop, f"refused: {e}"))
+        raise
+
+
 def gate_row(result: GateResult) -> dict[str, Any]:
     """A gate's row in a gate table (a hop's, a batch's): its outcome and the evidence read."""
     return {
-        "gate": result.gate,
+        "gate": result.label,
         "passed": result.passed,
         "summary": result.summary,
         "evidence": ", ".join(e.source for e in result.evidence),

@@ -7,54 +7,57 @@ then copies that digest with registry/ (with its evidence, never other images or
 verifies it, and writes the promotion record naming the policy it was judged under. Promotions to
 the same repository are serialised by a Prefect global concurrency limit. Re-promoting a digest
 already there is an idempotent success; an immutable stage never has a tag moved. The pipeline
-is the one the process was started with (flows/config.py: load), never a flow parameter.
+is the one the process was started with (flows/config.py: load), never a flow parameter. A
+release (…/releases/NAME:VERSION) is promoted by the same flows, all its members or none
+(flows/release_hop.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
-import hashlib
-from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Awaitable
+from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
 
-from flows import hops
-from flows.approvals import asking, deployed, suspends, wait_for_approval
+from flows import releases
+from flows.approvals import deployed, suspends
 from flows.batch import batch_task
-from flows.config import GateConfig, Pipeline, Stage, load
-from flows.freeze import refuse_if_frozen
-from flows.hops import Hop, PromotionRefused, artifact_key, clients, resolve
+from flows.config import Pipeline, Stage, load
+from flows.freeze import wait_for_window
+from flows.gating import (
+    ask_people,
+    bind_digest,
+    evaluate_gate,
+    failing_quietly,
+    gate_table,
+    verdict,
+)
+from flows.hops import Hop, PromotionRefused, artifact_key, check_requester, clients, resolve
 from flows.landing import (
     BOARD_KEY,
     Event,
     board,
     done_before,
-    gate_row,
     land,
     lazy_prefect_tls,
+    put_back,
+    refuse_if_frozen_on_board,
     refuse_immutable,
     repository_lock,
     summary,
 )
-from flows.records import Approval, PromotionRecord, history, write_record
+from flows.records import PromotionRecord, history, previous_digest
+from flows.release_hop import release_hop, rollback_release
+from flows.releases import is_release
 from gates.approval import name_problem
-from gates.base import GateResult
-from registry.client import RegistryClient
-from registry.copy import copy_image
 from registry.errors import AirlockError, BadInputError, RegistryError
-from registry.manifest import Descriptor
 from registry.reference import Reference, parse
-from registry.version import __version__
 
 __all__ = ["BOARD_KEY", "pipeline", "promote", "rollback"]
-P = ParamSpec("P")
-R = TypeVar("R")
 
 lazy_prefect_tls()  # in every process that runs these flows
 
@@ -73,70 +76,6 @@ class PipelineFailed(RegistryError):
     def __init__(self, message: str, outcomes: list[dict[str, Any]]):
         super().__init__(message)
         self.outcomes = outcomes
-
-
-def _gate_key(context: Any, parameters: dict[str, Any]) -> str:
-    """One result per gate per flow run, target and digest: a run resumed after a suspended
-    approval (or retried) runs the flow again from the top, and must not judge its gates again
-    on evidence that may have changed — nor ever hand one hop's verdicts to another."""
-    config, hop = parameters["config"], parameters["hop"]
-    about = f"{config.model_dump_json()}\n{hop.target.name}"  # two scan gates; two images
-    same = hashlib.sha256(about.encode()).hexdigest()[:16]
-    run = context.task_run.flow_run_id
-    return f"airlock-gate-{run}-{hop.digest.split(':', 1)[-1][:32]}-{config.kind}-{same}"
-
-
-async def _judge(config: GateConfig, hop: Hop, client: RegistryClient) -> GateResult | State:
-    """A gate that refuses ends its task Failed (red in the UI), its verdict still the data."""
-    result = await hops.evaluate(config, hop, client)
-    if result.passed:
-        return result
-    return Failed(message=f"{config.kind} gate {result.summary}", data=result)
-
-
-# Each gate is a task of its own in the UI; its result is persisted for the run (see above).
-evaluate_gate = task(
-    name="gate",
-    task_run_name="gate-{config.kind}",
-    cache_key_fn=_gate_key,
-    persist_result=True,
-)(_judge)
-
-
-async def _verdict(state: State) -> GateResult:
-    value = await state.result(raise_on_failure=False)
-    if isinstance(value, BaseException):  # the gate broke (not a refusal): the hop fails
-        raise value
-    return value
-
-
-def failing_quietly(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | State]]:
-    """airlock's own errors (a refusal, bad input, a registry that says no) end the flow run
-    Failed with their one-line message, without a Python traceback in the run's logs; callers
-    still get the exception (Prefect raises a Failed state's data)."""
-
-    @functools.wraps(fn)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> R | State:
-        try:
-            return await fn(*args, **kwargs)
-        except AirlockError as e:
-            return Failed(message=str(e), data=e)
-
-    return run
-
-
-async def _digest_of(hop_digest: str) -> str:
-    return hop_digest
-
-
-# The digest a run promotes, decided once: a run resumed after a suspension (or retried) gets the
-# digest its first start resolved, whatever the tag says now — the gates and the approval were
-# given for that digest, and it is the only one the run may promote.
-bind_digest = task(
-    name="bind-digest",
-    cache_key_fn=lambda context, _: f"airlock-digest-{context.task_run.flow_run_id}",
-    persist_result=True,
-)(_digest_of)
 
 
 # ---------------------------------------------------------------------------- promote
@@ -189,18 +128,14 @@ async def _hop(
 ) -> dict[str, Any]:
     """One hop in the flow run it is called from (`bind`: the run may start again from the top,
     so the digest it promotes is the one its first start resolved)."""
+    here, name = pipeline.locate(parse(image))
+    if is_release(name):
+        return await release_hop(pipeline, image, to_stage, requester, bind=bind)
     started = dt.datetime.now(dt.UTC)
     logger = get_run_logger()
     stage = pipeline.stage(to_stage)
     previous = pipeline.previous(stage)
-    here, _ = pipeline.locate(parse(image))
-    if requester is not None and (problem := name_problem(requester)):
-        raise BadInputError(f"requester {requester!r}: {problem}")
-    if requester is None and stage.asks_approval:
-        raise BadInputError(
-            f"{stage.name} has an approval gate: say who asks (requester), so that nobody"
-            " approves their own promotion"
-        )
+    check_requester(stage, requester)
     signer = await pipeline.signing_key(stage)  # a key that cannot be read refuses up front
     # Only the registries this hop touches: no other stage's credentials are read.
     async with clients(pipeline, here, previous, stage) as opened:
@@ -226,33 +161,25 @@ async def _hop(
                 logger.info("%s already holds %s: nothing to do", hop.target, hop.digest)
                 return summary(hop, "already there", None)
         refuse_immutable(hop, current)
-        await refuse_if_frozen(stage.name)  # before anyone is asked to approve
+        await refuse_if_frozen_on_board(pipeline, opened, hop)  # before anyone is asked
+        await wait_for_window(stage)
 
         # gates that wait for people (approval) come last, and only if the others passed
         task_gates = [g for g in stage.gates if not g.gate.waits_for_people]
         states = await asyncio.gather(
             *(evaluate_gate(g, hop, src, return_state=True) for g in task_gates)
         )
-        results = [await _verdict(s) for s in states]
-        approvals: list[Approval] = []
-        if all(r.passed for r in results):
-            shown = await hops.earlier(hop, opened) if stage.asks_approval else []
-
-            async def waiting(request: dict[str, Any]) -> None:
-                await board(pipeline, opened, Event(hop, f"waiting for {asking(request)}"))
-
-            for g in (g for g in stage.gates if g.gate.waits_for_people):
-                verdict, approvals = await wait_for_approval(
-                    g, hop, results, requester, shown, waiting
-                )
-                results.append(verdict)
-        await _gate_table(hop, results)
+        results = [await verdict(s) for s in states]
+        approvals = await ask_people(pipeline, opened, hop, results, requester)
+        await gate_table(hop, results)
         refused = [r for r in results if not r.passed]
         if refused:
             r = refused[0]
             why = f"refused: {r.gate} gate {r.summary}"
             await board(pipeline, opened, Event(hop, why, tuple(approvals)))
             raise PromotionRefused(f"{stage.name}: {r.gate} gate {r.summary}")
+        if stage.asks_approval:
+            await wait_for_window(stage)  # an approval may have taken long: the window again
 
         async with repository_lock(hop.target):
             landed = await land(hop, src, dst, results, approvals, requester, signer, started)
@@ -261,16 +188,6 @@ async def _hop(
         await _summary_artifact(hop, landed.record, landed.digest)
         await board(pipeline, opened, Event(hop, "promoted", tuple(approvals)))
         return summary(hop, "promoted", landed.digest)
-
-
-async def _gate_table(hop: Hop, results: list[GateResult]) -> None:
-    if not results:
-        return
-    await create_table_artifact(
-        table=[gate_row(r) for r in results],
-        key=artifact_key("gates", hop),
-        description=f"Gates for {hop.name} into {hop.stage.name} ({hop.digest[:19]})",
-    )
 
 
 async def _summary_artifact(hop: Hop, record: PromotionRecord, record_digest: str) -> None:
@@ -376,12 +293,9 @@ async def pipeline(
                 [at[i] for i in moving], stage.name, requester, max_concurrency
             )
         else:
-            done = [
-                m.done or {"refused": m.refused, "error": m.error}
-                for m in await batch_task(
-                    config, stage, [at[i] for i in moving], requester, max_concurrency
-                )
-            ]
+            done = await _batched(
+                config, [at[i] for i in moving], stage, requester, max_concurrency
+            )
         for i, result in zip(moving, done, strict=True):
             if result.get("refused"):
                 outcomes[i]["refused"] = result["refused"]
@@ -412,6 +326,23 @@ async def _in_turn(
     return [
         await _settled(_hop(config, image, to_stage, requester, bind=False), to_stage)
         for image in images
+    ]
+
+
+async def _batched(
+    config: Pipeline, images: list[str], stage: Stage, requester: str | None, max_concurrency: int
+) -> list[dict[str, Any]]:
+    """The images in one batch (flows/batch.py); a release — all its members or none — in a
+    hop of its own, in this run."""
+    releases = [i for i, image in enumerate(images) if is_release(config.locate(parse(image))[1])]
+    batch = [image for i, image in enumerate(images) if i not in releases]
+    moved = await batch_task(config, stage, batch, requester, max_concurrency) if batch else []
+    done = iter([m.done or {"refused": m.refused, "error": m.error} for m in moved])
+    return [
+        await _settled(_hop(config, image, stage.name, requester, bind=False), stage.name)
+        if i in releases
+        else next(done)
+        for i, image in enumerate(images)
     ]
 
 
@@ -450,12 +381,19 @@ async def rollback(
     to: str | None = None,
     tag: str | None = None,
     requester: str | None = None,
+    release: str | None = None,
 ) -> dict[str, Any]:
     """Re-point the stage's tag to the digest promoted there before the current one (or to `to`,
-    if it ever passed this stage), and record the rollback."""
+    if it ever passed this stage), and record the rollback. With `release` (a release's NAME):
+    every member of that release back to the release promoted before the current one."""
     started = dt.datetime.now(dt.UTC)
     config = load()
     st = config.stage(stage)
+    if release is not None:
+        if image or to or tag:
+            raise BadInputError("--release rolls a whole release back: no --image, --to or --tag")
+        releases.split_name(f"{release}:latest")  # a plain name, as `release create` takes
+        return await rollback_release(config, st, release, requester)
     if "{name}" in st.repository and not image:
         raise BadInputError(f"{st.name} holds several images ({st.repository}): pass --image")
     ref = config.reference(st, image)
@@ -473,7 +411,7 @@ async def rollback(
             now_at = current.digest if current else None
             promoted = [r.digest for r in records if r.kind == "promotion" and tag in r.tags]
             if to is None:
-                to = _previous(promoted, now_at)
+                to = previous_digest(promoted, now_at)
                 if to is None:
                     raise PromotionRefused(
                         f"{st.name}: {ref}:{tag} has no earlier promotion to go back to"
@@ -485,43 +423,14 @@ async def rollback(
                     f"{st.name}: {to} never passed {st.name}'s gates into {ref}:{tag};"
                     " refusing to roll to it"
                 )
-            target, source = ref.with_tag(tag), ref.with_digest(to)
-            await copy_image(client, source, client, target, evidence_only=True)
-            manifest = await client.get_manifest(ref.repository, to)
-            record = PromotionRecord(
-                kind="rollback",
-                stage=st.name,
-                image=image,
-                digest=to,
-                source=str(source),
-                target=str(target.with_digest(to)),
-                tags=[tag],
-                requester=requester,
-                policy=config.policy(st),
-                flow_run_id=flow_run.id,
-                flow_run_url=flow_run.ui_url,
-                airlock_version=__version__,
-                started_at=started,
-                finished_at=dt.datetime.now(dt.UTC),
+            record_digest = await put_back(
+                config, client, st, ref, image, to, tag, requester, started
             )
-            subject = Descriptor(manifest.media_type, to, len(manifest.raw))
-            record_digest = await write_record(client, ref.repository, subject, record)
     return {
         "status": "rolled back",
         "stage": st.name,
-        "target": str(target),
+        "target": str(ref.with_tag(tag)),
         "digest": to,
         "from": now_at,
         "record": record_digest,
     }
-
-
-def _previous(promoted: list[str], current: str | None) -> str | None:
-    """The digest promoted before `current` was (last) promoted: repeated rollbacks keep going
-    back, never forward to a release that was rolled away from."""
-    if current in promoted:
-        before = promoted[: len(promoted) - 1 - promoted[::-1].index(current)]
-    else:
-        before = promoted
-    earlier = [d for d in before if d != current]
-    return earlier[-1] if earlier else None

@@ -67,6 +67,7 @@ class PromotionRecord(BaseModel):
     target: str  # registry/repository:tag@digest
     tags: list[str] = Field(default_factory=list)
     release: str | None = None  # the tag it was pushed under in the first stage
+    part_of: str | None = None  # NAME:VERSION when promoted as a member of that release
     published: str | None = None  # where customers pull it (the stage's `publish`)
     gates: list[GateResult] = Field(default_factory=list)
     approvals: list[Approval] = Field(default_factory=list)
@@ -204,3 +205,14 @@ async def _read(
     except ValueError:
         return None
     return record if record.digest == manifest.subject.digest else None
+
+
+def previous_digest(promoted: list[str], current: str | None) -> str | None:
+    """The digest promoted before `current` was (last) promoted: repeated rollbacks keep going
+    back, never forward to a release that was rolled away from."""
+    if current in promoted:
+        before = promoted[: len(promoted) - 1 - promoted[::-1].index(current)]
+    else:
+        before = promoted
+    earlier = [d for d in before if d != current]
+    return earlier[-1] if earlier else None

@@ -256,6 +256,14 @@ async def read(pipeline: Pipeline, client: RegistryClient, name: str, version: s
         manifest = await client.get_manifest(where.repository, version)
     except NotFound:
         raise BadInputError(f"no release {name}:{version} ({where} does not exist)") from None
+    return of_index(pipeline, where, manifest)
+
+
+def of_index(pipeline: Pipeline, where: Reference, manifest: Manifest) -> Release:
+    """The release a pushed index says it is (`where`: its releases/NAME:VERSION), refused
+    unless it is a release index whose entries each name a repository of the first stage and a
+    tag there. Nothing here is trusted beyond that: every member is judged by its own gates."""
+    name, version = where.repository.rsplit("/", 1)[-1], where.tag or ""
     if not manifest.is_index or manifest.artifact_type != mt.RELEASE:
         raise UnsupportedContent(f"{where} is not an airlock release (artifactType {mt.RELEASE})")
     first = pipeline.stages[0]
@@ -264,13 +272,17 @@ async def read(pipeline: Pipeline, client: RegistryClient, name: str, version: s
         notes = entry.annotations or {}
         repository, tag = notes.get(REPOSITORY), notes.get(TAG)
         member_name = first.name_in(repository) if isinstance(repository, str) else None
-        if member_name is None or not is_tag(tag):
+        if member_name is None or is_release(member_name) or not is_tag(tag):
             raise UnsupportedContent(
                 f"{where}: entry {entry.digest} does not name a repository of {first.name} and"
                 " its tag"
             )
         bare = Descriptor(entry.media_type, entry.digest, entry.size, entry.artifact_type)
+        if any(m.repository == repository for m in members):
+            raise UnsupportedContent(f"{where}: {repository} is in it twice")
         members.append(Member(member_name, repository, str(tag), bare))
+    if not 0 < len(members) <= MAX_MEMBERS:
+        raise UnsupportedContent(f"{where}: {len(members)} members (1 to {MAX_MEMBERS})")
     return Release(name, version, tuple(members), where.with_digest(manifest.digest))
 
 

@@ -4,7 +4,8 @@ drift-watch: every release tag of every stage after the first still points at th
 latest promotion (or rollback) record names — and, where the stage has a `public_key`, at a
 digest holding a VSA of that stage signed by it (a record anyone with push rights could write;
 the VSA only the stage's key). A tag moved, deleted or pushed behind airlock's back is drift: the
-run writes an artifact listing it, emits `airlock.drift.detected`, and fails.
+run writes an artifact listing it, emits `airlock.drift.detected`, and fails. So is a stage that
+holds part of a release (some members' tags and not the others'), once its promotion there began.
 
 rescan: the digests now in a stage (production by default) are judged again by the pipeline's scan
 gate on the newest scan report attached to them *in that stage's repository* (attach a fresh scan
@@ -20,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
+from flows import releases
 from flows.config import GateConfig, Pipeline, Stage, load
 from flows.hops import clients
 from flows.landing import repository_lock
@@ -27,7 +29,7 @@ from flows.records import NOT_A_RELEASE, history
 from gates import vsa
 from gates.kinds import Candidate
 from registry.client import RegistryClient
-from registry.errors import BadInputError, NotFound, RefusedError
+from registry.errors import AirlockError, BadInputError, NotFound, RefusedError
 from registry.reference import Reference
 
 DRIFT_EVENT = "airlock.drift.detected"
@@ -109,17 +111,66 @@ async def _recorded_and_current(
     return latest, now
 
 
+async def _release_drift(
+    pipeline: Pipeline, opened: dict[str, RegistryClient], catalog: list[str]
+) -> list[dict[str, Any]]:
+    """Every release of the first stage that a later stage holds part of: some members under
+    their tags there and not the others, once its promotion there has begun (its index is in
+    the stage's releases repository) — a run stopped while it moved tags, or a member moved
+    since. A rerun of the promotion completes it."""
+    first = pipeline.stages[0]
+    client = opened[first.registry]
+    found: list[dict[str, Any]] = []
+    for repo in _repositories(catalog, first):
+        name = first.name_in(repo) or ""
+        if not releases.is_release(name):
+            continue
+        for version in await client.list_tags(repo):
+            if NOT_A_RELEASE.match(version):
+                continue
+            try:
+                release = await releases.read(
+                    pipeline, client, name.removeprefix(releases.RELEASES), version
+                )
+            except AirlockError:
+                continue  # not a release index: nothing to hold part of
+            for stage in pipeline.stages[1:]:
+                found += await _partly(pipeline, opened[stage.registry], stage, release)
+    return found
+
+
+async def _partly(
+    pipeline: Pipeline, client: RegistryClient, stage: Stage, release: releases.Release
+) -> list[dict[str, Any]]:
+    index = pipeline.reference(stage, releases.RELEASES + release.name)
+    if await client.head_manifest(index.repository, release.digest) is None:
+        return []  # never promoted here (or refused before anything was copied)
+    async with repository_lock(index):  # not while a promotion of it is landing
+        held = await releases.holds(pipeline, client, stage, release)
+    if len(held) == len(release.members) or not held:
+        return []
+    missing = [m.name for m in release.members if m.name not in held]
+    why = (
+        f"holds {len(held)} of {len(release.members)} members of release"
+        f" {release.name}:{release.version} (not {', '.join(missing)}): a promotion stopped"
+        " while it moved tags, or a member was moved since; promote the release again"
+    )
+    return [_drift(stage, str(index.with_tag(release.version)), release.digest, None, why)]
+
+
 @flow(name="airlock-drift-watch")
 async def drift_watch() -> list[dict[str, Any]]:
     """Check every stage tag against its latest promotion record; fail on any drift."""
     pipeline = load()
     drift: list[dict[str, Any]] = []
     checked = pipeline.stages[1:]  # the first stage is where CI pushes: airlock records nothing
-    async with clients(pipeline, *checked) as opened:
+    async with clients(pipeline, *pipeline.stages) as opened:
         catalogs = {alias: await client.catalog() for alias, client in opened.items()}
         for stage in checked:
             client = opened[stage.registry]
             drift += await _stage_drift(client, catalogs[stage.registry], pipeline, stage)
+        first = pipeline.stages[0]
+        drift += await _release_drift(pipeline, opened, catalogs[first.registry])
     if not drift:
         get_run_logger().info("no drift in %s", ", ".join(s.name for s in checked))
         return []

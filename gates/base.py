@@ -113,6 +113,12 @@ class GateResult(BaseModel):
     # Set when the evidence itself was unusable (malformed, unreadable, of another kind): the
     # CLI exits 2 for it. Missing evidence is a plain refusal (exit 1), with no error.
     error: str | None = None
+    member: str | None = None  # for a release: the member this verdict is about
+
+    @property
+    def label(self) -> str:
+        """`scan`, or `api: scan` for a release's member."""
+        return f"{self.member}: {self.gate}" if self.member else self.gate
 
     @classmethod
     def refused_for(

@@ -132,9 +132,11 @@ async def write(
     name: str,
     summary: dict[str, Any],
     key: PrivateKey,
+    also: Sequence[tuple[str, str]] = (),
 ) -> attestations.Attached:
-    """Sign `summary` (a predicate) as a VSA about `subject` and attach it to it in `repo`."""
-    payload = intoto.statement([(name, subject.digest)], PREDICATE_TYPE, summary)
+    """Sign `summary` (a predicate) as a VSA about `subject` — and `also` these (name, digest)
+    subjects, e.g. a release's members — and attach it to `subject` in `repo`."""
+    payload = intoto.statement([(name, subject.digest), *also], PREDICATE_TYPE, summary)
     envelope = dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, key)
     raw = json.dumps(envelope, separators=(",", ":")).encode()
     return await attestations.attach(client, repo, subject, raw, PREDICATE_TYPE, key.key_id)

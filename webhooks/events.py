@@ -141,7 +141,10 @@ def ci_push(body: Any, pipeline: Pipeline, delivery: str) -> Push:
         where = f"{pipeline.registries[first.registry].url}/{first.repository}"
         raise BadInputError(f"{ref.name} is not in the pipeline's first stage ({where})")
     if is_release(image):
-        raise BadInputError(f"{ref.name} is a release (airlock release create), not an image")
+        raise BadInputError(
+            f"{ref.name} is a release: promote it with `airlock pipeline` or a run of the"
+            " promote deployment (push events start an image's promotions only)"
+        )
     if "id" in body and not (isinstance(body["id"], str) and 0 < len(body["id"]) <= 200):
         raise BadInputError("id, when given, must be a string of 1-200 characters")
     requester = body.get("requester", "ci")

@@ -121,6 +121,20 @@ def _parent(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+def _kill_run_and_its_worker(stack: Workers, run_id: str) -> None:
+    """SIGKILL the process running the flow run and the worker that started it: the machine
+    is gone."""
+    [pid] = _run_processes(run_id)
+    ours = {w.pid: w for w in stack.workers}
+    worker = pid
+    while worker not in ours:
+        worker = _parent(worker)
+        assert worker > 1, "the run's process is not a child of any worker"
+    os.kill(pid, signal.SIGKILL)
+    os.kill(worker, signal.SIGKILL)
+    ours[worker].wait()
+
+
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, prefect_server: PrefectServer
@@ -234,15 +248,7 @@ async def test_a_worker_killed_mid_hop_leaves_a_state_a_rerun_completes(stack: W
     stack.ci(ref)
     stack.until("the hop to reach its record", lambda: held.hits == 1)
     [run] = stack.runs_of(ref)
-    [pid] = _run_processes(run["id"])
-    ours = {w.pid: w for w in stack.workers}
-    worker = pid
-    while worker not in ours:
-        worker = _parent(worker)
-        assert worker > 1, "the run's process is not a child of either worker"
-    os.kill(pid, signal.SIGKILL)
-    os.kill(worker, signal.SIGKILL)
-    ours[worker].wait()
+    _kill_run_and_its_worker(stack, run["id"])
 
     # the machine is gone between the tag and the record
     assert setup.digest("qa", "k1") == img.digest
@@ -264,3 +270,86 @@ async def test_a_worker_killed_mid_hop_leaves_a_state_a_rerun_completes(stack: W
     [record] = [r for r in await setup.records("qa", img.digest) if r.stage == "qa"]
     assert record.flow_run_id == again["id"]
     assert setup.digest("qa", "k1") == img.digest
+
+
+def _run_and_wait(stack: Workers, deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """A run of the deployment (flow/deployment name), on the workers, to its final state."""
+    dep = stack.api("GET", f"/deployments/name/{deployment}")
+    run = stack.api("POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": parameters})
+    final = ("COMPLETED", "FAILED", "CRASHED")
+    return stack.until(
+        f"{deployment} to end", lambda: (s := stack.state(run["id"]))["type"] in final and s
+    )
+
+
+async def test_a_release_whose_worker_is_killed_while_tags_move_is_reported_then_completed(
+    stack: Workers,
+) -> None:
+    """#16: the worker is killed (SIGKILL) while the release's tags move in qa: api's and
+    chart's moved, worker's on its way. drift-watch (a deployment run, on the real
+    server, once the dead holder's lock lease ran out) reports qa holding part of the release;
+    a rerun completes it, and drift-watch is clean again."""
+    setup = stack.setup
+    members = {
+        name: await push_after_evidence(
+            setup.reg, f"killed-release-{name}", "r1", repo=f"dev/{name}"
+        )
+        for name in ("api", "worker", "chart")
+    }
+    refs = [setup.ref("dev", "r1", name=name) for name in members]
+    made = airlock("release", "create", "shop:r1", *refs, "--pipeline", setup.file)
+    assert made.returncode == 0, made.stderr
+    ref = setup.ref("dev", "r1", name="releases/shop")
+    held = stack.reg.faults.add(
+        Fault(method="PUT", path=r"/v2/qa/worker/manifests/r1$", delay=600, status=503)
+    )
+    dep = stack.api("GET", "/deployments/name/airlock-pipeline/promote-on-push")
+    run = stack.api(
+        "POST",
+        f"/deployments/{dep['id']}/create_flow_run",
+        {"parameters": {"images": [ref], "until": "qa", "requester": "ci"}},
+    )
+    # the members' tags move side by side: worker's is held, api's and chart's go through
+    stack.until(
+        "api's and chart's tags to move, worker's to be held",
+        lambda: (
+            held.hits == 1
+            and setup.digest("qa", "r1", name="api") == members["api"].digest
+            and setup.digest("qa", "r1", name="chart") == members["chart"].digest
+        ),
+    )
+    _kill_run_and_its_worker(stack, run["id"])
+    stack.reg.faults.clear()
+    # a new worker takes the dead one's place
+    stack.workers.append(
+        spawn(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "airlock", "--name",
+             "worker-3", "--limit", "2"],
+            {**stack.server.env(), "AIRLOCK_PIPELINE": setup.file,
+             "PREFECT_WORKER_QUERY_SECONDS": "1"},
+            stack.logs / "worker-3.log",
+            cwd=ROOT,
+        )
+    )  # fmt: skip
+
+    assert setup.tags("qa", name="worker") == []
+    assert setup.tags("qa", name="releases/shop") == []  # copied by digest, not tagged
+
+    watched = _run_and_wait(stack, "airlock-drift-watch/drift-watch", {})
+    assert watched["type"] == "FAILED", watched
+    assert "holds 2 of 3 members of release shop:r1 (not worker)" in watched["message"], watched
+
+    again = _run_and_wait(
+        stack,
+        "airlock-pipeline/promote-on-push",
+        {"images": [ref], "until": "qa", "requester": "ci"},
+    )
+    assert again["type"] == "COMPLETED", again
+    for name, img in members.items():
+        assert setup.digest("qa", "r1", name=name) == img.digest
+        records = [r for r in await setup.history("qa", name=name) if r.stage == "qa"]
+        assert len(records) == 1 and records[0].part_of == "shop:r1"
+    assert setup.digest("qa", "r1", name="releases/shop") == setup.digest(
+        "dev", "r1", name="releases/shop"
+    )
+    assert _run_and_wait(stack, "airlock-drift-watch/drift-watch", {})["type"] == "COMPLETED"

@@ -146,6 +146,16 @@ class Setup:
 # ---------------------------------------------------------------------------- evidence
 
 
+def keypair(folder: Path, name: str) -> Path:
+    """folder/NAME.key and folder/NAME.pub, a new key pair; returns the private key's path."""
+    from gates.keys import generate
+
+    private, public = generate()
+    (folder / f"{name}.key").write_bytes(private)
+    (folder / f"{name}.pub").write_bytes(public)
+    return folder / f"{name}.key"
+
+
 def subject_of(img: im.Image) -> Descriptor:
     return Descriptor(img.media_type, img.digest, len(img.raw))
 

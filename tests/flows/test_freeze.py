@@ -1,13 +1,18 @@
-"""The stop switch (#16): `airlock freeze STAGE --reason TEXT` refuses promotions into STAGE with
-its reason until `airlock unfreeze STAGE` — for one hop, for a batch, and for a run that was
-already waiting for approval when the stage froze (the attack: approve after the freeze)."""
+"""The stop switch and windows (#16): `airlock freeze STAGE --reason TEXT` refuses promotions into
+STAGE with its reason until `airlock unfreeze STAGE` — for one hop, for a batch, and for a run that
+was already waiting for approval when the stage froze (the attack: approve after the freeze). A
+deny window holds a promotion until it ends (or refuses it, `on_window: refuse`), and the
+approval request shows the stage's windows and switch. The window arithmetic itself is in
+test_windows.py."""
 
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from flows.approvals import read_request
 from flows.freeze import variable
 from flows.promote import promote
 from tests.flows.helpers import (
@@ -20,6 +25,7 @@ from tests.flows.helpers import (
 )
 from tests.support.cli import assert_one_line_error, assert_refusal, run_cli
 
+BERLIN = ZoneInfo("Europe/Berlin")
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fast_approval_polls")]
 
 
@@ -129,3 +135,82 @@ async def test_freeze_bad_input(setup: Setup, cli_env: dict[str, str]) -> None:
     ]:
         proc = await run_cli(*args, "--pipeline", setup.file, env=cli_env)
         assert_one_line_error(proc, 2, needle)
+
+
+def _clock(t: dt.datetime) -> str:
+    return t.strftime("%H:%M:%S")
+
+
+async def test_a_deny_window_holds_a_promotion_until_it_ends(setup: Setup) -> None:
+    """A short deny window (a few seconds, as a time range) that has begun: the hop starts, waits
+    for the window's end, then lands."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    end = now + dt.timedelta(seconds=4)
+    window = {"kind": "deny", "start": _clock(now), "end": _clock(end), "timezone": "UTC"}
+    setup.write(qa={"windows": [window]})
+    img = await push_with_evidence(setup, "window-held")
+    done = await promote(image=setup.ref("dev"), to_stage="qa")
+    assert done["status"] == "promoted" and setup.digest("qa") == img.digest
+    [record] = [r for r in await setup.records("qa", img.digest) if r.stage == "qa"]
+    assert record.started_at < end <= record.finished_at  # started inside, landed after
+
+
+async def test_a_window_that_refuses_names_itself_and_when_it_opens(
+    setup: Setup, cli_env: dict[str, str]
+) -> None:
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    start, end = now.astimezone(BERLIN), (now + dt.timedelta(hours=1)).astimezone(BERLIN)
+    window = {"kind": "deny", "start": start.strftime("%H:%M"), "end": end.strftime("%H:%M"),
+              "timezone": "Europe/Berlin"}  # fmt: skip
+    setup.write(qa={"windows": [window], "on_window": "refuse"})
+    await push_with_evidence(setup, "window-refused")
+    proc = await run_cli(
+        "promote", setup.ref("dev"), "--to", "qa", "--pipeline", setup.file, env=cli_env
+    )
+    line = assert_refusal(proc, 1, "on_window: refuse")
+    shown = f"{start:%H:%M}-{end:%H:%M} (Europe/Berlin) until {end.isoformat()}"
+    assert f"qa: inside deny window {shown}" in line, line
+    assert setup.digest("qa") is None
+
+
+async def test_windows_that_never_open_refuse_even_where_promotions_wait(setup: Setup) -> None:
+    from flows.hops import PromotionRefused
+
+    always = {"kind": "deny", "cron": "* * * * *", "duration": "2m"}
+    setup.write(qa={"windows": [always]})
+    await push_with_evidence(setup, "window-never")
+    with pytest.raises(PromotionRefused, match=r"qa: the windows leave no time"):
+        await promote(image=setup.ref("dev"), to_stage="qa")
+    assert setup.digest("qa") is None
+
+
+async def test_the_approval_request_shows_the_stages_windows_and_switch(
+    setup: Setup, cli_env: dict[str, str]
+) -> None:
+    whole_day = {"kind": "allow", "start": "00:00", "end": "00:00", "timezone": "UTC"}
+    setup.write(prod={"windows": [whole_day]})
+    await push_with_evidence(setup, "window-request")
+    for stage in ("qa", "staging"):
+        await promote(image=setup.ref("dev" if stage == "qa" else "qa"), to_stage=stage)
+    started = dt.datetime.now(dt.UTC)
+    seen: list[str] = []
+
+    async def read_then_approve() -> None:
+        run = await wait_for_approval_request(
+            promote_runs(setup.ref("staging"), "prod"), since=started
+        )
+        request = await read_request(run.id)
+        assert request is not None
+        seen.extend(request["stage_notes"])
+        approved = await run_cli("approve", str(run.id), "--by", "alice", env=cli_env)
+        assert approved.returncode == 0, approved.stderr
+
+    done = await alongside(
+        promote(image=setup.ref("staging"), to_stage="prod", requester="ci"), read_then_approve()
+    )
+    assert done["status"] == "promoted"
+    assert seen == [
+        "window: allow 00:00-00:00 (UTC)",
+        "outside its windows a promotion waits",
+        "not frozen (`airlock freeze prod` would stop it)",
+    ]

@@ -16,29 +16,14 @@ from tests.support import images as im
 from tests.support.cli import airlock, assert_one_line_error
 from tests.support.skopeo import layout_digest, skopeo
 
-HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
-HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 REVISION = "org.opencontainers.image.revision"
-
-
-def chart(seed: str) -> im.Image:
-    """Shaped as `helm push` writes a chart: an OCI manifest, Helm's config and one chart layer."""
-    config = im.Blob(json.dumps({"name": seed, "version": "1.0.0"}).encode(), HELM_CONFIG)
-    layer = im.Blob(im.random_bytes(f"{seed}-chart", 2048), HELM_CHART)
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": im.OCI_MANIFEST,
-        "config": config.descriptor(),
-        "layers": [layer.descriptor()],
-    }
-    return im.Image(json.dumps(doc).encode(), im.OCI_MANIFEST, [config, layer])
 
 
 def three_members(setup: Setup) -> dict[str, im.Image]:
     members = {
         "api": im.multi_platform("rel-api"),
         "worker": im.image("rel-worker"),
-        "chart": chart("rel-chart"),
+        "chart": im.chart("rel-chart"),
     }
     for name, img in members.items():
         setup.reg.pusher.push(f"dev/{name}", img, "1.0")
@@ -129,7 +114,7 @@ def test_same_revision_from_a_release_file(setup: Setup, tmp_path: Path) -> None
     setup.reg.pusher.push("dev/api", im.image("rev-api", labels={REVISION: commit}), "1.0")
     setup.reg.pusher.push("dev/worker", im.image("rev-worker", labels={REVISION: other}), "1.0")
     setup.reg.pusher.push("dev/worker", im.image("rev-worker2", labels={REVISION: commit}), "1.1")
-    setup.reg.pusher.push("dev/chart", chart("rev-chart"), "1.0")  # names no revision
+    setup.reg.pusher.push("dev/chart", im.chart("rev-chart"), "1.0")  # names no revision
     release = tmp_path / "release.yaml"
 
     def file(*members: str) -> str:

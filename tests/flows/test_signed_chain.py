@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,20 +15,13 @@ import pytest
 from flows.promote import PromotionRefused, promote
 from flows.records import PromotionRecord, write_record
 from gates import attestations, vsa
-from gates.keys import generate, load_private_key
+from gates.keys import load_private_key
 from registry.errors import BadInputError
 from registry.manifest import Descriptor
-from tests.flows.helpers import Setup, push_with_evidence
+from tests.flows.helpers import Setup, keypair, push_with_evidence
 from tests.support.cli import AIRLOCK
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("prefect_api")]
-
-
-def keypair(folder: Path, name: str) -> Path:
-    private, public = generate()
-    (folder / f"{name}.key").write_bytes(private)
-    (folder / f"{name}.pub").write_bytes(public)
-    return folder / f"{name}.key"
 
 
 @pytest.fixture

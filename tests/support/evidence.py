@@ -25,7 +25,10 @@ def scan_of(img: im.Image, report: Path = MEDIUM_SCAN, repo: str = "dev/app") ->
     tests/airlock/test_gatecli.py."""
     doc = json.loads(report.read_bytes())
     doc["Metadata"]["RepoDigests"] = [f"{repo}@{img.digest}"]
-    doc["Metadata"]["ImageID"] = img.blobs[0].digest  # the config blob
+    if img.blobs:  # an image: its config blob (an index has none; Trivy names the platform's)
+        doc["Metadata"]["ImageID"] = img.blobs[0].digest
+    else:
+        doc["Metadata"].pop("ImageID", None)
     return json.dumps(doc, indent=2).encode()
 
 

@@ -280,3 +280,20 @@ def skopeo_digest(host: str, repo: str, ref: str) -> str:
         timeout=60,
     ).stdout
     return sha256(out)
+
+
+HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+
+
+def chart(seed: str) -> Image:
+    """Shaped as `helm push` writes a chart: an OCI manifest, Helm's config and one chart layer."""
+    config = Blob(json.dumps({"name": seed, "version": "1.0.0"}).encode(), HELM_CONFIG)
+    layer = Blob(random_bytes(f"{seed}-chart", 2048), HELM_CHART)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [layer.descriptor()],
+    }
+    return Image(json.dumps(doc).encode(), OCI_MANIFEST, [config, layer])

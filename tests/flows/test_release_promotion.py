@@ -1,0 +1,244 @@
+"""Promoting a release (#16): all of its members into a stage, or none of them.
+
+A three-member release (a multi-platform image, a single image, a chart-shaped artifact) goes
+dev → prod by the one release reference, through signed stages; every stage receives the same
+digests, one approval covers the release, and prod's VSA names every member (checked by
+securesystemslib, an independent DSSE implementation). A member whose scan refuses stops the
+whole release with no tag moved in that stage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from flows.approvals import read_request, request_markdown
+from flows.hops import PromotionRefused
+from flows.promote import promote
+from flows.records import PromotionRecord
+from gates import attestations, vsa
+from gates.keys import read_public_key
+from tests.flows.helpers import (
+    CRITICAL_SCAN,
+    Setup,
+    alongside,
+    attach_evidence,
+    keypair,
+    promote_runs,
+    wait_for_approval_request,
+)
+from tests.support import images as im
+from tests.support.cli import airlock, assert_refusal, run_cli
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fast_approval_polls")]
+
+STAGES = ("qa", "staging", "prod")
+
+
+async def release_of_three(setup: Setup, seed: str, **evidence: object) -> dict[str, im.Image]:
+    """api (two platforms), worker and chart pushed to dev as 1.0 with passing evidence (or, per
+    member name, the scan report given), and the release shop:1.0 made of them."""
+    members = {"api": im.multi_platform(f"{seed}-api"), "worker": im.image(f"{seed}-worker"),
+               "chart": im.chart(f"{seed}-chart")}  # fmt: skip
+    for name, img in members.items():
+        setup.reg.pusher.push(f"dev/{name}", img, "1.0")
+        scan = evidence.get(name)
+        await attach_evidence(
+            setup.reg, img, repo=f"dev/{name}", **({"scan": scan} if scan else {})
+        )  # type: ignore[arg-type]
+    refs = [setup.ref("dev", name=name) for name in members]
+    made = airlock("release", "create", "shop:1.0", *refs, "--pipeline", setup.file)
+    assert made.returncode == 0, made.stderr
+    return members
+
+
+def release_ref(setup: Setup) -> str:
+    return setup.ref("dev", name="releases/shop")
+
+
+def signed(setup: Setup) -> None:
+    keys = setup.path.parent / "keys"
+    keys.mkdir()
+    for name in STAGES:
+        keypair(keys, name)
+    setup.write(
+        **{s: {"signing_key": f"keys/{s}.key", "public_key": f"keys/{s}.pub"} for s in STAGES}
+    )
+
+
+async def test_a_three_member_release_goes_dev_to_prod_with_the_same_digests(
+    setup: Setup, cli_env: dict[str, str]
+) -> None:
+    signed(setup)
+    members = await release_of_three(setup, "rel-e2e")
+    release = setup.digest("dev", name="releases/shop")
+    assert release is not None
+
+    # qa by the CLI, as people do; then staging and prod by the same release reference
+    proc = await run_cli(
+        "promote", release_ref(setup), "--to", "qa", "--pipeline", setup.file, env=cli_env
+    )
+    assert proc.returncode == 0, proc.stderr
+    await promote(image=release_ref(setup), to_stage="staging", requester="ci")
+    started = dt.datetime.now(dt.UTC)
+    shown: list[str] = []
+
+    async def approve_once() -> None:
+        """What the reviewer reads: the release's digest, every member's, every member's gates."""
+        run = await wait_for_approval_request(
+            promote_runs(release_ref(setup), "prod"), since=started
+        )
+        request = await read_request(run.id)
+        assert request is not None
+        shown.append(request_markdown(request))
+        approved = await run_cli("approve", str(run.id), "--by", "alice", env=cli_env)
+        assert approved.returncode == 0, approved.stderr
+
+    done = await alongside(
+        promote(image=release_ref(setup), to_stage="prod", requester="ci"), approve_once()
+    )
+    assert done["status"] == "promoted"
+    assert [m["image"] for m in done["members"]] == list(members)
+    [text] = shown  # one approval for the whole release, of the release's digest
+    assert f"```\n{release}\n```" in text and "The release's 3 members, each by digest" in text
+    for name, img in members.items():
+        assert f"- {name} sha256\\:{img.digest[7:19]}…" in text, text
+
+    for stage in STAGES:
+        for name, img in members.items():
+            assert setup.digest(stage, name=name) == img.digest, (stage, name)
+        assert setup.digest(stage, name="releases/shop") == release
+
+    # every member's prod record says it came as part of the release, with the one approval
+    for name, img in members.items():
+        [record] = [
+            r for r in await setup.records("prod", img.digest, name=name) if r.stage == "prod"
+        ]
+        assert record.part_of == "shop:1.0"
+        assert [a.approver for a in record.approvals] == ["alice"]
+        assert {r.gate for r in record.gates} == {"approval"}
+    [record] = [r for r in await setup.records("prod", release, name="releases/shop")
+                if r.stage == "prod"]  # fmt: skip
+    assert isinstance(record, PromotionRecord) and record.image == "releases/shop"
+
+    # prod's VSA of the release names the index and every member, verified independently
+    await _check_release_vsa(setup, release, members)
+
+    shown = airlock("release", "show", "shop:1.0", "--pipeline", setup.file)
+    assert shown.returncode == 0, shown.stderr
+    assert "prod: all 3 members" in shown.stdout, shown.stdout
+
+
+async def _check_release_vsa(setup: Setup, release: str, members: dict[str, im.Image]) -> None:
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.exceptions import VerificationError
+    from securesystemslib.signer import SSlibKey
+
+    public = read_public_key(setup.path.parent / "keys" / "prod.pub")
+    key = SSlibKey.from_crypto(public.crypto, public.key_id, "ecdsa-sha2-nistp256")
+    async with setup.reg.client() as client:
+        found = await attestations.collect(client, "prod/releases/shop", release)
+    ours = []  # qa's and staging's VSAs travel with the index: prod's verify with prod's key
+    for item in found:
+        envelope = Envelope.from_dict(json.loads(item.envelope or b""))
+        try:
+            envelope.verify([key], threshold=1)
+        except VerificationError:
+            continue
+        ours.append(json.loads(envelope.payload))
+    assert len(ours) == 2, found  # the cosign .att layout and the sigstore bundle referrer
+    for statement in ours:
+        assert statement["predicateType"] == vsa.PREDICATE_TYPE
+        assert statement["predicate"]["verifiedLevels"] == [vsa.level("prod")]
+        subjects = {s["digest"]["sha256"] for s in statement["subject"]}
+        assert subjects == {d[7:] for d in [release, *(m.digest for m in members.values())]}
+
+
+async def test_a_member_whose_scan_refuses_stops_the_whole_release_with_no_tag_moved(
+    setup: Setup,
+) -> None:
+    members = await release_of_three(setup, "rel-refused", worker=CRITICAL_SCAN)
+    # `airlock plan` says so beforehand, member by member (no Prefect, nothing written)
+    planned = airlock("plan", release_ref(setup), "--to", "qa", "--json", "--pipeline", setup.file)
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert plan["members"] == list(members)
+    verdicts = {g["gate"]: g["passed"] for g in plan["gates"]}
+    expected = {
+        f"{m}: {g}": (m, g) != ("worker", "scan") for m in members for g in ("tests", "scan")
+    }
+    assert verdicts == expected
+
+    with pytest.raises(PromotionRefused, match=r"release shop:1\.0: worker: scan gate") as e:
+        await promote(image=release_ref(setup), to_stage="qa")
+    assert "no member moved" in str(e.value)
+    for name in members:  # api and chart passed their gates: still nothing of them moved
+        assert setup.tags("qa", name=name) == [], name
+        assert await setup.history("qa", name=name) == []
+    assert setup.tags("qa", name="releases/shop") == []
+
+
+async def test_a_release_is_promoted_only_from_where_it_passed(setup: Setup) -> None:
+    """Straight from dev to staging (skipping qa) is refused for the release as for an image:
+    the index has no qa record."""
+    await release_of_three(setup, "rel-skip")
+    with pytest.raises(PromotionRefused, match=r"never promoted there|not in qa"):
+        await promote(image=release_ref(setup), to_stage="staging")
+    assert setup.tags("staging", name="releases/shop") == []
+
+
+async def test_rollback_of_a_release_puts_every_member_back(
+    setup: Setup, cli_env: dict[str, str]
+) -> None:
+    """qa moves one tag per image (`tag: current`): release 1.1 replaces 1.0's api and worker;
+    `airlock rollback qa --release shop` puts both back, and the release's own tag with them."""
+    setup.write(qa={"tag": "current"})
+    versions = {}
+    for version in ("1.0", "1.1"):
+        built = {name: im.image(f"rel-rollback-{name}-{version}") for name in ("api", "worker")}
+        for name, img in built.items():
+            setup.reg.pusher.push(f"dev/{name}", img, version)
+            await attach_evidence(setup.reg, img, repo=f"dev/{name}")
+        refs = [setup.ref("dev", version, name=name) for name in built]
+        made = airlock("release", "create", f"shop:{version}", *refs, "--pipeline", setup.file)
+        assert made.returncode == 0, made.stderr
+        await promote(image=setup.ref("dev", version, name="releases/shop"), to_stage="qa")
+        versions[version] = (built, setup.digest("dev", version, name="releases/shop"))
+    assert setup.digest("qa", "current", name="api") == versions["1.1"][0]["api"].digest
+
+    proc = await run_cli(
+        "rollback", "qa", "--release", "shop", "--pipeline", setup.file, env=cli_env
+    )
+    assert proc.returncode == 0, proc.stderr
+    built, release = versions["1.0"]
+    for name, img in built.items():
+        assert setup.digest("qa", "current", name=name) == img.digest, name
+        [last] = (await setup.history("qa", name=name))[-1:]
+        assert (last.kind, last.part_of) == ("rollback", "shop:1.0")
+    assert setup.digest("qa", "current", name="releases/shop") == release
+
+    again = await run_cli(
+        "rollback", "qa", "--release", "shop", "--pipeline", setup.file, env=cli_env
+    )
+    assert_refusal(again, 1, "qa: release shop has no earlier release here to go back to")
+
+
+async def test_the_pipeline_takes_a_release_through_every_stage_without_approval(
+    setup: Setup, cli_env: dict[str, str]
+) -> None:
+    """`airlock pipeline RELEASE --until staging`: the release's hops in the pipeline run (qa and
+    staging have no approval gate, so images would go in a batch; a release never does)."""
+    members = await release_of_three(setup, "rel-pipeline")
+    proc = await run_cli(
+        "pipeline", release_ref(setup), "--until", "staging", "--pipeline", setup.file,
+        env=cli_env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for stage in ("qa", "staging"):
+        for name, img in members.items():
+            assert setup.digest(stage, name=name) == img.digest, (stage, name)
+        assert setup.digest(stage, name="releases/shop") == setup.digest(
+            "dev", name="releases/shop"
+        )
+    assert setup.tags("prod", name="api") == []
