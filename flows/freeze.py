@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,10 +88,13 @@ async def unfreeze(stage: str) -> bool:
 # ---------------------------------------------------------------------------- windows
 
 
-async def wait_for_window(stage: Stage) -> None:
+async def wait_for_window(
+    stage: Stage, announce: Callable[[str], Awaitable[None]] | None = None
+) -> None:
     """Hold a promotion while the stage's windows (flows/windows.py) close it — or refuse it,
     with `on_window: refuse` or when they never open. Waiting is a sleep in the run: its state
-    stays Running, its log says until when, and it holds its worker slot meanwhile."""
+    stays Running, its log (and `announce`, e.g. the stage board) says until when, and it holds
+    its worker slot meanwhile."""
     from prefect import get_run_logger
 
     while True:
@@ -107,6 +111,8 @@ async def wait_for_window(stage: Stage) -> None:
                 f"{stage.name}: {why} (on_window: refuse); promote again once it opens"
             )
         get_run_logger().info("%s: %s: waiting", stage.name, why)
+        if announce is not None:
+            await announce(f"waiting: {why}")
         await asyncio.sleep(max(0.0, (opens - now).total_seconds()))
 
 

@@ -27,7 +27,7 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 
 from flows.config import Pipeline, Stage
-from flows.freeze import refuse_if_frozen
+from flows.freeze import refuse_if_frozen, wait_for_window
 from flows.hops import Hop, PromotionRefused, clients
 from flows.records import Approval, PromotionRecord, recorded, write_record
 from gates import vsa
@@ -318,6 +318,22 @@ async def refuse_if_frozen_on_board(
         await refuse_if_frozen(hop.stage.name)
     except PromotionRefused as e:
         await board(pipeline, opened, Event(hop, f"refused: {e}"))
+        raise
+
+
+async def wait_for_window_on_board(
+    pipeline: Pipeline, opened: dict[str, RegistryClient], hop: Hop
+) -> None:
+    """The stage's windows (flows/freeze.py: wait_for_window); waiting, or a refusal, is the
+    hop's row on the stage board too."""
+
+    async def shown(status: str) -> None:
+        await board(pipeline, opened, Event(hop, status))
+
+    try:
+        await wait_for_window(hop.stage, shown)
+    except PromotionRefused as e:
+        await shown(f"refused: {e}")
         raise
 
 

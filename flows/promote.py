@@ -27,7 +27,6 @@ from flows import releases
 from flows.approvals import deployed, suspends
 from flows.batch import batch_task
 from flows.config import Pipeline, Stage, load
-from flows.freeze import wait_for_window
 from flows.gating import (
     ask_people,
     bind_digest,
@@ -49,6 +48,7 @@ from flows.landing import (
     refuse_immutable,
     repository_lock,
     summary,
+    wait_for_window_on_board,
 )
 from flows.records import PromotionRecord, history, previous_digest
 from flows.release_hop import release_hop, rollback_release
@@ -162,7 +162,7 @@ async def _hop(
                 return summary(hop, "already there", None)
         refuse_immutable(hop, current)
         await refuse_if_frozen_on_board(pipeline, opened, hop)  # before anyone is asked
-        await wait_for_window(stage)
+        await wait_for_window_on_board(pipeline, opened, hop)
 
         # gates that wait for people (approval) come last, and only if the others passed
         task_gates = [g for g in stage.gates if not g.gate.waits_for_people]
@@ -179,7 +179,7 @@ async def _hop(
             await board(pipeline, opened, Event(hop, why, tuple(approvals)))
             raise PromotionRefused(f"{stage.name}: {r.gate} gate {r.summary}")
         if stage.asks_approval:
-            await wait_for_window(stage)  # an approval may have taken long: the window again
+            await wait_for_window_on_board(pipeline, opened, hop)  # approval took long? again
 
         async with repository_lock(hop.target):
             landed = await land(hop, src, dst, results, approvals, requester, signer, started)

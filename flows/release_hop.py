@@ -28,7 +28,6 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import releases
 from flows.config import Pipeline, Stage
-from flows.freeze import wait_for_window
 from flows.gating import ask_people, bind_digest, evaluate_members, gate_table, verdicts
 from flows.hops import Hop, PromotionRefused, artifact_key, check_requester, clients, resolve
 from flows.landing import (
@@ -40,6 +39,7 @@ from flows.landing import (
     refuse_if_frozen_on_board,
     refuse_immutable,
     repository_lock,
+    wait_for_window_on_board,
 )
 from flows.records import history, previous_digest
 from gates.base import GateResult
@@ -79,7 +79,7 @@ async def release_hop(
         for hop in everything:
             refuse_immutable(hop, await _current(dst, hop))
         await refuse_if_frozen_on_board(pipeline, opened, index)
-        await wait_for_window(stage)
+        await wait_for_window_on_board(pipeline, opened, index)
 
         results = await _judge(stage.gates, members, src)
         approvals = await ask_people(pipeline, opened, index, results, requester, members)
@@ -90,7 +90,7 @@ async def release_hop(
             raise PromotionRefused(
                 f"{stage.name}: release {shown}: {r.label} gate {r.summary}; no member moved"
             )
-        await wait_for_window(stage)  # an approval may have taken long: the window again
+        await wait_for_window_on_board(pipeline, opened, index)  # approval took long? again
 
         async with repository_lock(*(hop.target for hop in everything)):
             # the stop switch once for the whole release, before anything moves

@@ -14,7 +14,7 @@ import pytest
 
 from flows.approvals import read_request
 from flows.freeze import variable
-from flows.promote import promote
+from flows.promote import BOARD_KEY, promote
 from tests.flows.helpers import (
     Setup,
     alongside,
@@ -23,6 +23,7 @@ from tests.flows.helpers import (
     push_with_evidence,
     wait_for_approval_request,
 )
+from tests.support.artifacts import artifacts, table
 from tests.support.cli import assert_one_line_error, assert_refusal, run_cli
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -153,6 +154,11 @@ async def test_a_deny_window_holds_a_promotion_until_it_ends(setup: Setup) -> No
     assert done["status"] == "promoted" and setup.digest("qa") == img.digest
     [record] = [r for r in await setup.records("qa", img.digest) if r.stage == "qa"]
     assert record.started_at < end <= record.finished_at  # started inside, landed after
+    # meanwhile the stage board said so (its earlier version: the row now says promoted)
+    said = [row["status"] for board in await artifacts(key=BOARD_KEY) for row in table(board)
+            if (row["image"], row["stage"]) == ("app", "qa")]  # fmt: skip
+    assert said[0] == "promoted"
+    assert any(s.startswith("waiting: inside deny window") for s in said[1:]), said
 
 
 async def test_a_window_that_refuses_names_itself_and_when_it_opens(
