@@ -27,6 +27,7 @@ from flows.config import Stage
 from flows.hops import PromotionRefused
 
 MAX_REASON = 500
+MAX_WAIT = dt.timedelta(days=7)  # a run waits for a window at most this long (it holds a worker)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ async def wait_for_window(
         if opens is None:
             return
         why = windows.blocked_line(stage.windows, now) or f"closed until {opens.isoformat()}"
+        if opens - now > MAX_WAIT:
+            raise PromotionRefused(
+                f"{stage.name}: {why}, more than {MAX_WAIT.days} days away; promote again nearer"
+                " the time (a run never waits longer)"
+            )
         if stage.on_window == "refuse":
             raise PromotionRefused(
                 f"{stage.name}: {why} (on_window: refuse); promote again once it opens"
@@ -114,6 +120,22 @@ async def wait_for_window(
         if announce is not None:
             await announce(f"waiting: {why}")
         await asyncio.sleep(max(0.0, (opens - now).total_seconds()))
+
+
+def refuse_if_window_closed(stage: Stage) -> None:
+    """Under a repository's lock, where nobody waits: a promotion that waited for the lock into
+    a window that has closed meanwhile is refused, and lands nothing."""
+    now = dt.datetime.now(dt.UTC)
+    try:
+        closed = windows.opens_at(stage.windows, now) is not None
+    except windows.NeverOpen as e:
+        raise PromotionRefused(f"{stage.name}: {e}") from None
+    if closed:
+        why = windows.blocked_line(stage.windows, now)
+        raise PromotionRefused(
+            f"{stage.name}: {why} (it closed while this promotion waited for its lock);"
+            " promote again once it opens"
+        )
 
 
 async def stage_notes(stage: Stage) -> list[str]:

@@ -69,6 +69,14 @@ def _members_key(context: Any, parameters: dict[str, Any]) -> str:
     return f"airlock-gates-{context.task_run.flow_run_id}-{same}"
 
 
+def _members_run_name() -> str:
+    """`gates of api, worker, chart`: the members, by name, as the run's task list shows it."""
+    from prefect.runtime import task_run
+
+    names = ", ".join(m.name for m in task_run.parameters["members"])
+    return f"gates of {names}"[:120]
+
+
 async def _judge_members(
     configs: list[GateConfig], members: list[Hop], client: RegistryClient
 ) -> list[GateResult] | State:
@@ -90,7 +98,7 @@ async def _judge_members(
 # each member's.
 evaluate_members = task(
     name="release-gates",
-    task_run_name="gates of {members}",
+    task_run_name=_members_run_name,
     cache_key_fn=_members_key,
     persist_result=True,
 )(_judge_members)

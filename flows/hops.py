@@ -1,8 +1,9 @@
 """One hop of the pipeline, without Prefect: resolve it, open its clients, judge its gates.
 
-flows/promote.py runs these inside Prefect (gates as tasks); `airlock plan REF --to STAGE` runs
-them as a dry run, so a plan costs no Prefect start-up and writes nothing (except for a soak gate
-on the time in the first stage: that time is a push event, read from the Prefect server).
+flows/promote.py and flows/release_hop.py run these inside Prefect (flows/gating.py: gates as
+tasks); `airlock plan REF --to STAGE` runs them as a dry run, so a plan costs no Prefect start-up
+and writes nothing (except for a soak gate on the time in the first stage: that time is a push
+event, read from the Prefect server).
 """
 
 from __future__ import annotations

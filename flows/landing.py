@@ -27,7 +27,7 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 
 from flows.config import Pipeline, Stage
-from flows.freeze import refuse_if_frozen, wait_for_window
+from flows.freeze import refuse_if_frozen, refuse_if_window_closed, wait_for_window
 from flows.hops import Hop, PromotionRefused, clients
 from flows.records import Approval, PromotionRecord, recorded, write_record
 from gates import vsa
@@ -141,23 +141,24 @@ async def land(
     signer: PrivateKey | None,
     started: dt.datetime,
     *,
-    release: str | None = None,
+    copied: bool = False,
+    part_of: str | None = None,
     members: Sequence[Hop] = (),
 ) -> Landed | None:
-    """Under the target repository's lock (the caller holds it): copy the digest, write its
-    record and — where the stage signs — its VSA. None when the hop was done already.
-
-    A member of `release` (NAME:VERSION) — or the release's index itself — was copied by digest
-    already, with all the release's members, and the stop switch was checked once for them all:
-    here its tag only moves. The index's VSA names every one of its `members` as a subject."""
+    """Under the target repository's lock (the caller holds it): copy the digest (unless it was
+    `copied` by digest already, the stop switch and windows checked by the caller: a release's
+    members, all at once), move the tag, write the record — `part_of` the release NAME:VERSION
+    it was promoted in — and, where the stage signs, the VSA, which names every one of a
+    release index's `members` as a subject too. None when the hop was done already."""
     logger = get_run_logger()
     stage = hop.stage
     current = await dst.head_manifest(hop.target.repository, hop.target.reference)
     if await done_before(dst, hop, current):
         return None
     refuse_immutable(hop, current)
-    if release is None:
+    if not copied:
         await refuse_if_frozen(stage.name)  # again, under the lock: frozen since the gates ran?
+        refuse_if_window_closed(stage)
         copied = await copy_image(
             src, hop.source, dst, hop.target, no_clobber=stage.immutable, evidence_only=True
         )
@@ -173,7 +174,7 @@ async def land(
         target=str(hop.target.with_digest(hop.digest)),
         tags=[hop.target.tag or ""],
         release=hop.release,
-        part_of=release,
+        part_of=part_of,
         published=stage.published(hop.name, hop.target.tag),
         gates=results,
         approvals=approvals,

@@ -394,6 +394,8 @@ async def rollback(
             raise BadInputError("--release rolls a whole release back: no --image, --to or --tag")
         releases.split_name(f"{release}:latest")  # a plain name, as `release create` takes
         return await rollback_release(config, st, release, requester)
+    if is_release(image):
+        raise BadInputError(f"{image} is a release: roll it back with --release NAME")
     if "{name}" in st.repository and not image:
         raise BadInputError(f"{st.name} holds several images ({st.repository}): pass --image")
     ref = config.reference(st, image)

@@ -262,7 +262,9 @@ async def read(pipeline: Pipeline, client: RegistryClient, name: str, version: s
 def of_index(pipeline: Pipeline, where: Reference, manifest: Manifest) -> Release:
     """The release a pushed index says it is (`where`: its releases/NAME:VERSION), refused
     unless it is a release index whose entries each name a repository of the first stage and a
-    tag there. Nothing here is trusted beyond that: every member is judged by its own gates."""
+    tag there. An index may have been pushed by hand: promoting it judges every member by its
+    own gates, and at its first hop each member's tag must still name its digest
+    (flows/release_hop.py)."""
     name, version = where.repository.rsplit("/", 1)[-1], where.tag or ""
     if not manifest.is_index or manifest.artifact_type != mt.RELEASE:
         raise UnsupportedContent(f"{where} is not an airlock release (artifactType {mt.RELEASE})")

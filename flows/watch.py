@@ -29,7 +29,7 @@ from flows.records import NOT_A_RELEASE, history
 from gates import vsa
 from gates.kinds import Candidate
 from registry.client import RegistryClient
-from registry.errors import AirlockError, BadInputError, NotFound, RefusedError
+from registry.errors import BadInputError, NotFound, RefusedError, UnsupportedContent
 from registry.reference import Reference
 
 DRIFT_EVENT = "airlock.drift.detected"
@@ -114,10 +114,7 @@ async def _recorded_and_current(
 async def _release_drift(
     pipeline: Pipeline, opened: dict[str, RegistryClient], catalog: list[str]
 ) -> list[dict[str, Any]]:
-    """Every release of the first stage that a later stage holds part of: some members under
-    their tags there and not the others, once its promotion there has begun (its index is in
-    the stage's releases repository) — a run stopped while it moved tags, or a member moved
-    since. A rerun of the promotion completes it."""
+    """Every release of the first stage that a later stage holds part of (_partly)."""
     first = pipeline.stages[0]
     client = opened[first.registry]
     found: list[dict[str, Any]] = []
@@ -132,7 +129,7 @@ async def _release_drift(
                 release = await releases.read(
                     pipeline, client, name.removeprefix(releases.RELEASES), version
                 )
-            except AirlockError:
+            except (BadInputError, UnsupportedContent):
                 continue  # not a release index: nothing to hold part of
             for stage in pipeline.stages[1:]:
                 found += await _partly(pipeline, opened[stage.registry], stage, release)
@@ -142,20 +139,40 @@ async def _release_drift(
 async def _partly(
     pipeline: Pipeline, client: RegistryClient, stage: Stage, release: releases.Release
 ) -> list[dict[str, Any]]:
+    """The stage holds some of the release's members under their tags and not the others,
+    where that means something: its promotion there began and never finished (the index is in
+    the stage, unrecorded: a run stopped while it moved tags), or it is the stage's current
+    release of that name (its record is the newest) and a member has moved since. A release
+    superseded by a later one is that one's business (with one tag for every version, the later
+    release moves the members' tags)."""
     index = pipeline.reference(stage, releases.RELEASES + release.name)
     if await client.head_manifest(index.repository, release.digest) is None:
         return []  # never promoted here (or refused before anything was copied)
     async with repository_lock(index):  # not while a promotion of it is landing
         held = await releases.holds(pipeline, client, stage, release)
-    if len(held) == len(release.members) or not held:
+        records = [
+            r.digest
+            for r in await history(client, index.repository)
+            if r.is_for(stage.name, index.repository)
+        ]
+    if len(held) == len(release.members):
         return []
+    if release.digest in records:
+        if records[-1] != release.digest:
+            return []
+        what = "a member was moved since it was promoted"
+    elif held:
+        what = "a promotion stopped while it moved tags"
+    else:
+        return []  # copied by digest, no tag moved: refused or stopped before any moved
     missing = [m.name for m in release.members if m.name not in held]
     why = (
         f"holds {len(held)} of {len(release.members)} members of release"
-        f" {release.name}:{release.version} (not {', '.join(missing)}): a promotion stopped"
-        " while it moved tags, or a member was moved since; promote the release again"
+        f" {release.name}:{release.version} (not {', '.join(missing)}): {what}; promote the"
+        " release again"
     )
-    return [_drift(stage, str(index.with_tag(release.version)), release.digest, None, why)]
+    tag = stage.tag_for(release.version, release.digest)
+    return [_drift(stage, str(index.with_tag(tag)), release.digest, None, why)]
 
 
 @flow(name="airlock-drift-watch")

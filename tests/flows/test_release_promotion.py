@@ -178,6 +178,15 @@ async def test_a_member_whose_scan_refuses_stops_the_whole_release_with_no_tag_m
         assert await setup.history("qa", name=name) == []
     assert setup.tags("qa", name="releases/shop") == []
 
+    # in the UI, the run's task says whose gates it judged, and is red
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    named = TaskRunFilter(name=TaskRunFilterName(any_=["gates of api, worker, chart"]))
+    async with get_client() as client:
+        runs = await client.read_task_runs(task_run_filter=named)
+    assert "FAILED" in [r.state.type.value for r in runs if r.state]  # this test's refusal
+
 
 async def test_a_release_is_promoted_only_from_where_it_passed(setup: Setup) -> None:
     """Straight from dev to staging (skipping qa) is refused for the release as for an image:
@@ -242,3 +251,78 @@ async def test_the_pipeline_takes_a_release_through_every_stage_without_approval
             "dev", name="releases/shop"
         )
     assert setup.tags("prod", name="api") == []
+
+
+async def _pushed_release(
+    setup: Setup, version: str, builds: dict[str, tuple[im.Image, str]]
+) -> str:
+    """`airlock release create shop:VERSION` of the builds, each pushed to dev/NAME under its
+    tag with passing evidence; returns the release's digest."""
+    for name, (img, tag) in builds.items():
+        setup.reg.pusher.push(f"dev/{name}", img, tag)
+        await attach_evidence(setup.reg, img, repo=f"dev/{name}")
+    refs = [setup.ref("dev", tag, name=name) for name, (_, tag) in builds.items()]
+    made = airlock("release", "create", f"shop:{version}", *refs, "--pipeline", setup.file)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.splitlines()[0]
+
+
+async def test_another_release_cannot_choose_the_tags_a_members_next_hop_moves(
+    setup: Setup,
+) -> None:
+    """The insider tags api's build a second time in dev (`evil`) and makes a release of it:
+    legitimate, gated, and in qa under `evil`. The next hop of the real release still moves
+    api's own tag (the release's), not the tag of the newest qa record of that digest."""
+    api, worker = im.image("rel-tags-api"), im.image("rel-tags-worker")
+    await _pushed_release(setup, "1.0", {"api": (api, "1.0"), "worker": (worker, "1.0")})
+    await promote(image=release_ref(setup), to_stage="qa")
+    setup.reg.pusher.push("dev/api", api, "evil")
+    await _pushed_release(setup, "2.0", {"api": (api, "evil"), "worker": (worker, "1.0")})
+    await promote(image=setup.ref("dev", "2.0", name="releases/shop"), to_stage="qa")
+    assert setup.digest("qa", "evil", name="api") == api.digest  # the newest qa record of api
+
+    await promote(image=release_ref(setup), to_stage="staging")
+    assert setup.tags("staging", name="api") == ["1.0"]
+
+
+async def test_a_hand_pushed_index_cannot_give_a_build_another_images_tag(setup: Setup) -> None:
+    """An index pushed by hand (no `release create` checks) lists api's new build under the tag
+    of its old one: refused at the first hop — the tag must name the digest — and nothing moves."""
+    old, new = im.image("rel-hand-old"), im.image("rel-hand-new")
+    worker = im.image("rel-hand-worker")
+    await _pushed_release(setup, "1.0", {"api": (old, "1.0"), "worker": (worker, "1.0")})
+    setup.reg.pusher.push("dev/api", new, "1.1")
+    await attach_evidence(setup.reg, new, repo="dev/api")
+    raw, _ = setup.reg.pusher.manifest("dev/releases/shop", "1.0")
+    doc = json.loads(raw)
+    doc["manifests"][0].update({k: v for k, v in new.descriptor().items() if k != "annotations"})
+    forged = im.Image(json.dumps(doc).encode(), im.OCI_INDEX, [], [new, worker])
+    setup.reg.pusher.push("dev/releases/shop", forged, "1.2")
+
+    with pytest.raises(PromotionRefused, match=r"lists .*/dev/api:1\.0 as sha256:.*but that tag"):
+        await promote(image=setup.ref("dev", "1.2", name="releases/shop"), to_stage="qa")
+    assert setup.tags("qa", name="api") == [] and setup.tags("qa", name="worker") == []
+
+
+async def test_a_version_pushed_again_by_hand_never_replaces_the_release_in_a_stage(
+    setup: Setup,
+) -> None:
+    """shop:1.0 is in qa (a stage whose tags may move); someone re-points dev/releases/shop:1.0
+    at another release's index: promoting it is refused, and qa keeps the release it had."""
+    first = await _pushed_release(
+        setup,
+        "1.0",
+        {"api": (im.image("rel-again-a"), "1.0"), "worker": (im.image("rel-again-w"), "1.0")},
+    )
+    await promote(image=release_ref(setup), to_stage="qa")
+    await _pushed_release(
+        setup,
+        "1.1",
+        {"api": (im.image("rel-again-a2"), "1.1"), "worker": (im.image("rel-again-w2"), "1.1")},
+    )
+    raw, media_type = setup.reg.pusher.manifest("dev/releases/shop", "1.1")
+    setup.reg.pusher.push("dev/releases/shop", im.Image(raw, media_type), "1.0")
+    with pytest.raises(PromotionRefused, match=r"is release sha256:\w+ already; a release never"):
+        await promote(image=release_ref(setup), to_stage="qa")
+    assert setup.digest("qa", name="releases/shop") == first
+    assert setup.tags("qa", name="api") == ["1.0"]
