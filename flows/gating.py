@@ -82,10 +82,10 @@ async def _judge_members(
 ) -> list[GateResult] | State:
     """Every gate of every member of a release, all at once, each verdict naming its member; the
     task ends Failed (red) when one refuses, the verdicts still its data."""
-    results = await asyncio.gather(*(hops.evaluate(c, m, client) for m in members for c in configs))
+    pairs = [(m, c) for m in members for c in configs]
+    results = await asyncio.gather(*(hops.evaluate(c, m, client) for m, c in pairs))
     named = [
-        r.model_copy(update={"member": m.name})
-        for (m, _), r in zip([(m, c) for m in members for c in configs], results, strict=True)
+        r.model_copy(update={"member": m.name}) for (m, _), r in zip(pairs, results, strict=True)
     ]
     if refused := [r for r in named if not r.passed]:
         return Failed(message=f"{refused[0].label} gate {refused[0].summary}", data=named)
@@ -112,7 +112,7 @@ async def verdict(state: State) -> GateResult:
 
 
 async def verdicts(state: State) -> list[GateResult]:
-    """A member-gates task's verdicts, refused or not (as `verdict`)."""
+    """The release-gates task's verdicts, refused or not (as `verdict`)."""
     value = await state.result(raise_on_failure=False)
     if isinstance(value, BaseException):
         raise value

@@ -159,10 +159,10 @@ async def land(
     if not copied:
         await refuse_if_frozen(stage.name)  # again, under the lock: frozen since the gates ran?
         refuse_if_window_closed(stage)
-        copied = await copy_image(
+        done = await copy_image(
             src, hop.source, dst, hop.target, no_clobber=stage.immutable, evidence_only=True
         )
-        for warning in copied.warnings:
+        for warning in done.warnings:
             logger.warning("%s", warning)
     else:
         await move_tag(dst, hop)
