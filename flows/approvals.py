@@ -191,7 +191,9 @@ async def wait_for_approval(
         pages = pages or await run_pages()
         asked = (policy, binding)
         request = _request(hop, requester, deadline, asked, results, earlier, inputs, pages)
-        request["members"] = [{"name": m.name, "digest": m.digest} for m in members or []]
+        request["members"] = [
+            {"name": m.name, "digest": m.digest, "target": str(m.target)} for m in members or []
+        ]
         request["stage_notes"] = stage_notes or []
         await _publish(request)  # again at each pause: it says who has decided so far
         text = request_markdown(request)
@@ -440,7 +442,7 @@ def request_markdown(request: dict[str, Any]) -> str:
         lines.append(f"- **{_md(request['stage'])}** {_md(note)}")
     if members := request.get("members"):
         lines += ["", f"#### The release's {len(members)} members, each by digest"]
-        lines += [f"- {_md(m['name'])} {_md(m['digest'])}" for m in members]
+        lines += [f"- {_md(m['name'])} {_md(m['digest'])} to {_md(m['target'])}" for m in members]
     if request["decisions"]:
         lines += ["", "#### Decisions so far"]
         for d in request["decisions"]:

@@ -15,7 +15,6 @@ AIRLOCK_UPDATE_SCREENSHOTS=1. Every process the demo started is stopped by PID a
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from tests.support import browser
-from tests.support.browser import DIGEST
+from tests.support.browser import DIGEST, step
 from tests.support.cli import airlock
 from tests.support.demo import ROOT, Demo, alive
 
@@ -106,18 +105,6 @@ def shots(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
 def driver() -> Iterator[browser.WebDriver]:
     with browser.chromium() as d:
         yield d
-
-
-@contextlib.contextmanager
-def step(driver: browser.WebDriver, shots: Path, name: str) -> Iterator[None]:
-    """One step a person takes: a screenshot after it, or of where it went wrong."""
-    try:
-        yield
-    except BaseException as e:
-        driver.save_screenshot(str(shots / f"{name}-FAILED.png"))
-        e.add_note(f"screenshot: {shots / name}-FAILED.png")
-        raise
-    driver.save_screenshot(str(shots / f"{name}.png"))
 
 
 # ---------------------------------------------------------------------------- what a person reads

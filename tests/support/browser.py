@@ -297,3 +297,15 @@ def settle(driver: WebDriver, element: WebElement) -> None:
         return inside and now == last[0]
 
     WebDriverWait(driver, WAIT, poll_frequency=0.25).until(still, "the dialog never settled")
+
+
+@contextmanager
+def step(driver: WebDriver, shots: Path, name: str) -> Iterator[None]:
+    """One step a person takes: a screenshot after it, or of where it went wrong."""
+    try:
+        yield
+    except BaseException as e:
+        driver.save_screenshot(str(shots / f"{name}-FAILED.png"))
+        e.add_note(f"screenshot: {shots / name}-FAILED.png")
+        raise
+    driver.save_screenshot(str(shots / f"{name}.png"))
