@@ -503,8 +503,8 @@ def plan_hop(args: argparse.Namespace) -> int:
             except PromotionRefused as e:
                 return {"refused": str(e)}
             gates = []
-            for one in hops[:-1] if len(hops) > 1 else hops:
-                member = one.name if len(hops) > 1 else None
+            for one in hops[:-1] or hops:  # a release's members (its index has no gates)
+                member = one.name if one is not hop else None
                 for config in stage.gates:
                     if config.gate.waits_for_people:
                         continue

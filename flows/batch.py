@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import hops
 from flows.config import Pipeline, Stage
-from flows.freeze import frozen, wait_for_window
+from flows.freeze import refuse_if_frozen, wait_for_window
 from flows.hops import Hop, PromotionRefused, clients, resolve
 from flows.landing import (
     Event,
@@ -144,11 +144,8 @@ async def promote_batch(
                 m.done = summary(m.hop, "promoted", done.digest)
 
         await each(locate, batch)
-        if (stopped := await frozen(stage.name)) is not None:  # land() checks again, locked
-            for m in batch:
-                if m.open:
-                    m.refused = stopped.refusal()
-        try:
+        try:  # the stop switch and the windows, once for all (land() looks again, locked)
+            await refuse_if_frozen(stage.name)
             if any(m.open for m in batch):
                 await wait_for_window(stage)
         except PromotionRefused as e:

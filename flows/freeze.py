@@ -100,13 +100,9 @@ async def wait_for_window(
 
     while True:
         now = dt.datetime.now(dt.UTC)
-        try:
-            opens = windows.opens_at(stage.windows, now)
-        except windows.NeverOpen as e:
-            raise PromotionRefused(f"{stage.name}: {e}") from None
-        if opens is None:
+        if (closed := _closed(stage, now)) is None:
             return
-        why = windows.blocked_line(stage.windows, now) or f"closed until {opens.isoformat()}"
+        opens, why = closed
         if opens - now > MAX_WAIT:
             raise PromotionRefused(
                 f"{stage.name}: {why}, more than {MAX_WAIT.days} days away; promote again nearer"
@@ -125,17 +121,23 @@ async def wait_for_window(
 def refuse_if_window_closed(stage: Stage) -> None:
     """Under a repository's lock, where nobody waits: a promotion that waited for the lock into
     a window that has closed meanwhile is refused, and lands nothing."""
-    now = dt.datetime.now(dt.UTC)
-    try:
-        closed = windows.opens_at(stage.windows, now) is not None
-    except windows.NeverOpen as e:
-        raise PromotionRefused(f"{stage.name}: {e}") from None
-    if closed:
-        why = windows.blocked_line(stage.windows, now)
+    if (closed := _closed(stage, dt.datetime.now(dt.UTC))) is not None:
         raise PromotionRefused(
-            f"{stage.name}: {why} (it closed while this promotion waited for its lock);"
+            f"{stage.name}: {closed[1]} (it closed while this promotion waited for its lock);"
             " promote again once it opens"
         )
+
+
+def _closed(stage: Stage, now: dt.datetime) -> tuple[dt.datetime, str] | None:
+    """None while the stage's windows let a promotion land; else when they open and why not
+    now. Windows that never open refuse."""
+    try:
+        opens = windows.opens_at(stage.windows, now)
+    except windows.NeverOpen as e:
+        raise PromotionRefused(f"{stage.name}: {e}") from None
+    if opens is None:
+        return None
+    return opens, windows.blocked_line(stage.windows, now) or f"closed until {opens.isoformat()}"
 
 
 async def stage_notes(stage: Stage) -> list[str]:

@@ -23,7 +23,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows import releases
 from flows.approvals import deployed, suspends
 from flows.batch import batch_task
 from flows.config import Pipeline, Stage, load
@@ -55,7 +54,7 @@ from flows.release_hop import release_hop, rollback_release
 from flows.releases import is_release
 from gates.approval import name_problem
 from registry.errors import AirlockError, BadInputError, RegistryError
-from registry.reference import Reference, parse
+from registry.reference import Reference, is_path_component, parse
 
 __all__ = ["BOARD_KEY", "pipeline", "promote", "rollback"]
 
@@ -334,13 +333,13 @@ async def _batched(
 ) -> list[dict[str, Any]]:
     """The images in one batch (flows/batch.py); a release — all its members or none — in a
     hop of its own, in this run."""
-    releases = [i for i, image in enumerate(images) if is_release(config.locate(parse(image))[1])]
-    batch = [image for i, image in enumerate(images) if i not in releases]
+    whole = {i for i, image in enumerate(images) if is_release(config.locate(parse(image))[1])}
+    batch = [image for i, image in enumerate(images) if i not in whole]
     moved = await batch_task(config, stage, batch, requester, max_concurrency) if batch else []
     done = iter([m.done or {"refused": m.refused, "error": m.error} for m in moved])
     return [
         await _settled(_hop(config, image, stage.name, requester, bind=False), stage.name)
-        if i in releases
+        if i in whole
         else next(done)
         for i, image in enumerate(images)
     ]
@@ -392,7 +391,10 @@ async def rollback(
     if release is not None:
         if image or to or tag:
             raise BadInputError("--release rolls a whole release back: no --image, --to or --tag")
-        releases.split_name(f"{release}:latest")  # a plain name, as `release create` takes
+        if not is_path_component(release):
+            raise BadInputError(
+                f"--release {release!r}: a release's NAME, as `airlock release create` took it"
+            )
         return await rollback_release(config, st, release, requester)
     if is_release(image):
         raise BadInputError(f"{image} is a release: roll it back with --release NAME")

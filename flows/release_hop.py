@@ -92,7 +92,8 @@ async def release_hop(
             raise PromotionRefused(
                 f"{stage.name}: release {shown}: {r.label} gate {r.summary}; no member moved"
             )
-        await wait_for_window_on_board(pipeline, opened, index)  # approval took long? again
+        if stage.asks_approval:
+            await wait_for_window_on_board(pipeline, opened, index)  # approval took long? again
 
         async with repository_lock(*(hop.target for hop in everything)):
             # everything that could refuse is looked at again before anything moves: a promotion

@@ -265,10 +265,11 @@ def of_index(pipeline: Pipeline, where: Reference, manifest: Manifest) -> Releas
     tag there. An index may have been pushed by hand: promoting it judges every member by its
     own gates, and at its first hop each member's tag must still name its digest
     (flows/release_hop.py)."""
-    name, version = where.repository.rsplit("/", 1)[-1], where.tag or ""
+    first = pipeline.stages[0]
+    name = (first.name_in(where.repository) or "").removeprefix(RELEASES)
+    version = where.tag or ""
     if not manifest.is_index or manifest.artifact_type != mt.RELEASE:
         raise UnsupportedContent(f"{where} is not an airlock release (artifactType {mt.RELEASE})")
-    first = pipeline.stages[0]
     members = []
     for entry in manifest.children():
         notes = entry.annotations or {}

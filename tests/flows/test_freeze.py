@@ -129,10 +129,10 @@ async def test_any_value_under_the_switch_freezes_the_stage(
 
 async def test_freeze_bad_input(setup: Setup, cli_env: dict[str, str]) -> None:
     for args, needle in [
-        (("freeze", "uat", "--reason", "x"), "uat"),
+        (("freeze", "uat", "--reason", "x"), "unknown stage 'uat'; stages: dev, qa"),
         (("freeze", "qa", "--reason", "   "), "say why"),
         (("freeze", "qa", "--reason", "x" * 501), "say why"),
-        (("unfreeze", "uat"), "uat"),
+        (("unfreeze", "uat"), "unknown stage 'uat'; stages: dev, qa"),
     ]:
         proc = await run_cli(*args, "--pipeline", setup.file, env=cli_env)
         assert_one_line_error(proc, 2, needle)

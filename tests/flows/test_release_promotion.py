@@ -170,8 +170,9 @@ async def test_a_member_whose_scan_refuses_stops_the_whole_release_with_no_tag_m
     }
     assert verdicts == expected
 
+    state = await promote(image=release_ref(setup), to_stage="qa", return_state=True)
     with pytest.raises(PromotionRefused, match=r"release shop:1\.0: worker: scan gate") as e:
-        await promote(image=release_ref(setup), to_stage="qa")
+        await state.result()
     assert "no member moved" in str(e.value)
     for name in members:  # api and chart passed their gates: still nothing of them moved
         assert setup.tags("qa", name=name) == [], name
@@ -180,21 +181,45 @@ async def test_a_member_whose_scan_refuses_stops_the_whole_release_with_no_tag_m
 
     # in the UI, the run's task says whose gates it judged, and is red
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    named = TaskRunFilter(name=TaskRunFilterName(any_=["gates of api, worker, chart"]))
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
     async with get_client() as client:
-        runs = await client.read_task_runs(task_run_filter=named)
-    assert "FAILED" in [r.state.type.value for r in runs if r.state]  # this test's refusal
+        runs = await client.read_task_runs(flow_run_filter=this_run)
+    gates = [r for r in runs if r.name == "gates of api, worker, chart"]
+    assert [r.state.type.value for r in gates if r.state] == ["FAILED"]
 
 
 async def test_a_release_is_promoted_only_from_where_it_passed(setup: Setup) -> None:
-    """Straight from dev to staging (skipping qa) is refused for the release as for an image:
-    the index has no qa record."""
-    await release_of_three(setup, "rel-skip")
-    with pytest.raises(PromotionRefused, match=r"never promoted there|not in qa"):
+    """Straight from dev to staging (skipping qa) is refused for the release as for an image;
+    so is a release an insider pushed into qa by hand, index and members: it has no qa record."""
+    members = await release_of_three(setup, "rel-skip")
+    with pytest.raises(PromotionRefused, match=r"is not in qa"):
+        await promote(image=release_ref(setup), to_stage="staging")
+
+    raw, media_type = setup.reg.pusher.manifest("dev/releases/shop", "1.0")
+    for name, img in members.items():
+        setup.reg.pusher.push(f"qa/{name}", img, "1.0")
+    index = im.Image(raw, media_type, children=list(members.values()))
+    setup.reg.pusher.push("qa/releases/shop", index, "1.0")
+    with pytest.raises(PromotionRefused, match=r"in qa but was never promoted there"):
         await promote(image=release_ref(setup), to_stage="staging")
     assert setup.tags("staging", name="releases/shop") == []
+    assert all(setup.tags("staging", name=name) == [] for name in members)
+
+
+async def test_a_frozen_stage_refuses_a_release_with_its_reason(
+    setup: Setup, cli_env: dict[str, str]
+) -> None:
+    members = await release_of_three(setup, "rel-frozen")
+    frozen = await run_cli(
+        "freeze", "qa", "--reason", "release train", "--pipeline", setup.file, env=cli_env
+    )
+    assert frozen.returncode == 0, frozen.stderr
+    with pytest.raises(PromotionRefused, match=r"qa: frozen by .*release train"):
+        await promote(image=release_ref(setup), to_stage="qa")
+    assert all(setup.tags("qa", name=name) == [] for name in members)
+    assert setup.tags("qa", name="releases/shop") == []
 
 
 async def test_rollback_of_a_release_puts_every_member_back(
@@ -247,6 +272,9 @@ async def test_the_pipeline_takes_a_release_through_every_stage_without_approval
     for stage in ("qa", "staging"):
         for name, img in members.items():
             assert setup.digest(stage, name=name) == img.digest, (stage, name)
+            [record] = [r for r in await setup.records(stage, img.digest, name=name)
+                        if r.stage == stage]  # fmt: skip
+            assert record.part_of == "shop:1.0", (stage, name)  # as the release, not a batch
         assert setup.digest(stage, name="releases/shop") == setup.digest(
             "dev", name="releases/shop"
         )
